@@ -1,0 +1,1 @@
+"""Workspace facts: scanning writable areas for protected files, expanding globs."""
