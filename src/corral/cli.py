@@ -1,0 +1,285 @@
+"""The `corral` command line: a thin client of the library.
+
+Option parsing stops at the first non-option (`corral run python3 -c 'print(1)'` runs
+python3), like srt with `--`. corral's own failures exit 125 with one line on stderr;
+otherwise the exit status is the command's (128+N when it died of signal N).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+USAGE = """\
+usage: corral run [OPTIONS] [--] COMMAND [ARGS...]
+       corral run [OPTIONS] -c 'SHELL STRING'
+       corral policy show [FILE]
+       corral doctor
+       corral --version
+
+run options:
+  -s, --settings FILE     policy file: native TOML or srt settings JSON
+                          (default: ~/.config/corral/policy.toml, else built-in defaults)
+  -c STRING               run STRING with bash -c
+  --allow-write PATH      also allow writes to PATH
+  --allow-read PATH       re-allow reads of PATH inside a denied directory
+  --deny-read PATH        deny reads of PATH (a glob such as '**/*.pem' works too)
+  --deny-write PATH       deny writes to PATH
+  --allow-domain DOMAIN   (refused: the egress proxy is not available yet)
+  --as-user USER[:GID]    when launched as root, run the sandbox as this unprivileged user
+  --tty / --no-tty        force or disable a private pseudo-terminal (default: when stdin
+                          and stdout are terminals)
+  --dry-run               print the bwrap command and seccomp rules, run nothing
+  -q, --quiet             fewer messages from corral
+  -d, --debug             show tracebacks for corral's own errors
+"""
+
+SUBCOMMANDS = ("run", "policy", "doctor", "help")
+VALUE_OPTS = {
+    "-s": "settings", "--settings": "settings", "--policy": "settings",
+    "-c": "command_string",
+    "--allow-write": "allow_write", "--allow-read": "allow_read",
+    "--deny-read": "deny_read", "--deny-write": "deny_write",
+    "--allow-domain": "allow_domain", "--as-user": "as_user",
+}
+FLAG_OPTS = {
+    "--dry-run": "dry_run", "-d": "debug", "--debug": "debug", "-q": "quiet", "--quiet": "quiet",
+    "--tty": "tty", "--no-tty": "no_tty", "-h": "help", "--help": "help", "-V": "version",
+    "--version": "version",
+}
+REPEATABLE = {"allow_write", "allow_read", "deny_read", "deny_write", "allow_domain"}
+
+
+class Options:
+    def __init__(self) -> None:
+        self.settings: str | None = None
+        self.command_string: str | None = None
+        self.allow_write: list[str] = []
+        self.allow_read: list[str] = []
+        self.deny_read: list[str] = []
+        self.deny_write: list[str] = []
+        self.allow_domain: list[str] = []
+        self.as_user: str | None = None
+        self.dry_run = self.debug = self.quiet = self.tty = self.no_tty = False
+        self.help = self.version = False
+        self.command: list[str] = []
+
+
+def parse_run_args(args: list[str]) -> Options:
+    from .errors import UsageError
+
+    opts = Options()
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("-") or arg == "-":
+            break
+        name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if name in FLAG_OPTS and not eq:
+            setattr(opts, FLAG_OPTS[name], True)
+            i += 1
+            continue
+        if name in VALUE_OPTS:
+            if eq:
+                value = inline
+                i += 1
+            elif len(arg) > 2 and not arg.startswith("--"):
+                value = arg[2:]
+                i += 1
+            else:
+                if i + 1 >= len(args):
+                    raise UsageError(f"option {name} needs a value")
+                value = args[i + 1]
+                i += 2
+            attr = VALUE_OPTS[name]
+            if attr in REPEATABLE:
+                getattr(opts, attr).append(value)
+            else:
+                setattr(opts, attr, value)
+            continue
+        if len(arg) > 2 and arg[1] != "-" and arg[:2] in VALUE_OPTS:
+            pass
+        raise UsageError(f"unknown option {arg!r} (put the command after '--' if it is the command's own)")
+    opts.command = args[i:]
+    if opts.command_string is not None:
+        opts.command = [_shell(), "-c", opts.command_string, *opts.command]
+    return opts
+
+
+def _shell() -> str:
+    for cand in ("/bin/bash", "/usr/bin/bash", "/bin/sh"):
+        if os.access(cand, os.X_OK):
+            return cand
+    return "/bin/sh"
+
+
+def launch_context():
+    from .errors import SetupError
+    from .policy.model import LaunchContext
+
+    try:
+        cwd = os.getcwd()
+    except OSError as exc:
+        raise SetupError(f"cannot determine the working directory: {exc.strerror}", "cd into an existing directory") from None
+    home = os.environ.get("HOME")
+    if not home:
+        import pwd
+
+        home = pwd.getpwuid(os.geteuid()).pw_dir
+    return LaunchContext(cwd=cwd, home=os.path.normpath(home), uid=os.geteuid(), gid=os.getegid())
+
+
+def build_policy(opts: Options, ctx):
+    """The policy file (or defaults) plus the CLI shortcuts."""
+    from .errors import PolicyError, UnsupportedFeature
+    from .policy import load, paths
+    from .policy.native import NETWORK_NOT_YET, parse_user
+
+    policy = load.load(opts.settings, ctx)
+    if opts.allow_domain:
+        raise UnsupportedFeature("<cli>", "--allow-domain", opts.allow_domain[0], NETWORK_NOT_YET)
+    fs = policy.filesystem
+    changes = {}
+    for attr in ("allow_write", "allow_read", "deny_read", "deny_write"):
+        values = getattr(opts, attr)
+        if values:
+            rules = []
+            for raw in values:
+                try:
+                    rules.append(paths.rule(raw, ctx, f"--{attr.replace('_', '-')}"))
+                except ValueError as exc:
+                    raise PolicyError("<cli>", f"--{attr.replace('_', '-')}", raw, str(exc)) from None
+            changes[attr] = getattr(fs, attr) + tuple(rules)
+    if changes:
+        policy = policy.with_filesystem(**changes)
+    if opts.as_user is not None:
+        policy = policy.with_process(run_as=parse_user(opts.as_user, "<cli>", "--as-user"))
+    return policy
+
+
+def cmd_run(args: list[str]) -> int:
+    from .errors import SetupError, UsageError
+
+    opts = parse_run_args(args)
+    if opts.help:
+        sys.stdout.write(USAGE)
+        return 0
+    if opts.version:
+        return cmd_version()
+    if not opts.command:
+        raise UsageError("no command given (usage: corral run [OPTIONS] [--] COMMAND [ARGS...])")
+    ctx = launch_context()
+    policy = build_policy(opts, ctx)
+    if policy.process.run_as and ctx.uid != 0 and policy.process.run_as[0] != ctx.uid:
+        raise SetupError("--as-user / process.run_as needs corral to be launched as root", "drop the option")
+    from .sandbox.plan import build_plan
+
+    plan = build_plan(policy, ctx, opts.command, dict(os.environ))
+    if opts.dry_run:
+        return dry_run(plan)
+    from .sandbox.launch import run_foreground
+
+    tty = True if opts.tty else False if opts.no_tty else None
+    return run_foreground(plan, tty=tty)
+
+
+def dry_run(plan) -> int:
+    import shlex
+
+    from .sandbox.bwrap import bwrap_argv
+    from .sandbox.seccomp import describe
+
+    out = sys.stdout
+    argv = bwrap_argv(plan, seccomp_fd=3, status_fd=4)
+    out.write("# bwrap command (fd 3: seccomp program, fd 4: status pipe)\n")
+    out.write(" \\\n  ".join(shlex.quote(a) for a in argv) + "\n\n")
+    out.write("# mounts, in order\n")
+    for m in plan.mounts:
+        src = f" {m.src}" if m.src and m.src != m.dest else ""
+        out.write(f"{m.op:<10} {m.dest}{src}  # {m.why}\n")
+    if plan.placeholders:
+        out.write("\n# placeholders created on the host for the run, removed after it\n")
+        for ph in plan.placeholders:
+            out.write(f"{ph.kind:<4} {ph.path}\n")
+    out.write("\n# seccomp filter\n")
+    for line in describe(plan.seccomp):
+        out.write(line + "\n")
+    out.write(f"\n# environment: TMPDIR={plan.tmpdir}; values of other variables are not shown\n")
+    return 0
+
+
+def cmd_policy(args: list[str]) -> int:
+    from .errors import UsageError
+
+    if not args or args[0] in ("-h", "--help"):
+        sys.stdout.write("usage: corral policy show [FILE]\n")
+        return 0 if args else 125
+    if args[0] != "show":
+        raise UsageError(f"unknown policy command {args[0]!r} (expected 'show')")
+    rest = args[1:]
+    settings = None
+    if rest and rest[0] in ("-s", "--settings"):
+        rest = rest[1:]
+    if rest:
+        settings = rest[0]
+    from .policy import load
+    from .policy.render import to_toml
+
+    ctx = launch_context()
+    policy = load.load(settings, ctx)
+    sys.stdout.write(to_toml(policy, ctx))
+    return 0
+
+
+def cmd_doctor(_args: list[str]) -> int:
+    from .sandbox.diagnose import doctor
+
+    ok = True
+    for what, good, detail in doctor():
+        ok &= good or what == "Landlock"
+        sys.stdout.write(f"{'ok  ' if good else 'FAIL'}  {what}: {detail}\n")
+    return 0 if ok else 1
+
+
+def cmd_version() -> int:
+    from . import __version__
+
+    sys.stdout.write(f"corral {__version__}\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args or "-d" in args[:1]
+    try:
+        if not args or args[0] in ("-h", "--help", "help"):
+            sys.stdout.write(USAGE)
+            return 0 if args else 125
+        if args[0] in ("-V", "--version"):
+            return cmd_version()
+        head = args[0]
+        if head == "run":
+            return cmd_run(args[1:])
+        if head == "policy":
+            return cmd_policy(args[1:])
+        if head == "doctor":
+            return cmd_doctor(args[1:])
+        # srt-style: `corral [OPTIONS] [--] COMMAND` means `corral run ...`
+        return cmd_run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's one place to turn errors into a line
+        from .errors import CorralError
+
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        if isinstance(exc, CorralError):
+            sys.stderr.write(f"corral: {exc}\n")
+        else:
+            sys.stderr.write(f"corral: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)\n")
+        return 125

@@ -1,0 +1,69 @@
+"""Render a Policy as native TOML (what `corral policy show` prints; loadable again)."""
+
+from __future__ import annotations
+
+import json
+
+from .defaults import credential_paths
+from .model import LaunchContext, PathRule, Policy
+from ..workspace import protected
+
+
+def _str(value: str) -> str:
+    # JSON string escaping is valid TOML basic-string escaping for all we emit.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _path(rule: PathRule) -> str:
+    if not rule.glob and any(c in rule.path for c in "*?["):
+        return "{ path = %s, literal = true }" % _str(rule.path)
+    return _str(rule.path)
+
+
+def _list(items: list[str]) -> str:
+    if not items:
+        return "[]"
+    return "[\n" + "".join(f"  {item},\n" for item in items) + "]"
+
+
+def to_toml(policy: Policy, ctx: LaunchContext) -> str:
+    fs, net, proc = policy.filesystem, policy.network, policy.process
+    src = ", ".join(policy.sources) or "built-in defaults"
+    lines = [
+        f"# Effective corral policy (from {src}), paths resolved for cwd {ctx.cwd}",
+        "version = 1",
+        "",
+        "[filesystem]",
+        f"deny_read = {_list([_path(r) for r in fs.deny_read])}",
+        f"allow_read = {_list([_path(r) for r in fs.allow_read])}",
+        f"allow_write = {_list([_path(r) for r in fs.allow_write])}",
+        f"deny_write = {_list([_path(r) for r in fs.deny_write])}",
+        f"allow_git_config = {str(fs.allow_git_config).lower()}",
+        f"deny_credentials = {str(fs.deny_credentials).lower()}",
+    ]
+    if fs.deny_credentials:
+        lines.append("# deny_credentials = true also denies reads of:")
+        lines.extend(f"#   {p}" for p in credential_paths(ctx))
+    lines.append("# Always protected (read-only; cannot be created in the workspace root or a writable HOME;")
+    lines.append("# quarantined when created elsewhere): " + " ".join(sorted(protected.RC_FILES | protected.CONFIG_FILES | protected.CONFIG_DIRS)))
+    lines.append("#   .git/hooks .git/config .claude/{commands,agents,settings.json,settings.local.json}, gitfiles,")
+    lines.append("#   and the policy files in use" + (": " + ", ".join(policy.sources) if policy.sources else ""))
+    lines += [
+        "",
+        "[network]",
+        f"allowed_domains = {_list([_str(d) for d in net.allowed_domains])}",
+        f"denied_domains = {_list([_str(d) for d in net.denied_domains])}",
+        f"allow_unix_sockets = {str(net.allow_unix_sockets).lower()}",
+        "",
+        "[process]",
+        f"allow_nested_userns = {str(proc.allow_nested_userns).lower()}",
+    ]
+    if proc.run_as:
+        lines.append(f'run_as = "{proc.run_as[0]}:{proc.run_as[1]}"')
+    if proc.bwrap_path:
+        lines.append(f"bwrap = {_str(proc.bwrap_path)}")
+    lines.append(f"unset_env = {_list([_str(n) for n in proc.unset_env])}")
+    if proc.set_env:
+        lines += ["", "[process.env]"]
+        lines += [f"{name} = {_str(value)}" for name, value in proc.set_env]
+    return "\n".join(lines) + "\n"

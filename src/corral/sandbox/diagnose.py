@@ -1,0 +1,98 @@
+"""Why could bubblewrap not set up the sandbox? Detect the cause and name the fix."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import SetupError
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def userns_problem() -> SetupError | None:
+    """Return the reason unprivileged user namespaces are refused here, if they are."""
+    if _read("/proc/sys/user/max_user_namespaces") == "0":
+        return SetupError(
+            "user namespaces are disabled (user.max_user_namespaces = 0)",
+            "sudo sysctl -w user.max_user_namespaces=15000 (persist it in /etc/sysctl.d/)",
+        )
+    if os.geteuid() != 0 and _read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+        return SetupError(
+            "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0)",
+            "sudo sysctl -w kernel.unprivileged_userns_clone=1",
+        )
+    if os.geteuid() != 0 and _read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
+        return SetupError(
+            "AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1)",
+            "allow bwrap with an AppArmor profile granting 'userns' (see docs/troubleshooting.md), "
+            "or sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0",
+        )
+    if not _can_unshare_user():
+        return SetupError(
+            "creating a user namespace is refused (likely a container's seccomp profile or a "
+            "security module)",
+            "run corral on the host, or start the container with a seccomp profile that allows "
+            "unshare/clone with CLONE_NEWUSER (e.g. podman --security-opt seccomp=unconfined)",
+        )
+    return None
+
+
+def _can_unshare_user() -> bool:
+    import ctypes
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            os._exit(0 if libc.unshare(0x10000000) == 0 else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def diagnose_failure(plan, status: int) -> SetupError:
+    problem = userns_problem()
+    if problem is not None:
+        return problem
+    return SetupError(
+        f"bubblewrap could not set up the sandbox (exit status {status}); its message is above",
+        "run `corral doctor`, or `corral run --dry-run ...` to see the exact bwrap command",
+    )
+
+
+def doctor() -> list[tuple[str, bool, str]]:
+    """Checks for `corral doctor`: (what, ok, detail)."""
+    from .launch import find_executable
+
+    checks = []
+    bwrap = find_executable("bwrap")
+    checks.append(("bubblewrap installed", bwrap is not None,
+                   bwrap or "install it: sudo apt-get install bubblewrap"))
+    problem = userns_problem()
+    checks.append(("user namespaces", problem is None, str(problem) if problem else "available"))
+    ll = _landlock_abi()
+    checks.append(("Landlock", ll > 0, f"ABI {ll}" if ll > 0 else "not available (not needed by the bwrap backend)"))
+    seccomp = _read("/proc/sys/kernel/seccomp/actions_avail")
+    checks.append(("seccomp filters", bool(seccomp), seccomp or "not available"))
+    return checks
+
+
+def _landlock_abi() -> int:
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        nr = {"x86_64": 444, "aarch64": 444}.get(os.uname().machine)
+        if nr is None:
+            return 0
+        return max(0, libc.syscall(nr, None, ctypes.c_size_t(0), ctypes.c_uint32(1)))
+    except OSError:
+        return 0

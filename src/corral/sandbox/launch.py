@@ -1,0 +1,350 @@
+"""Run a Plan: the only module that spawns processes.
+
+Process layout for one run:
+
+    corral ──fork──> reaper (own session; cleans up if corral is SIGKILLed)
+       └──fork/exec──> bwrap (--die-with-parent) ──> init (pid 1) ──> command
+
+The seccomp program reaches bwrap through a pipe (no file on disk), bwrap reports the
+sandbox's pid through `--json-status-fd`, and every other descriptor is closed before exec.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from ..errors import SetupError
+from .bwrap import bwrap_argv
+from .hostprep import Cleanup, stderr_report
+from .plan import Plan
+
+FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def find_executable(name: str, path: str | None = None) -> str | None:
+    if "/" in name:
+        return name if os.access(name, os.X_OK) else None
+    for d in (path if path is not None else os.environ.get("PATH", "/usr/bin:/bin")).split(":"):
+        cand = os.path.join(d or ".", name)
+        if os.access(cand, os.X_OK) and not os.path.isdir(cand):
+            return cand
+    return None
+
+
+def resolve_bwrap(plan: Plan) -> str:
+    exe = find_executable(plan.bwrap)
+    if exe is None:
+        raise SetupError(
+            f"bubblewrap ({plan.bwrap}) is not installed or not executable",
+            "install it: sudo apt-get install bubblewrap (Debian/Ubuntu) or dnf install bubblewrap",
+        )
+    return exe
+
+
+class Run:
+    """One sandboxed command from spawn to cleanup.
+
+    `prepare()` does the host-side setup and returns the bwrap argv and the descriptors it
+    needs; any spawner (corral's own fork/exec, or subprocess for the library) starts it,
+    reports the pid with `started()`, and calls `finish()` with the exit status.
+    """
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.cleanup = Cleanup(plan)
+        self.pid = 0
+        self.reaper_pid = 0
+        self.reaper_fd = -1
+        self.status_r = -1
+        self.pass_fds: tuple[int, ...] = ()
+
+    def prepare(self, new_session: bool = True) -> list[str]:
+        exe = resolve_bwrap(self.plan)
+        from .seccomp import compile_filter
+
+        program = compile_filter(self.plan.seccomp)
+        self.cleanup.create_placeholders()
+        try:
+            self._start_reaper()
+            self.status_r, status_w = os.pipe()
+            seccomp_r = _pipe_with(program)
+        except BaseException:
+            self.abort()
+            raise
+        self.pass_fds = (seccomp_r, status_w)
+        argv = bwrap_argv(self.plan, seccomp_fd=seccomp_r, status_fd=status_w, new_session=new_session)
+        argv[0] = exe
+        return argv
+
+    def started(self, pid: int) -> None:
+        self.pid = pid
+        self._close_pass_fds()
+        self._tell_reaper(f"bwrap {pid}\n")
+
+    def finish(self, status: int, report=stderr_report) -> int:
+        """`status` is the exit status as the shell reports it (128+N for signal N)."""
+        self._close_pass_fds()
+        setup_ok = self._read_status()
+        self.cleanup.run(report)
+        self._release_reaper()
+        if not setup_ok:
+            from .diagnose import diagnose_failure
+
+            raise diagnose_failure(self.plan, status)
+        return status
+
+    def abort(self, report=stderr_report) -> None:
+        """Setup failed or corral is unwinding: kill what runs, clean what was made."""
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self.pid = 0
+        self._close_pass_fds()
+        if self.status_r >= 0:
+            os.close(self.status_r)
+            self.status_r = -1
+        self.cleanup.run(report)
+        self._release_reaper()
+
+    # -- internals ----------------------------------------------------------------------
+    def _close_pass_fds(self) -> None:
+        for fd in self.pass_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.pass_fds = ()
+
+    def _read_status(self) -> bool:
+        """True when bwrap got as far as starting the sandbox (it reported a child pid)."""
+        if self.status_r < 0:
+            return True
+        os.set_blocking(self.status_r, False)
+        try:
+            data = os.read(self.status_r, 65536)
+        except BlockingIOError:
+            data = b""
+        os.close(self.status_r)
+        self.status_r = -1
+        return b'"child-pid"' in data
+
+    def _start_reaper(self) -> None:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(w)
+                _reaper_main(r, self.cleanup)
+            finally:
+                os._exit(0)
+        os.close(r)
+        self.reaper_pid, self.reaper_fd = pid, w
+
+    def _tell_reaper(self, msg: str) -> None:
+        try:
+            os.write(self.reaper_fd, msg.encode())
+        except OSError:
+            pass
+
+    def _release_reaper(self) -> None:
+        if self.reaper_fd >= 0:
+            self._tell_reaper("done\n")
+            os.close(self.reaper_fd)
+            self.reaper_fd = -1
+        if self.reaper_pid:
+            try:
+                os.waitpid(self.reaper_pid, 0)
+            except ChildProcessError:
+                pass
+            self.reaper_pid = 0
+
+
+def run_foreground(plan: Plan, tty: bool | None = None) -> int:
+    """The CLI's way to run: inherit stdio (or relay a pty), forward signals, return status."""
+    if tty is None:
+        try:
+            tty = os.isatty(0) and os.isatty(1)
+        except OSError:
+            tty = False
+    run = Run(plan)
+    argv = run.prepare(new_session=not tty)
+    master = slave = None
+    try:
+        if tty:
+            from .pty_relay import copy_winsize
+
+            master, slave = os.openpty()
+            copy_winsize(master)
+        pid = _spawn(argv, dict(plan.env), run.pass_fds, plan.run_as if os.geteuid() == 0 else None, slave)
+        run.started(pid)
+        if slave is not None:
+            os.close(slave)
+            slave = None
+        previous = _forward_signals(pid)
+        try:
+            if master is not None:
+                from .pty_relay import relay
+
+                raw = relay(master, pid)
+            else:
+                _, raw = os.waitpid(pid, 0)
+        finally:
+            _restore(previous)
+        run.pid = 0
+    except BaseException:
+        run.abort()
+        raise
+    finally:
+        for fd in (master, slave):
+            if fd is not None:
+                os.close(fd)
+    return run.finish(exit_status(raw))
+
+
+def _pipe_with(data: bytes) -> int:
+    r, w = os.pipe()
+    try:
+        os.write(w, data)  # < 64 KiB: fits the pipe buffer, no blocking
+    finally:
+        os.close(w)
+    return r
+
+
+def _spawn(argv: list[str], env: dict[str, str], pass_fds, run_as, tty_slave) -> int:
+    """fork/exec bwrap with only stdio and `pass_fds` open; errors come back on a pipe."""
+    err_r, err_w = os.pipe()  # CLOEXEC: closed by a successful exec
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(err_r)
+            for sig in FORWARDED:
+                signal.signal(sig, signal.SIG_DFL)
+            if tty_slave is not None:
+                keep_err = os.dup(2) if not os.isatty(2) else None
+                os.login_tty(tty_slave)  # new session; the pty is the controlling terminal
+                if keep_err is not None:
+                    os.dup2(keep_err, 2)
+                    os.close(keep_err)
+            _close_all_but({0, 1, 2, err_w, *pass_fds})
+            for fd in pass_fds:
+                os.set_inheritable(fd, True)
+            if run_as:
+                os.setgroups([])
+                os.setgid(run_as[1])
+                os.setuid(run_as[0])
+            os.execve(argv[0], argv, env)
+        except BaseException as exc:
+            try:
+                os.write(err_w, str(exc).encode(errors="replace")[:500])
+            finally:
+                os._exit(127)
+    os.close(err_w)
+    chunks = []
+    while True:
+        chunk = os.read(err_r, 512)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(err_r)
+    if chunks:
+        os.waitpid(pid, 0)
+        raise SetupError(f"cannot start bubblewrap ({argv[0]}): {b''.join(chunks).decode(errors='replace')}",
+                         "check that bubblewrap is installed and executable")
+    return pid
+
+
+def _forward_signals(pid: int) -> dict:
+    """Signals sent to corral go to bwrap, whose death takes the sandbox down."""
+
+    def forward(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {}
+    for sig in FORWARDED:
+        try:
+            previous[sig] = signal.signal(sig, forward)
+        except ValueError:  # not the main thread
+            break
+    return previous
+
+
+def _restore(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def _reaper_main(fd: int, cleanup: Cleanup) -> None:
+    """Wait for corral to go away; if it did not say 'done', clean up after it."""
+    os.setsid()  # survive a kill of corral's process group
+    for sig in FORWARDED:
+        signal.signal(sig, signal.SIG_IGN)
+    _close_all_but({2, fd})
+    try:
+        devnull = os.open("/dev/null", os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    if b"done\n" in data:
+        return
+    for line in data.decode().splitlines():
+        if line.startswith("bwrap "):
+            _wait_gone(int(line.split()[1]))
+    cleanup.run(stderr_report)
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+    """bwrap dies with its parent (die-with-parent); wait for it, then make sure."""
+    import select
+    import time
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(int(timeout * 1000)):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            poller.poll(1000)
+    finally:
+        os.close(pidfd)
+    time.sleep(0.02)  # the sandbox's init takes its pid namespace down right after
+
+
+def _close_all_but(keep: set[int]) -> None:
+    top = max(keep) + 1
+    last = 0
+    for fd in sorted(keep) + [top]:
+        if fd > last:
+            os.closerange(last, fd)
+        last = fd + 1
+    try:
+        os.closerange(top, os.sysconf("SC_OPEN_MAX"))
+    except (ValueError, OSError):
+        os.closerange(top, 65536)
+
+
+def exit_status(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)

@@ -1,0 +1,305 @@
+"""Policy -> Plan: the ordered, printable description of one sandboxed run.
+
+The decisions here are pure; every question about the host filesystem goes through the
+`HostFS` object passed in (realpath, existence, the protected-file walk, glob expansion), so
+tests can hand in a fake one. Mount order is the security: parents before children, and
+hidden (tmpfs) directories are made read-only only after everything inside them is mounted.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..policy.defaults import credential_paths
+from ..policy.model import LaunchContext, Policy
+from ..workspace import protected
+from .seccomp import SeccompOptions
+
+# Decisions for one path; the most specific (deepest) decision wins for everything below it.
+RW, RO, HIDE, REOPEN_RO, REOPEN_RW, PROTECT, TMPDIR = (
+    "rw", "ro", "hide", "reopen-ro", "reopen-rw", "protect", "tmpdir",
+)
+
+
+@dataclass(frozen=True)
+class Mount:
+    op: str  # "ro-bind" | "bind" | "dev" | "proc" | "tmpfs" | "dev-null" | "remount-ro"
+    dest: str
+    src: str = ""
+    perms: int | None = None
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    """An empty file or directory created on the host for the run and removed after it."""
+
+    path: str
+    kind: str  # "file" | "dir"
+
+
+@dataclass(frozen=True)
+class Plan:
+    argv: tuple[str, ...]
+    cwd: str
+    env: tuple[tuple[str, str], ...]
+    mounts: tuple[Mount, ...]
+    seccomp: SeccompOptions
+    disable_userns: bool
+    placeholders: tuple[Placeholder, ...]
+    tmpdir: str
+    writable_roots: tuple[str, ...]
+    scan_skip: frozenset[str]
+    protected_before: dict = field(hash=False, compare=False)
+    allow_git_config: bool = False
+    run_as: tuple[int, int] | None = None
+    bwrap: str = "bwrap"
+    quarantine_dir: str = ""
+    run_id: str = ""
+    scanned_entries: int = 0
+
+
+class HostFS:
+    """The real filesystem, as seen by plan building."""
+
+    def realpath(self, path: str) -> str:
+        return os.path.realpath(path)
+
+    def kind(self, path: str) -> str | None:
+        """'dir', 'file' (anything that is not a directory) or None when missing."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return "file" if os.path.islink(path) else None
+        return "dir" if (st.st_mode & 0o170000) == 0o040000 else "file"
+
+    def lexists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def scan_protected(self, roots, skip, allow_git_config):
+        from ..workspace.scan import scan_protected
+
+        return scan_protected(roots, skip, allow_git_config)
+
+    def find_links(self, roots, skip, targets):
+        from ..workspace.scan import find_links
+
+        return find_links(roots, skip, targets)
+
+    def expand_globs(self, patterns):
+        from ..workspace.scan import expand_globs
+
+        return expand_globs(patterns)
+
+
+def _ancestors(path: str):
+    """path itself, then each parent up to '/'."""
+    while True:
+        yield path
+        if path == "/":
+            return
+        path = os.path.dirname(path)
+
+
+def _depth(path: str) -> int:
+    return 0 if path == "/" else path.count("/")
+
+
+class _Layout:
+    """Path decisions and the questions asked of them."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, tuple[str, str]] = {}  # path -> (decision, why)
+
+    def set(self, path: str, decision: str, why: str) -> None:
+        self.nodes[path] = (decision, why)
+
+    def state(self, path: str) -> str | None:
+        """The decision governing `path`: its own, or its nearest decided ancestor's."""
+        for p in _ancestors(path):
+            if p in self.nodes:
+                return self.nodes[p][0]
+        return None
+
+    def writable(self, path: str) -> bool:
+        return self.state(path) in (RW, REOPEN_RW)
+
+    def hidden(self, path: str) -> bool:
+        return self.state(path) == HIDE
+
+
+def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dict[str, str],
+               fs: HostFS | None = None, run_id: str = "", tmp_root: str = "/tmp",
+               state_home: str | None = None) -> Plan:
+    fs = fs or HostFS()
+    fsp = policy.filesystem
+    run_id = run_id or os.urandom(6).hex()
+    real = fs.realpath
+    layout = _Layout()
+    cwd = real(ctx.cwd)
+
+    # --- writes: allow_write, then deny_write on top (deny wins at the same path) ---------
+    allow_write = []
+    for r in fsp.allow_write:
+        p = real(r.path)
+        if fs.kind(p) is not None:  # a missing path cannot be bound; writes there stay refused
+            allow_write.append(p)
+            layout.set(p, RW, f"allow_write ({r.origin})")
+    deny_write_missing = []
+    for r in fsp.deny_write:
+        p = real(r.path)
+        if fs.kind(p) is not None:
+            layout.set(p, RO, f"deny_write ({r.origin})")
+        else:
+            deny_write_missing.append((p, r.origin))
+    write_state = dict(layout.nodes)  # writability before reads are considered (for reopen)
+
+    # --- reads: deny_read (+ credentials + glob matches), then allow_read re-opens -------
+    deny_read: list[tuple[str, str]] = []
+    globs = []
+    for r in fsp.deny_read:
+        if r.glob:
+            globs.append(r)
+        else:
+            deny_read.append((r.path, f"deny_read ({r.origin})"))
+    if fsp.deny_credentials:
+        deny_read.extend((p, "credential location (deny_credentials)") for p in credential_paths(ctx))
+    if globs:
+        for match in fs.expand_globs([g.path for g in globs]):
+            deny_read.append((match, "deny_read glob match"))
+    hidden_files: set[str] = set()
+    for path, why in deny_read:
+        p = real(path)
+        kind = fs.kind(p)
+        if kind is None:
+            continue
+        layout.set(p, HIDE, why)
+        if kind == "file":
+            hidden_files.add(p)
+    for r in fsp.allow_read:
+        p = real(r.path)
+        if fs.kind(p) is None:
+            continue
+        if any(layout.nodes.get(a, ("",))[0] == HIDE for a in _ancestors(p)):
+            if layout.nodes.get(p, ("",))[0] == HIDE:
+                del layout.nodes[p]
+                hidden_files.discard(p)
+            if _writable_in(write_state, p):
+                layout.set(p, REOPEN_RW, f"allow_read ({r.origin}) in a writable area")
+            else:
+                layout.set(p, REOPEN_RO, f"allow_read ({r.origin})")
+
+    # --- protected files in writable areas ---------------------------------------------
+    roots = sorted(p for p, (d, _) in layout.nodes.items() if d in (RW, REOPEN_RW) and layout.writable(p))
+    skip = frozenset(layout.nodes)
+    scan = fs.scan_protected(roots, skip, fsp.allow_git_config)
+    for root in roots:  # a writable root that is itself protected stays read-only
+        parent = os.path.dirname(root)
+        if protected.classify(os.path.basename(parent), os.path.basename(root), fs.kind(root) == "dir", fsp.allow_git_config):
+            layout.set(root, PROTECT, "protected file (mandatory)")
+    for path in scan.found:
+        layout.set(path, PROTECT, "protected file (mandatory)")
+    if scan.hardlinked:
+        for path in fs.find_links(roots, skip, scan.hardlinked):
+            layout.set(path, PROTECT, "hard link to a protected file")
+    for source in policy.sources:
+        p = real(source)
+        if layout.writable(p):
+            layout.set(p, PROTECT, "policy file in use")
+
+    # --- placeholders: missing protected names in the workspace root and a writable HOME --
+    placeholders: list[Placeholder] = []
+    homes = [cwd]
+    home = real(ctx.home)
+    if home != cwd:
+        homes.append(home)
+    for base in homes:
+        if fs.kind(base) != "dir" or not layout.writable(base):
+            continue
+        for rel, kind in protected.root_placeholders(
+            lambda r: fs.lexists(f"{base}/{r}"), lambda r: fs.kind(f"{base}/{r}") == "dir", fsp.allow_git_config
+        ):
+            path = f"{base.rstrip('/')}/{rel}"
+            if layout.writable(os.path.dirname(path)):
+                placeholders.append(Placeholder(path, kind))
+                layout.set(path, PROTECT, "protected name kept from being created (placeholder)")
+    for path, origin in deny_write_missing:
+        if layout.writable(os.path.dirname(path)) and fs.kind(os.path.dirname(path)) == "dir":
+            placeholders.append(Placeholder(path, "file"))
+            layout.set(path, PROTECT, f"deny_write ({origin}), kept from being created")
+
+    # --- private TMPDIR: a tmpfs over an empty host directory --------------------------
+    tmpdir = f"{tmp_root.rstrip('/')}/corral-{run_id}"
+    placeholders.append(Placeholder(tmpdir, "dir"))
+    layout.set(tmpdir, TMPDIR, "private TMPDIR (tmpfs, gone after the run)")
+
+    mounts = [
+        Mount("ro-bind", "/", "/", why="whole filesystem read-only"),
+        Mount("dev", "/dev", why="minimal /dev"),
+        Mount("proc", "/proc", why="own /proc (pid namespace)"),
+        Mount("tmpfs", "/dev/shm", perms=0o1777, why="private shared memory"),
+    ]
+    remount = []
+    for path in sorted(layout.nodes, key=lambda p: (_depth(p), p)):
+        decision, why = layout.nodes[path]
+        if decision == RW:
+            mounts.append(Mount("bind", path, path, why=why))
+        elif decision == REOPEN_RW:
+            mounts.append(Mount("bind", path, path, why=why))
+        elif decision in (RO, PROTECT, REOPEN_RO):
+            if decision != REOPEN_RO and _under_hidden(layout, path):
+                continue  # invisible already; binding it would re-expose it
+            mounts.append(Mount("ro-bind", path, path, why=why))
+        elif decision == HIDE:
+            if path in hidden_files:
+                mounts.append(Mount("dev-null", path, "/dev/null", why=why))
+            else:
+                mounts.append(Mount("tmpfs", path, perms=0o755, why=why))
+                remount.append(path)
+        elif decision == TMPDIR:
+            mounts.append(Mount("tmpfs", path, perms=0o700, why=why))
+    for path in sorted(remount, key=_depth, reverse=True):
+        mounts.append(Mount("remount-ro", path, why="hidden directory refuses writes"))
+
+    env = dict(environ)
+    for name in policy.process.unset_env:
+        env.pop(name, None)
+    env.update({"TMPDIR": tmpdir, "TMP": tmpdir, "TEMP": tmpdir, "CORRAL_SANDBOX": "1", "SANDBOX_RUNTIME": "1"})
+    env.update(dict(policy.process.set_env))
+
+    state = environ.get("XDG_STATE_HOME") or os.path.join(ctx.home, ".local", "state")
+    return Plan(
+        argv=tuple(argv),
+        cwd=cwd,
+        env=tuple(env.items()),
+        mounts=tuple(mounts),
+        seccomp=SeccompOptions(
+            allow_unix_sockets=policy.network.allow_unix_sockets,
+            allow_nested_userns=policy.process.allow_nested_userns,
+        ),
+        disable_userns=not policy.process.allow_nested_userns,
+        placeholders=tuple(placeholders),
+        tmpdir=tmpdir,
+        writable_roots=tuple(roots),
+        scan_skip=skip | {tmpdir},
+        protected_before=dict(scan.found),
+        allow_git_config=fsp.allow_git_config,
+        run_as=policy.process.run_as,
+        bwrap=policy.process.bwrap_path or "bwrap",
+        quarantine_dir=os.path.join(state_home or state, "corral", "quarantine", run_id),
+        run_id=run_id,
+        scanned_entries=scan.entries,
+    )
+
+
+def _under_hidden(layout: _Layout, path: str) -> bool:
+    parent = os.path.dirname(path)
+    return path != "/" and layout.hidden(parent)
+
+
+def _writable_in(nodes: dict, path: str) -> bool:
+    for p in _ancestors(path):
+        if p in nodes:
+            return nodes[p][0] == RW
+    return False

@@ -1,0 +1,145 @@
+"""Walks of the host filesystem that the plan needs (the only I/O of policy resolution).
+
+* `scan_protected`: every protected entry (see `protected.classify`) inside the writable
+  areas, recorded with its inode so that a later scan can tell what the run created.
+* `expand_globs`: the paths that gitignore-style deny patterns match right now.
+
+Walks never follow symlinks, never descend into a protected directory (it is covered as a
+whole) nor into the `skip` set (areas the sandbox cannot write), and stop with a SetupError
+past `MAX_ENTRIES`, so a huge writable area fails closed instead of silently going unchecked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..errors import SetupError
+from .protected import classify
+
+MAX_ENTRIES = 2_000_000
+
+
+@dataclass
+class ProtectedScan:
+    found: dict[str, tuple[int, bool]] = field(default_factory=dict)  # path -> (inode, is_dir)
+    hardlinked: set[tuple[int, int]] = field(default_factory=set)  # (dev, ino) with nlink > 1
+    entries: int = 0
+
+
+def scan_protected(roots: list[str], skip: frozenset[str], allow_git_config: bool) -> ProtectedScan:
+    result = ProtectedScan()
+    found = result.found
+    count = 0
+    for root in roots:
+        stack = [root]
+        while stack:
+            top = stack.pop()
+            parent_name = top.rpartition("/")[2]
+            try:
+                it = os.scandir(top)
+            except OSError:
+                continue  # vanished or unreadable: nothing the sandbox could write there either
+            with it:
+                for entry in it:
+                    count += 1
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    path = entry.path
+                    if classify(parent_name, entry.name, is_dir, allow_git_config):
+                        found[path] = (entry.inode(), is_dir)
+                        if not is_dir and entry.is_file(follow_symlinks=False):
+                            st = entry.stat(follow_symlinks=False)
+                            if st.st_nlink > 1:
+                                result.hardlinked.add((st.st_dev, st.st_ino))
+                    elif is_dir and path not in skip:
+                        stack.append(path)
+            if count > MAX_ENTRIES:
+                raise SetupError(
+                    f"writable area {root} holds more than {MAX_ENTRIES} entries; corral cannot "
+                    "check it for protected files",
+                    "grant narrower allow_write paths",
+                )
+    result.entries = count
+    return result
+
+
+def find_links(roots: list[str], skip: frozenset[str], targets: set[tuple[int, int]]) -> list[str]:
+    """Other names of hard-linked protected files (rare: only walked when one exists)."""
+    out: list[str] = []
+    for root in roots:
+        stack = [root]
+        while stack:
+            top = stack.pop()
+            try:
+                it = os.scandir(top)
+            except OSError:
+                continue
+            with it:
+                for entry in it:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            if entry.path not in skip:
+                                stack.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            st = entry.stat(follow_symlinks=False)
+                            if st.st_nlink > 1 and (st.st_dev, st.st_ino) in targets:
+                                out.append(entry.path)
+                    except OSError:
+                        continue
+    return out
+
+
+def glob_base(pattern: str) -> str:
+    """The longest leading directory of an absolute pattern that has no wildcard."""
+    parts = pattern.split("/")
+    base: list[str] = []
+    for part in parts[:-1]:
+        if any(c in part for c in "*?["):
+            break
+        base.append(part)
+    return "/".join(base) or "/"
+
+
+def expand_globs(patterns: list[str]) -> list[str]:
+    """Existing paths matched by absolute path-glob patterns (`*` stays within a component,
+    `**` spans directories). A matched directory is returned whole and not descended."""
+    if not patterns:
+        return []
+    import pathspec  # lazy: costs ~30 ms to import, only paid when a policy has globs
+
+    by_base: dict[str, list[str]] = {}
+    for pat in patterns:
+        base = glob_base(pat)
+        by_base.setdefault(base, []).append("/" + pat[len(base):].lstrip("/"))
+    matches: list[str] = []
+    count = 0
+    for base, rels in by_base.items():
+        spec = pathspec.PathSpec.from_lines("gitwildmatch", rels)
+        stack = [base]
+        while stack:
+            top = stack.pop()
+            try:
+                it = os.scandir(top)
+            except OSError:
+                continue
+            with it:
+                for entry in it:
+                    count += 1
+                    rel = entry.path[len(base):].lstrip("/")
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if spec.match_file(rel):
+                        matches.append(entry.path)
+                    elif is_dir:
+                        stack.append(entry.path)
+            if count > MAX_ENTRIES:
+                raise SetupError(
+                    f"deny pattern base {base} holds more than {MAX_ENTRIES} entries",
+                    "anchor the glob in a smaller directory",
+                )
+    return matches
