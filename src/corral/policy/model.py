@@ -8,10 +8,10 @@ into mounts is `sandbox.plan`'s job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from .._values import field, frozen, replace
 
 
-@dataclass(frozen=True)
+@frozen
 class PathRule:
     """One filesystem entry: a literal path or a gitignore-style glob (`**/*.pem`)."""
 
@@ -20,7 +20,7 @@ class PathRule:
     origin: str = ""  # where it came from, for messages: "<file>:filesystem.denyRead[0]", "<built-in>"
 
 
-@dataclass(frozen=True)
+@frozen
 class FilesystemPolicy:
     deny_read: tuple[PathRule, ...] = ()
     allow_read: tuple[PathRule, ...] = ()
@@ -31,7 +31,7 @@ class FilesystemPolicy:
     deny_credentials: bool = True
 
 
-@dataclass(frozen=True)
+@frozen
 class NetworkPolicy:
     # Until the egress proxy exists, any allowance here is refused at load time.
     allowed_domains: tuple[str, ...] = ()
@@ -39,7 +39,7 @@ class NetworkPolicy:
     allow_unix_sockets: bool = False  # lift the seccomp block on socket(AF_UNIX)
 
 
-@dataclass(frozen=True)
+@frozen
 class ProcessPolicy:
     allow_nested_userns: bool = False
     # When launched as root: run the sandbox as this unprivileged host uid/gid instead.
@@ -49,7 +49,7 @@ class ProcessPolicy:
     set_env: tuple[tuple[str, str], ...] = ()  # variables set inside (after unset)
 
 
-@dataclass(frozen=True)
+@frozen
 class Policy:
     filesystem: FilesystemPolicy = field(default_factory=FilesystemPolicy)
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
@@ -67,7 +67,7 @@ class Policy:
         return replace(self, process=replace(self.process, **changes))
 
 
-@dataclass(frozen=True)
+@frozen
 class LaunchContext:
     """Where and as whom a policy is applied; used to expand `~` and relative paths."""
 

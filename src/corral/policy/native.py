@@ -6,7 +6,7 @@ single source of truth: loading, validation messages and the docs all follow it.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from .._values import replace
 
 from ..errors import PolicyError, UnsupportedFeature
 from . import paths

@@ -611,7 +611,7 @@ def _check_url(val: str):
     ends = [rest.find(c) for c in ("/", "?", "#") + (("\\",) if special else ())]
     ends = [e for e in ends if e != -1]
     authority = rest[: min(ends)] if ends else rest
-    authority = authority.rpartition("@")[2]
+    userinfo, at, authority = authority.rpartition("@")
     if authority.startswith("["):
         close = authority.find("]")
         host, port_text = authority[: close + 1], authority[close + 1 :]
@@ -621,13 +621,17 @@ def _check_url(val: str):
         import ipaddress
 
         try:
-            ipaddress.IPv6Address(host[1:-1])
+            address = ipaddress.IPv6Address(host[1:-1])
         except ValueError:
             return why
+        if address.scope_id is not None:
+            return why  # a URL cannot carry a zone id
     else:
-        host, _, port_text = authority.partition(":")
+        host, colon, port_text = authority.partition(":")
         if special and _whatwg_domain(host) is None:
             return why
+        if not host and (at or colon):
+            return why  # credentials or a port need a host
         if not special and any(c in _FORBIDDEN_HOST for c in host):
             return why
     if port_text and (not set(port_text) <= _DIGITS or int(port_text) > 65535):

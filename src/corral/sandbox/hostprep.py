@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 
 from ..errors import SetupError
 from .plan import Placeholder, Plan
 
 
-@dataclass
 class Cleanup:
-    plan: Plan
-    created: list[tuple[Placeholder, int, int]] = field(default_factory=list)  # (ph, dev, ino)
-    done: bool = False
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.created: list[tuple[Placeholder, int, int]] = []  # (placeholder, dev, ino)
+        self.done = False
 
     def create_placeholders(self) -> None:
         owner = self.plan.run_as

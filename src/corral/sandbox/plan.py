@@ -9,7 +9,7 @@ hidden (tmpfs) directories are made read-only only after everything inside them 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from .._values import field, frozen
 
 from ..policy.defaults import credential_paths
 from ..policy.model import LaunchContext, Policy
@@ -22,7 +22,7 @@ RW, RO, HIDE, REOPEN_RO, REOPEN_RW, PROTECT, TMPDIR = (
 )
 
 
-@dataclass(frozen=True)
+@frozen
 class Mount:
     op: str  # "ro-bind" | "bind" | "dev" | "proc" | "tmpfs" | "dev-null" | "remount-ro"
     dest: str
@@ -31,7 +31,7 @@ class Mount:
     why: str = ""
 
 
-@dataclass(frozen=True)
+@frozen
 class Placeholder:
     """An empty file or directory created on the host for the run and removed after it."""
 
@@ -39,7 +39,7 @@ class Placeholder:
     kind: str  # "file" | "dir"
 
 
-@dataclass(frozen=True)
+@frozen
 class Plan:
     argv: tuple[str, ...]
     cwd: str

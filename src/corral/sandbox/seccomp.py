@@ -29,18 +29,18 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from dataclasses import dataclass
+from .._values import frozen
 
 __all__ = ["SeccompOptions", "Rule", "UnsupportedArch", "rules", "compile_filter", "describe"]
 
 
-@dataclass(frozen=True)
+@frozen
 class SeccompOptions:
     allow_unix_sockets: bool = False  # lift the socket(AF_UNIX) refusal
     allow_nested_userns: bool = False  # lift the unshare/clone/clone3 namespace refusals
 
 
-@dataclass(frozen=True)
+@frozen
 class Rule:
     """One row of the deny table."""
 
@@ -202,7 +202,7 @@ _AARCH64_NR: dict[str, int] = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
+@frozen
 class _Arch:
     name: str
     audit_arch: int

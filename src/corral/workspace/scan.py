@@ -12,7 +12,6 @@ past `MAX_ENTRIES`, so a huge writable area fails closed instead of silently goi
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from ..errors import SetupError
 from .protected import classify
@@ -20,11 +19,11 @@ from .protected import classify
 MAX_ENTRIES = 2_000_000
 
 
-@dataclass
 class ProtectedScan:
-    found: dict[str, tuple[int, bool]] = field(default_factory=dict)  # path -> (inode, is_dir)
-    hardlinked: set[tuple[int, int]] = field(default_factory=set)  # (dev, ino) with nlink > 1
-    entries: int = 0
+    def __init__(self) -> None:
+        self.found: dict[str, tuple[int, bool]] = {}  # path -> (inode, is_dir)
+        self.hardlinked: set[tuple[int, int]] = set()  # (dev, ino) with nlink > 1
+        self.entries = 0
 
 
 def scan_protected(roots: list[str], skip: frozenset[str], allow_git_config: bool) -> ProtectedScan:
