@@ -24,7 +24,9 @@ reads of well-known credential locations (~/.ssh, ~/.aws, ...) on top of what th
 srt has no such default, so the result is stricter, never looser.
 
 Imports: only `json` at module level. `difflib` (for suggestions) and `ipaddress` (for IP
-literals) are imported on the paths that need them, and no regular expressions are used.
+literals) are imported on the paths that need them. This module uses no regular expressions:
+srt's patterns are short enough to check by hand, and `extract` is JavaScript regex syntax,
+which Python's `re` would misjudge anyway.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ __all__ = ["ACCEPTED_WITHOUT_EFFECT", "convert", "load_srt_settings", "validate"
 ACCEPTED_WITHOUT_EFFECT: dict[str, str] = {
     "enableWeakerNetworkIsolation": "macOS only (lets the sandbox reach com.apple.trustd.agent)",
     "allowAppleEvents": "macOS only (Apple Events / Launch Services)",
-    "allowPty": "macOS only: on Linux a pseudo-terminal always works inside the sandbox",
+    "allowPty": "macOS only (srt ignores it on Linux)",
     "mandatoryDenySearchDepth": "corral protects dangerous files (.bashrc, .git/hooks, ...) at any "
     "depth, which is stricter than any depth srt allows (1..10)",
     "ripgrep": "srt uses ripgrep to find dangerous files; corral scans the tree itself",
@@ -55,8 +57,7 @@ ACCEPTED_WITHOUT_EFFECT: dict[str, str] = {
     "javaAgentJarPath": "only configures the JVM proxy agent; with no network there is no proxy "
     "for Java tools to honour",
     "windows": "Windows only",
-    "ignoreViolations": "affects only how srt reports violations; corral reports none, and the "
-    "rules are enforced either way",
+    "ignoreViolations": "only filters which violations srt reports; it never relaxes enforcement",
     "network.allowLocalBinding": "the Linux sandbox has its own loopback, so binding always works "
     "and never reaches the host's localhost (srt ignores it on Linux too)",
     "network.allowMachLookup": "macOS only (XPC/Mach service names)",
@@ -267,9 +268,8 @@ def _walk_object(node: Obj, value, key: str) -> None:
             raise _Invalid(_child(key, name), item, _unknown_key_why(name, node, key))
     for name in node.fields:
         if name in node.required and name not in value:
-            raise _Invalid(
-                _child(key, name), None, f"missing: srt requires this key ({node.fields[name].expect})"
-            )
+            expect = node.fields[name].expect
+            raise _Invalid(_child(key, name), None, f"missing: srt requires this key ({expect})")
     for name, item in value.items():
         _walk(node.fields[name], item, _child(key, name))
     problem = node.check(value) if node.check else None
@@ -445,7 +445,8 @@ def _percent_decode(text: str) -> str:
     out, i = bytearray(), 0
     raw = text.encode("utf-8")
     while i < len(raw):
-        if raw[i] == 0x25 and i + 2 < len(raw) and set(raw[i + 1 : i + 3].decode("latin-1")) <= _HEX:
+        escape = raw[i + 1 : i + 3].decode("latin-1")
+        if raw[i] == 0x25 and len(escape) == 2 and set(escape) <= _HEX:
             out.append(int(raw[i + 1 : i + 3], 16))
             i += 3
         else:
@@ -571,7 +572,10 @@ def _check_env_name(val: str):
     first = _ALPHA | {"_"}
     if val and val[0] in first and set(val) <= first | _DIGITS:
         return None
-    return "environment variable name must start with a letter or underscore and contain only letters, digits and underscores"
+    return (
+        "environment variable name must start with a letter or underscore and contain only "
+        "letters, digits and underscores"
+    )
 
 
 def _check_mach_name(val: str):
@@ -611,7 +615,7 @@ def _check_url(val: str):
     ends = [rest.find(c) for c in ("/", "?", "#") + (("\\",) if special else ())]
     ends = [e for e in ends if e != -1]
     authority = rest[: min(ends)] if ends else rest
-    userinfo, at, authority = authority.rpartition("@")
+    _userinfo, at, authority = authority.rpartition("@")
     if authority.startswith("["):
         close = authority.find("]")
         host, port_text = authority[: close + 1], authority[close + 1 :]
@@ -677,7 +681,7 @@ def _scan_js_regex(p: str):
             k += 1
         if k == start:
             return None
-        lo, hi = int(p[start:k]), None
+        lo = int(p[start:k])
         if k < n and p[k] == ",":
             k += 1
             start = k
@@ -823,7 +827,9 @@ def _check_ca_pair(tls: dict):
 
 def _check_port_range(pair: list):
     lo, hi = pair
-    return None if lo <= hi and hi - lo <= 64 else "low must be <= high and the range at most 64 wide"
+    if lo <= hi and hi - lo <= 64:
+        return None
+    return "low must be <= high and the range at most 64 wide"
 
 
 _NETWORK = Obj(
@@ -836,7 +842,9 @@ _NETWORK = Obj(
             Str(check=_check_denied_entry, expect="a domain pattern string"),
             expect="an array of domain patterns (use [] for none)",
         ),
-        "deniedDomainReasons": Record(Str(min_len=1), expect="an object mapping deniedDomains entries to reasons"),
+        "deniedDomainReasons": Record(
+            Str(min_len=1), expect="an object mapping deniedDomains entries to reasons"
+        ),
         "strictAllowlist": Bool(),
         "deniedResolvedAddresses": Array(
             Str(check=_check_address_range, expect="an IP address or CIDR string"),
@@ -956,7 +964,9 @@ _SCHEMA = Obj(
                 "wfpSublayerGuid": Str(check=_check_uuid, expect="a UUID string"),
                 # z.tuple([int().min(1), int().max(65535)]): srt bounds each end on one side only.
                 "proxyPortRange": Tuple(
-                    (Int(lo=1), Int(hi=65535)), check=_check_port_range, expect="an array [low, high]"
+                    (Int(lo=1), Int(hi=65535)),
+                    check=_check_port_range,
+                    expect="an array [low, high]",
                 ),
                 "srtWin": Obj({"path": Str(min_len=1)}, required=("path",)),
             }
@@ -1063,18 +1073,20 @@ def _rule_credentials(cfg):
             if claims is not None and "decode" not in entry:
                 yield f"{key}.maskClaims", claims, 'maskClaims requires decode (e.g. "jwt")'
             if claims is not None and not claims:
-                yield f"{key}.maskClaims", claims, "maskClaims is explicitly empty: omit it or list claims"
+                yield f"{key}.maskClaims", claims, "explicitly empty: omit it or list claims"
             if list_name == "files":
                 path = entry["path"]
                 if entry["mode"] == "mask" and path.endswith("/"):
                     yield f"{key}.path", path, (
                         'mode "mask" applies to a single file, not a directory; use mode "deny"'
                     )
-                why = _inert_slashed_deny_glob(path) if fs_enforced and entry["mode"] == "deny" else None
+                is_deny = fs_enforced and entry["mode"] == "deny"
+                why = _inert_slashed_deny_glob(path) if is_deny else None
                 if why:
                     yield f"{key}.path", path, why
     yield from _rule_aws_pairs(creds)
-    if has_masked and "tlsTerminate" not in cfg["network"] and not creds.get("allowPlaintextInject"):
+    plaintext_ok = creds.get("allowPlaintextInject")
+    if has_masked and "tlsTerminate" not in cfg["network"] and not plaintext_ok:
         yield "credentials", creds, (
             "credential masking requires network.tlsTerminate (or, not recommended, "
             "credentials.allowPlaintextInject: true)"
@@ -1106,10 +1118,11 @@ _CROSS_FIELD_RULES = (_rule_deny_globs, _rule_credentials)
 
 
 def validate(data, source: str = "") -> None:
-    """Check `data` (parsed JSON) against srt 0.0.83's schema; raise PolicyError on the first problem."""
+    """Check parsed JSON against srt 0.0.83's schema; raise PolicyError on the first problem."""
     try:
         if not isinstance(data, dict):
-            raise _Invalid("", data, f"expected a JSON object at the top level, got {_json_type(data)}")
+            why = f"expected a JSON object at the top level, got {_json_type(data)}"
+            raise _Invalid("", data, why)
         _walk(_SCHEMA, data, "")
         for rule in _CROSS_FIELD_RULES:
             for key, value, why in rule(data):
@@ -1261,8 +1274,10 @@ def convert(data: dict, source: str, ctx: LaunchContext) -> Policy:
     for i, entry in enumerate(creds.get("files", [])):
         if entry["mode"] == "deny":
             key = f"credentials.files[{i}].path"
-            lists["deny_read"].append(_path_rule(entry["path"], key, key, ctx, source, literal=False))
-    unset_env = tuple(dict.fromkeys(e["name"] for e in creds.get("envVars", []) if e["mode"] == "deny"))
+            rule = _path_rule(entry["path"], key, key, ctx, source, literal=False)
+            lists["deny_read"].append(rule)
+    denied_env = (e["name"] for e in creds.get("envVars", []) if e["mode"] == "deny")
+    unset_env = tuple(dict.fromkeys(denied_env))  # ordered, without duplicates
 
     return Policy(
         filesystem=FilesystemPolicy(
