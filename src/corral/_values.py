@@ -8,10 +8,15 @@ small decorator instead. Fields are the class annotations, defaults the class at
 from __future__ import annotations
 
 
+_MISSING_DEFAULT = object()
+
+
 class field:  # noqa: N801 - mirrors dataclasses.field for readability
     __slots__ = ("default_factory", "compare")
 
-    def __init__(self, default_factory=None, compare: bool = True, hash: bool = True):  # noqa: A002
+    def __init__(self, default=_MISSING_DEFAULT, default_factory=None, compare: bool = True, hash: bool = True):  # noqa: A002
+        if default is not _MISSING_DEFAULT:
+            default_factory = lambda: default  # noqa: E731
         self.default_factory = default_factory
         self.compare = compare and hash
 

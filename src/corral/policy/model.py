@@ -17,7 +17,7 @@ class PathRule:
 
     path: str  # absolute (or, for globs, an absolute pattern such as /work/proj/**/*.pem)
     glob: bool = False
-    origin: str = ""  # where it came from, for messages: "<file>:filesystem.denyRead[0]", "<built-in>"
+    origin: str = field(default="", compare=False)  # where it came from, for messages: "<file>:filesystem.denyRead[0]", "<built-in>"
 
 
 @frozen
