@@ -31,6 +31,17 @@ NESTED = {
 GIT_CONFIG = (".git", "config")
 
 
+_ANYWHERE = RC_FILES | CONFIG_FILES | CONFIG_DIRS | {".git"}
+_BY_PARENT = {
+    parent: frozenset(_ANYWHERE | {n for (p, n) in NESTED if p == parent}) for parent, _ in NESTED
+}
+
+
+def candidate_names(parent_name: str) -> frozenset[str]:
+    """Every name that could be protected inside a directory called `parent_name`."""
+    return _BY_PARENT.get(parent_name, _ANYWHERE)
+
+
 def classify(parent_name: str, name: str, is_dir: bool, allow_git_config: bool = False) -> bool:
     """Is the entry `name` (inside a directory called `parent_name`) a protected file?"""
     if name in RC_FILES or name in CONFIG_FILES:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from ..errors import SetupError
-from .protected import classify
+from .protected import candidate_names, classify
 
 MAX_ENTRIES = 2_000_000
 
@@ -27,6 +27,11 @@ class ProtectedScan:
 
 
 def scan_protected(roots: list[str], skip: frozenset[str], allow_git_config: bool) -> ProtectedScan:
+    """Record every protected entry below `roots`.
+
+    Cost: one stat per directory plus one listing. A directory whose link count is 2 has no
+    subdirectory, so a plain `listdir` and a set intersection (C speed) replace the per-entry
+    Python work; that is most directories of a large tree (see bench/scan)."""
     result = ProtectedScan()
     found = result.found
     count = 0
@@ -36,9 +41,29 @@ def scan_protected(roots: list[str], skip: frozenset[str], allow_git_config: boo
             top = stack.pop()
             parent_name = top.rpartition("/")[2]
             try:
-                it = os.scandir(top)
+                leaf = os.lstat(top).st_nlink == 2  # only "." and ".." of its own: no subdirs
+                if leaf:
+                    names = os.listdir(top)
             except OSError:
                 continue  # vanished or unreadable: nothing the sandbox could write there either
+            if leaf:
+                count += len(names)
+                for name in candidate_names(parent_name).intersection(names):
+                    path = f"{top}/{name}"
+                    try:
+                        st = os.lstat(path)
+                    except OSError:
+                        continue
+                    is_dir = (st.st_mode & 0o170000) == 0o040000
+                    if classify(parent_name, name, is_dir, allow_git_config):
+                        found[path] = (st.st_ino, is_dir)
+                        if (st.st_mode & 0o170000) == 0o100000 and st.st_nlink > 1:
+                            result.hardlinked.add((st.st_dev, st.st_ino))
+                continue
+            try:
+                it = os.scandir(top)
+            except OSError:
+                continue
             with it:
                 for entry in it:
                     count += 1
