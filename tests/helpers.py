@@ -72,7 +72,7 @@ def user_launcher() -> Launcher:
     os.chown(pw.pw_dir, pw.pw_uid, pw.pw_gid)
     prefix = ("setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", "--")
     env = {"HOME": pw.pw_dir, "USER": TEST_USER, "LOGNAME": TEST_USER,
-           "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C.UTF-8"}
+           "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
     launcher = Launcher("user", pw.pw_uid, pw.pw_gid, pw.pw_dir, prefix, env)
     probe = subprocess.run(launcher.argv(["--version"]), env=env, capture_output=True, text=True)
     if probe.returncode != 0:
@@ -84,9 +84,10 @@ def user_launcher() -> Launcher:
     return launcher
 
 
-def run(launcher: Launcher, args, cwd, input=None, timeout=30, pass_fds=(), **kw) -> subprocess.CompletedProcess:
+def run(launcher: Launcher, args, cwd, input=None, timeout=30, pass_fds=(), env_extra=None,
+        **kw) -> subprocess.CompletedProcess:
     return subprocess.run(
-        launcher.argv(args), cwd=str(cwd), env=launcher.env, input=input, text=True,
+        launcher.argv(args), cwd=str(cwd), env={**launcher.env, **(env_extra or {})}, input=input, text=True,
         capture_output=True, timeout=timeout, pass_fds=pass_fds, **kw,
     )
 

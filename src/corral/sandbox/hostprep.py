@@ -82,15 +82,20 @@ def quarantine_new(plan: Plan) -> list[tuple[str, str]]:
     after = scan_protected(list(plan.writable_roots), plan.scan_skip, plan.allow_git_config)
     before = plan.protected_before
     moved = []
+    box = None
     for path, (ino, is_dir) in sorted(after.found.items()):
         old = before.get(path)
         if old is not None and old[0] == ino:
             continue
         if is_dir and _harmless_dir(path):
             continue
-        dest = plan.quarantine_dir + path
         try:
-            os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+            if box is None:
+                box = _new_quarantine_box(plan.quarantine_dir)
+            # Flattened name in a directory created just now: nothing the command planted in
+            # a writable quarantine area (symlinks, a guessed run id) can steer the move, and
+            # the moved file never keeps a name a shell or git would pick up.
+            dest = f"{box}/{path.lstrip('/').replace('%', '%25').replace('/', '%2F')}"
             try:
                 os.rename(path, dest)
             except OSError as exc:
@@ -105,6 +110,15 @@ def quarantine_new(plan: Plan) -> list[tuple[str, str]]:
             dest = "(deleted: quarantine directory not writable)"
         moved.append((path, dest))
     return moved
+
+
+def _new_quarantine_box(base: str) -> str:
+    """A fresh directory with an unguessable name under `base` (made 0700 if missing)."""
+    parent = os.path.dirname(base)
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    box = f"{base}-{os.urandom(4).hex()}"
+    os.mkdir(box, 0o700)  # fails on anything already there, symlinks included
+    return box
 
 
 def _harmless_dir(path: str) -> bool:

@@ -77,6 +77,21 @@ class HostFS:
     def lexists(self, path: str) -> bool:
         return os.path.lexists(path)
 
+    def reachable_by(self, path: str, uid: int, gid: int) -> bool:
+        """Can `uid` look up `path`? (bwrap runs as that user under `run_as`.)"""
+        parent = os.path.dirname(path)
+        while True:
+            try:
+                st = os.stat(parent)
+            except OSError:
+                return False
+            bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+            if not st.st_mode & bit:
+                return False
+            if parent == "/":
+                return True
+            parent = os.path.dirname(parent)
+
     def scan_protected(self, roots, skip, allow_git_config):
         from ..workspace.scan import scan_protected
 
@@ -169,11 +184,14 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         for match in fs.expand_globs([g.path for g in globs]):
             deny_read.append((match, "deny_read glob match"))
     hidden_files: set[str] = set()
+    run_as = policy.process.run_as if ctx.uid == 0 else None
     for path, why in deny_read:
         p = real(path)
         kind = fs.kind(p)
         if kind is None:
             continue
+        if run_as and not fs.reachable_by(p, *run_as):
+            continue  # the unprivileged user cannot even look it up (e.g. under /root)
         layout.set(p, HIDE, why)
         if kind == "file":
             hidden_files.add(p)

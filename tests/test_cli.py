@@ -1,0 +1,99 @@
+"""The `corral` command line, run as the current user (root in CI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+
+import pytest
+
+import helpers
+
+
+def corral(me, ws, *args, **kw):
+    return helpers.run(me, list(args), ws.proj, **kw)
+
+
+def test_options_stop_at_first_non_option(me, ws):
+    p = corral(me, ws, "run", "python3", "-c", "print(1)")
+    assert (p.returncode, p.stdout) == (0, "1\n"), p.stderr
+
+
+def test_dash_c_runs_shell_string(me, ws):
+    p = corral(me, ws, "run", "-c", "echo $((1+2))")
+    assert (p.returncode, p.stdout) == (0, "3\n"), p.stderr
+
+
+def test_srt_style_without_run(me, ws):
+    p = corral(me, ws, "--", "echo", "hi")
+    assert (p.returncode, p.stdout) == (0, "hi\n"), p.stderr
+
+
+def test_dry_run_prints_plan_and_runs_nothing(me, ws):
+    p = corral(me, ws, "run", "--dry-run", "--", "touch", "created-by-dry-run")
+    assert p.returncode == 0, p.stderr
+    bwrap_part = p.stdout.split("\n\n", 1)[0]
+    argv = " ".join(line.strip().rstrip("\\").strip() for line in bwrap_part.splitlines()[1:])
+    for needle in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--cap-drop ALL", "--new-session",
+                   "--seccomp 3"):
+        assert needle in argv, needle
+    assert "# seccomp filter" in p.stdout
+    seccomp_part = p.stdout.split("# seccomp filter", 1)[1]
+    assert "socket" in seccomp_part and "io_uring" in seccomp_part
+    assert not (ws.proj / "created-by-dry-run").exists()
+    assert not any(n.startswith(".bashrc") for n in os.listdir(ws.proj))  # no placeholders made
+    assert helpers.corral_tmpdirs() == set() or all(d not in p.stdout for d in helpers.corral_tmpdirs())
+
+
+def test_policy_show_is_toml(me, ws):
+    p = corral(me, ws, "policy", "show")
+    assert p.returncode == 0, p.stderr
+    tomllib.loads(p.stdout)
+
+
+def test_policy_show_converts_srt_settings(me, ws):
+    s = ws.settings(denyRead=[str(ws.proj / "secret-dir")], allowWrite=[str(ws.outside)])
+    p = corral(me, ws, "policy", "show", str(s))
+    assert p.returncode == 0, p.stderr
+    doc = tomllib.loads(p.stdout)
+    assert str(ws.proj / "secret-dir") in json.dumps(doc)
+    assert str(ws.outside) in json.dumps(doc)
+
+
+@pytest.mark.parametrize("args", [["run", "--bogus", "--", "true"], ["--frobnicate", "true"], ["run"]])
+def test_usage_errors_exit_125(me, ws, args):
+    p = corral(me, ws, *args)
+    assert p.returncode == 125
+    assert p.stderr.startswith("corral: ") and "Traceback" not in p.stderr
+
+
+def test_stdin_passes_through(me, ws):
+    p = corral(me, ws, "run", "--", "cat", input="abc\n")
+    assert p.stdout == "abc\n"
+
+
+def test_doctor(me, ws):
+    p = corral(me, ws, "doctor")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "bubblewrap" in p.stdout
+
+
+def test_as_user(me, ws):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    user = helpers.user_launcher()
+    p = corral(me, ws, "run", "--as-user", helpers.TEST_USER, "--", "sh", "-c", "id -u; echo made > by-user.txt")
+    assert p.stdout.split()[:1] == [str(user.uid)], (p.returncode, p.stderr)
+    made = ws.proj / "by-user.txt"
+    if made.exists():  # if the cwd was writable for that user, the file is theirs, never root's
+        assert made.stat().st_uid == user.uid
+
+
+def test_as_user_refused_when_not_root(me, ws):
+    if os.geteuid() == 0:
+        user = helpers.user_launcher()
+        p = helpers.run(user, ["run", "--as-user", "root", "--", "id", "-u"], ws.proj)
+    else:
+        p = corral(me, ws, "run", "--as-user", "root", "--", "id", "-u")
+    assert p.returncode == 125 and p.stdout == ""
