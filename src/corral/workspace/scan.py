@@ -90,29 +90,38 @@ def scan_protected(roots: list[str], skip: frozenset[str], allow_git_config: boo
     return result
 
 
+def _walk(root: str, descend):
+    """Yield (entry, is_dir) below `root` without following symlinks; a directory entry is
+    entered only when `descend(entry)` is true. Unreadable directories are passed over."""
+    stack = [root]
+    while stack:
+        try:
+            it = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                yield entry, is_dir
+                if is_dir and descend(entry):
+                    stack.append(entry.path)
+
+
 def find_links(roots: list[str], skip: frozenset[str], targets: set[tuple[int, int]]) -> list[str]:
     """Other names of hard-linked protected files (rare: only walked when one exists)."""
     out: list[str] = []
     for root in roots:
-        stack = [root]
-        while stack:
-            top = stack.pop()
+        for entry, is_dir in _walk(root, lambda e: e.path not in skip):
             try:
-                it = os.scandir(top)
+                if not is_dir and entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    if st.st_nlink > 1 and (st.st_dev, st.st_ino) in targets:
+                        out.append(entry.path)
             except OSError:
                 continue
-            with it:
-                for entry in it:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            if entry.path not in skip:
-                                stack.append(entry.path)
-                        elif entry.is_file(follow_symlinks=False):
-                            st = entry.stat(follow_symlinks=False)
-                            if st.st_nlink > 1 and (st.st_dev, st.st_ino) in targets:
-                                out.append(entry.path)
-                    except OSError:
-                        continue
     return out
 
 
@@ -142,25 +151,16 @@ def expand_globs(patterns: list[str]) -> list[str]:
     count = 0
     for base, rels in by_base.items():
         spec = pathspec.PathSpec.from_lines("gitwildmatch", rels)
-        stack = [base]
-        while stack:
-            top = stack.pop()
-            try:
-                it = os.scandir(top)
-            except OSError:
-                continue
-            with it:
-                for entry in it:
-                    count += 1
-                    rel = entry.path[len(base):].lstrip("/")
-                    try:
-                        is_dir = entry.is_dir(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if spec.match_file(rel):
-                        matches.append(entry.path)
-                    elif is_dir:
-                        stack.append(entry.path)
+        matched: set[str] = set()
+
+        def descend(entry, base=base, spec=spec, matched=matched):
+            return entry.path not in matched  # a matched directory is hidden whole
+
+        for entry, _is_dir in _walk(base, descend):
+            count += 1
+            if spec.match_file(entry.path[len(base):].lstrip("/")):
+                matches.append(entry.path)
+                matched.add(entry.path)
             if count > MAX_ENTRIES:
                 raise SetupError(
                     f"deny pattern base {base} holds more than {MAX_ENTRIES} entries",
