@@ -514,14 +514,14 @@ def test_bad_json_settings(launcher, ws):
     assert not (ws.proj / "ran").exists()
 
 
-def test_allowed_domains_refused(launcher, ws):
-    s = ws.settings(allowedDomains=["example.com"])
+def test_overly_broad_allowed_domain_refused(launcher, ws):
+    s = ws.settings(allowedDomains=["*.co.uk"])
     p = helpers.run(launcher, ["run", "--settings", str(s), "--", "touch", "ran"], ws.proj)
-    _assert_corral_error(p, "network not available")
+    _assert_corral_error(p, "*.co.uk")
     assert not (ws.proj / "ran").exists()
 
 
-def test_allow_domain_option_refused(launcher, ws):
-    p = helpers.run(launcher, ["run", "--allow-domain", "x.com", "--", "touch", "ran"], ws.proj)
-    _assert_corral_error(p)
+def test_bad_allow_domain_option_refused(launcher, ws):
+    p = helpers.run(launcher, ["run", "--allow-domain", "*", "--", "touch", "ran"], ws.proj)
+    _assert_corral_error(p, "--allow-domain")
     assert not (ws.proj / "ran").exists()

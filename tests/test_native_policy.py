@@ -77,9 +77,28 @@ def test_errors_name_file_key_and_reason(text, key, fragment):
     assert msg.startswith("/etc/p.toml: ") and key in msg and fragment in msg
 
 
-def test_network_allowance_is_refused_not_dropped():
-    with pytest.raises(UnsupportedFeature, match="network not available yet"):
-        load_toml("[network]\nallowed_domains = ['github.com']\n", "p.toml", CTX)
+def test_network_table_loads():
+    policy = load_toml(
+        "[network]\nallowed_domains = ['github.com', '*.pypi.org:443']\ndenied_domains = ['gist.github.com']\n"
+        "denied_reasons = { 'gist.github.com' = 'no gists' }\ntransparent = false\naudit_log = ''\n"
+        "[network.parent_proxy]\nhttp = 'http://proxy.corp:3128'\nno_proxy = ['.corp']\n", "p.toml", CTX)
+    net = policy.network
+    assert net.allowed_domains == ("github.com", "*.pypi.org:443") and not net.transparent
+    assert dict(net.denied_reasons) == {"gist.github.com": "no gists"} and net.audit_log == ""
+    assert net.parent_proxy.for_host("a.com") == ("proxy.corp", 3128)
+
+
+@pytest.mark.parametrize("text,key,fragment", [
+    ("[network]\nallowed_domains = ['*']\n", "network", "overly broad"),
+    ("[network]\nallowed_domains = ['*.co.uk']\n", "network", "*.co.uk"),
+    ("[network]\ndenied_reasons = { 'x.com' = 'r' }\n", "network", "deniedDomainReasons"),
+    ("[network]\naudit_log = 'rel/path'\n", "network.audit_log", "absolute"),
+    ("[network.parent_proxy]\nhttp = 'proxy:3128'\n", "network.parent_proxy.http", "http://"),
+])
+def test_network_errors_name_the_key(text, key, fragment):
+    with pytest.raises(PolicyError) as err:
+        load_toml(text, "p.toml", CTX)
+    assert str(err.value).startswith("p.toml: ") and key in str(err.value) and fragment in str(err.value)
 
 
 def test_invalid_toml_names_the_file():

@@ -151,9 +151,6 @@ ACCEPTED = [
     {"ignoreViolations": {"*": ["/tmp"], "npm *": []}},
     {"network.allowLocalBinding": True},
     {"network.allowMachLookup": ["com.1password.*", "*"]},
-    {"network.deniedDomainReasons": {"github.com:22": "use https"}},
-    {"network.strictAllowlist": True},
-    {"network.deniedResolvedAddresses": ["10.0.0.0/8", "fc00::/7", "169.254.169.254"]},
     {"network.allowUnixSockets": []},
     {"network.refuseOpaqueTunnels": False, "network.requireHostMatch": False,
      "network.allowPlaintextHeaderSet": False, "network.stripResponseHeaders": []},
@@ -330,18 +327,16 @@ def test_unparseable_files(text, why):
 # --------------------------------------------------------------------------------------------
 
 UNSUPPORTED = [
-    ({"network.allowedDomains": ["github.com"]}, "network.allowedDomains", "egress proxy is not implemented"),
     ({"network.allowUnixSockets": ["/var/run/docker.sock"]}, "network.allowUnixSockets", "allowAllUnixSockets"),
-    ({"network.httpProxyPort": 3128}, "network.httpProxyPort", "not available yet"),
-    ({"network.socksProxyPort": 1080}, "network.socksProxyPort", "not available yet"),
-    ({"network.mitmProxy": {"socketPath": "/m.sock", "domains": ["a.com"]}}, "network.mitmProxy", "not available yet"),
-    ({"network.parentProxy": {"http": "http://proxy:3128"}}, "network.parentProxy", "not available yet"),
-    ({"network.tlsTerminate": {}}, "network.tlsTerminate", "not available yet"),
-    ({"network.allowPlaintextHeaderSet": True}, "network.allowPlaintextHeaderSet", "not available yet"),
-    ({"network.stripResponseHeaders": ["set-cookie"]}, "network.stripResponseHeaders", "not available yet"),
-    ({"network.refuseOpaqueTunnels": True}, "network.refuseOpaqueTunnels", "not available yet"),
-    ({"network.requireHostMatch": True}, "network.requireHostMatch", "not available yet"),
-    ({"network.ambiguousRequestTarget": "normalize"}, "network.ambiguousRequestTarget", "not available yet"),
+    ({"network.httpProxyPort": 3128}, "network.httpProxyPort", "not supported yet"),
+    ({"network.socksProxyPort": 1080}, "network.socksProxyPort", "not supported yet"),
+    ({"network.mitmProxy": {"socketPath": "/m.sock", "domains": ["a.com"]}}, "network.mitmProxy", "not supported yet"),
+    ({"network.tlsTerminate": {}}, "network.tlsTerminate", "not supported yet"),
+    ({"network.allowPlaintextHeaderSet": True}, "network.allowPlaintextHeaderSet", "not supported yet"),
+    ({"network.stripResponseHeaders": ["set-cookie"]}, "network.stripResponseHeaders", "not supported yet"),
+    ({"network.refuseOpaqueTunnels": True}, "network.refuseOpaqueTunnels", "not supported yet"),
+    ({"network.requireHostMatch": True}, "network.requireHostMatch", "not supported yet"),
+    ({"network.ambiguousRequestTarget": "normalize"}, "network.ambiguousRequestTarget", "not supported yet"),
     ({"credentials": {"envVars": [{"name": "K", "mode": "deny"}, {"name": "T", "mode": "mask"}],
                       "allowPlaintextInject": True}}, "credentials.envVars[1].mode", "masking"),
     ({"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "password (\\S+)"}],
@@ -366,10 +361,35 @@ def test_unsupported(patch, key, why):
 
 def test_schema_errors_come_before_refusals():
     # An invalid file is reported as invalid even when it also asks for something unsupported.
-    data = settings(**{"network.allowedDomains": ["*"]})
+    data = settings(**{"network.allowedDomains": ["*"], "network.tlsTerminate": {}})
     with pytest.raises(PolicyError) as info:
         load(data)
     assert not isinstance(info.value, UnsupportedFeature)
+
+
+def test_network_keys_map_to_the_policy():
+    policy = load(settings(network={
+        "allowedDomains": ["github.com", "*.npmjs.org", "127.0.0.1:8080"],
+        "deniedDomains": ["evil.github.com", "*:22"],
+        "deniedDomainReasons": {"*:22": "no ssh"},
+        "strictAllowlist": True,
+        "deniedResolvedAddresses": ["203.0.113.0/24"],
+        "parentProxy": {"http": "http://proxy.corp:8080", "noProxy": "internal.corp, .lan"},
+    }))
+    net = policy.network
+    assert net.allowed_domains == ("github.com", "*.npmjs.org", "127.0.0.1:8080")
+    assert net.denied_domains == ("evil.github.com", "*:22")
+    assert dict(net.denied_reasons) == {"*:22": "no ssh"}
+    assert net.strict_allowlist and net.denied_addresses == ("203.0.113.0/24",)
+    assert net.parent_proxy.for_host("x.com") == ("proxy.corp", 8080)
+    assert net.parent_proxy.for_host("a.internal.corp") is None
+    assert net.enabled and net.transparent
+
+
+def test_public_suffix_wildcard_refused_with_key():
+    with pytest.raises(PolicyError) as info:
+        load(settings(**{"network.allowedDomains": ["*.co.uk"]}))
+    assert "*.co.uk" in str(info.value) and str(info.value).startswith(f"{SRC}: ")
 
 
 def test_validate_accepts_srt_quirks():

@@ -136,11 +136,14 @@ def build_policy(opts: Options, ctx):
     """The policy file (or defaults) plus the CLI shortcuts."""
     from .errors import PolicyError, UnsupportedFeature
     from .policy import load, paths
-    from .policy.native import NETWORK_NOT_YET, parse_user
+    from .policy.native import parse_user
 
     policy = load.load(opts.settings, ctx)
     if opts.allow_domain:
-        raise UnsupportedFeature("<cli>", "--allow-domain", opts.allow_domain[0], NETWORK_NOT_YET)
+        from .sandbox.network import compile_rules
+
+        policy = policy.with_network(allowed_domains=policy.network.allowed_domains + tuple(opts.allow_domain))
+        compile_rules(policy.network, "<cli> --allow-domain")
     fs = policy.filesystem
     changes = {}
     for attr in ("allow_write", "allow_read", "deny_read", "deny_write"):
@@ -183,7 +186,17 @@ def cmd_run(args: list[str]) -> int:
     from .sandbox.launch import run_foreground
 
     tty = True if opts.tty else False if opts.no_tty else None
-    return run_foreground(plan, tty=tty)
+    network = None
+    if plan.network is not None:
+        from .sandbox.network import NetworkSession
+
+        network = NetworkSession(policy.network)
+    report = None if opts.quiet else (lambda line: sys.stderr.write(line + "\n"))
+    try:
+        return run_foreground(plan, tty=tty, network=network, report_blocked=report)
+    finally:
+        if network is not None:
+            network.close()
 
 
 def dry_run(plan) -> int:

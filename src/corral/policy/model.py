@@ -32,11 +32,47 @@ class FilesystemPolicy:
 
 
 @frozen
+class ParentProxy:
+    """A corporate proxy that corral's own upstream connections go through (CONNECT)."""
+
+    http: str | None = None  # "http://proxy.corp:3128"
+    https: str | None = None
+    no_proxy: tuple[str, ...] = ()  # names (".corp" suffixes) reached directly
+
+    def for_host(self, host: str) -> tuple[str, int] | None:
+        for entry in self.no_proxy:
+            e = entry.lstrip("*").lstrip(".").lower()
+            if e == "*" or host == e or host.endswith("." + e):
+                return None
+        url = self.https or self.http
+        if not url:
+            return None
+        rest = url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[2]
+        if rest.startswith("["):
+            host_part, _, port = rest[1:].partition("]")
+            port = port.lstrip(":")
+        else:
+            host_part, _, port = rest.partition(":")
+        return host_part, int(port) if port.isdigit() else 3128
+
+
+@frozen
 class NetworkPolicy:
-    # Until the egress proxy exists, any allowance here is refused at load time.
+    # Empty allowed_domains and proxy = False: the sandbox has no network at all.
     allowed_domains: tuple[str, ...] = ()
     denied_domains: tuple[str, ...] = ()
+    denied_reasons: tuple[tuple[str, str], ...] = ()  # deniedDomains entry -> words for the block
+    denied_addresses: tuple[str, ...] = ()  # IPs/CIDRs an allowed name must never resolve to
+    strict_allowlist: bool = False  # refuse run-time allowances (Sandbox.allow_domain)
+    parent_proxy: ParentProxy | None = None
+    transparent: bool = True  # redirect programs that ignore the proxy variables
+    proxy: bool = False  # start the proxy even with nothing allowed (audit what is tried)
+    audit_log: str | None = None  # None: $XDG_STATE_HOME/corral/audit.jsonl; "": no log
     allow_unix_sockets: bool = False  # lift the seccomp block on socket(AF_UNIX)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allowed_domains) or self.proxy
 
 
 @frozen

@@ -26,6 +26,13 @@ SCHEMA: dict[str, dict[str, str]] = {
     "network": {
         "allowed_domains": "strings",
         "denied_domains": "strings",
+        "denied_reasons": "strtable",
+        "denied_addresses": "strings",
+        "strict_allowlist": "bool",
+        "transparent": "bool",
+        "proxy": "bool",
+        "audit_log": "optpath",
+        "parent_proxy": "parentproxy",
         "allow_unix_sockets": "bool",
     },
     "process": {
@@ -38,10 +45,6 @@ SCHEMA: dict[str, dict[str, str]] = {
 }
 TOP_LEVEL = {"version": "version", **{name: "table" for name in SCHEMA}}
 
-NETWORK_NOT_YET = (
-    "network not available yet: corral's egress proxy is not implemented, so network "
-    "allowances are refused rather than silently granted or dropped"
-)
 
 
 def load_toml(text: str, source: str, ctx: LaunchContext) -> Policy:
@@ -80,16 +83,21 @@ def from_mapping(data: dict, source: str, ctx: LaunchContext) -> Policy:
             converted = _check(kind, value, source, path, ctx)
             target = {"filesystem": fs_changes, "network": net_changes, "process": proc_changes}[table]
             target[key] = converted
-    if net_changes.get("allowed_domains"):
-        raise UnsupportedFeature(source, "network.allowed_domains", net_changes["allowed_domains"], NETWORK_NOT_YET)
+    if "denied_reasons" in net_changes:
+        net_changes["denied_reasons"] = tuple(net_changes["denied_reasons"])
     if "bwrap" in proc_changes:
         proc_changes["bwrap_path"] = proc_changes.pop("bwrap")
     if "env" in proc_changes:
         proc_changes["set_env"] = proc_changes.pop("env")
+    network = replace(net, **net_changes)
+    if network.allowed_domains or network.denied_domains or network.denied_addresses or network.denied_reasons:
+        from ..sandbox.network import compile_rules
+
+        compile_rules(network, source)
     return replace(
         policy,
         filesystem=replace(fs, **fs_changes),
-        network=replace(net, **net_changes),
+        network=network,
         process=replace(proc, **proc_changes),
         sources=(source,),
     )
@@ -121,6 +129,37 @@ def _check(kind: str, value, source: str, key: str, ctx: LaunchContext):
         return value
     if kind == "user":
         return parse_user(value, source, key)
+    if kind == "strtable":
+        if not isinstance(value, dict):
+            raise PolicyError(source, key, value, 'expected a table of "entry" = "text"')
+        for name, val in value.items():
+            if not isinstance(val, str) or not val:
+                raise PolicyError(source, f"{key}.{name}", val, "expected a non-empty string")
+        return tuple(value.items())
+    if kind == "optpath":
+        if not isinstance(value, str) or (value and not value.startswith("/")):
+            raise PolicyError(source, key, value, 'expected an absolute path, or "" for no audit log')
+        return value
+    if kind == "parentproxy":
+        from .model import ParentProxy
+
+        if not isinstance(value, dict):
+            raise PolicyError(source, key, value, "expected a table with http, https and no_proxy")
+        fields = {}
+        for name, val in value.items():
+            if name in ("http", "https"):
+                if not isinstance(val, str) or not val.startswith(("http://", "https://")):
+                    raise PolicyError(source, f"{key}.{name}", val, "expected an http:// URL")
+                fields[name] = val
+            elif name == "no_proxy":
+                if isinstance(val, str):
+                    val = [v.strip() for v in val.split(",") if v.strip()]
+                if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+                    raise PolicyError(source, f"{key}.{name}", val, "expected a list of names")
+                fields[name] = tuple(val)
+            else:
+                raise PolicyError(source, f"{key}.{name}", val, "unknown key (expected http, https, no_proxy)")
+        return ParentProxy(**fields)
     if kind == "envtable":
         if not isinstance(value, dict):
             raise PolicyError(source, key, value, "expected a table of NAME = \"value\"")

@@ -35,7 +35,7 @@ import json
 
 from ..errors import PolicyError, UnsupportedFeature
 from . import paths
-from .model import FilesystemPolicy, LaunchContext, NetworkPolicy, Policy, ProcessPolicy
+from .model import FilesystemPolicy, LaunchContext, NetworkPolicy, ParentProxy, Policy, ProcessPolicy
 
 __all__ = ["ACCEPTED_WITHOUT_EFFECT", "convert", "load_srt_settings", "validate"]
 
@@ -52,22 +52,15 @@ ACCEPTED_WITHOUT_EFFECT: dict[str, str] = {
     "depth, which is stricter than any depth srt allows (1..10)",
     "ripgrep": "srt uses ripgrep to find dangerous files; corral scans the tree itself",
     "seccomp": "corral installs its own seccomp filter and does not use srt's apply-seccomp binary",
-    "socatPath": "corral runs no socat bridge (there is no network to bridge until the egress "
-    "proxy exists)",
-    "javaAgentJarPath": "only configures the JVM proxy agent; with no network there is no proxy "
-    "for Java tools to honour",
+    "socatPath": "corral runs no socat bridge: its proxy listens inside the sandbox's network "
+    "namespace",
+    "javaAgentJarPath": "corral sets JAVA_TOOL_OPTIONS proxy properties, and transparent mode "
+    "catches JVMs that ignore them",
     "windows": "Windows only",
     "ignoreViolations": "only filters which violations srt reports; it never relaxes enforcement",
     "network.allowLocalBinding": "the Linux sandbox has its own loopback, so binding always works "
     "and never reaches the host's localhost (srt ignores it on Linux too)",
     "network.allowMachLookup": "macOS only (XPC/Mach service names)",
-    "network.deniedDomains": "kept in the policy; with no allowed domain nothing is reachable, so "
-    "every deny holds trivially",
-    "network.deniedDomainReasons": "only words for srt's violation messages; with no network no "
-    "request is ever denied by name",
-    "network.strictAllowlist": "corral never asks whether to allow a host, so the allow list is "
-    "always strict",
-    "network.deniedResolvedAddresses": "with no allowed domain no name is ever resolved or dialed",
     "credentials.allowPlaintextInject": "only matters for credential masking, which corral refuses",
     "credentials.*[].extract/onExtractNoMatch/decode/maskClaims/maskDuplicates/injectHosts": "on a "
     '"deny" entry srt accepts and ignores these; so does corral',
@@ -1135,12 +1128,8 @@ def validate(data, source: str = "") -> None:
 # Valid settings corral cannot honour yet: refused, never dropped.
 # ---------------------------------------------------------------------------------------------
 
-_NO_PROXY = "not available yet: the egress proxy is not implemented"
-_NO_NETWORK = (
-    "network not available yet: corral's egress proxy is not implemented, so network "
-    "allowances are refused rather than silently dropped"
-)
-_NO_MASKING = "credential masking needs the egress proxy, which is not available yet"
+_NO_PROXY = "not supported yet by corral's egress proxy"
+_NO_MASKING = "credential masking (the credential boundary) is not available yet"
 
 _ABSENT = object()
 
@@ -1158,13 +1147,11 @@ def _in_use(value) -> bool:
 _REFUSED = (
     ("filesystem.disabled", "not supported: corral always enforces a filesystem policy"),
     ("enableWeakerNestedSandbox", "not supported: corral has no weaker nested-sandbox mode yet"),
-    ("network.allowedDomains", _NO_NETWORK),
     ("network.allowUnixSockets", "a macOS-only path allow-list; corral cannot filter Unix "
      "sockets by path: use network.allowAllUnixSockets: true to allow them all"),
     ("network.httpProxyPort", f"an external HTTP proxy is {_NO_PROXY}"),
     ("network.socksProxyPort", f"an external SOCKS proxy is {_NO_PROXY}"),
     ("network.mitmProxy", f"mitmProxy is {_NO_PROXY}"),
-    ("network.parentProxy", f"parentProxy is {_NO_PROXY}"),
     ("network.tlsTerminate", f"TLS termination is {_NO_PROXY}"),
     ("network.allowPlaintextHeaderSet", f"request filtering is {_NO_PROXY}"),
     ("network.stripResponseHeaders", f"request filtering is {_NO_PROXY}"),
@@ -1285,11 +1272,7 @@ def convert(data: dict, source: str, ctx: LaunchContext) -> Policy:
             allow_git_config=fs.get("allowGitConfig", False),
             deny_credentials=True,  # always: see the module docstring
         ),
-        network=NetworkPolicy(
-            allowed_domains=(),  # a non-empty list was refused above
-            denied_domains=tuple(net["deniedDomains"]),
-            allow_unix_sockets=net.get("allowAllUnixSockets", False),
-        ),
+        network=_network(net, source),
         process=ProcessPolicy(
             allow_nested_userns=data.get("allowNestedUserNamespaces", False),
             bwrap_path=data.get("bwrapPath"),
@@ -1298,6 +1281,30 @@ def convert(data: dict, source: str, ctx: LaunchContext) -> Policy:
         ),
         sources=(source,),
     )
+
+
+def _network(net: dict, source: str) -> NetworkPolicy:
+    parent = None
+    if net.get("parentProxy"):
+        pp = net["parentProxy"]
+        no_proxy = tuple(v.strip() for v in (pp.get("noProxy") or "").split(",") if v.strip())
+        parent = ParentProxy(http=pp.get("http"), https=pp.get("https"), no_proxy=no_proxy)
+    policy = NetworkPolicy(
+        allowed_domains=tuple(net["allowedDomains"]),
+        denied_domains=tuple(net["deniedDomains"]),
+        # srt keeps reasons for entries that are not denied; they can never apply, so drop them.
+        denied_reasons=tuple((k, v) for k, v in (net.get("deniedDomainReasons") or {}).items()
+                             if k in net["deniedDomains"]),
+        denied_addresses=tuple(net.get("deniedResolvedAddresses") or ()),
+        strict_allowlist=net.get("strictAllowlist", False),
+        parent_proxy=parent,
+        allow_unix_sockets=net.get("allowAllUnixSockets", False),
+    )
+    if policy.allowed_domains or policy.denied_domains or policy.denied_addresses:
+        from ..sandbox.network import compile_rules
+
+        compile_rules(policy, source)
+    return policy
 
 
 def _reject_constant(name: str):

@@ -11,10 +11,13 @@ NAMESPACES = ("--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts
               "--unshare-cgroup", "--unshare-net")
 
 
-def mount_args(plan: Plan) -> list[str]:
+def mount_args(plan: Plan, data_fds: dict[int, int] | None = None) -> list[str]:
+    """`data_fds` maps the index of each "data" mount to the descriptor its content is read from."""
     out: list[str] = []
-    for m in plan.mounts:
-        if m.op in ("ro-bind", "bind"):
+    for i, m in enumerate(plan.mounts):
+        if m.op == "data":
+            out += ["--ro-bind-data", str((data_fds or {})[i]), m.dest]
+        elif m.op in ("ro-bind", "bind"):
             out += [f"--{m.op}", m.src, m.dest]
         elif m.op == "dev-null":
             out += ["--ro-bind", "/dev/null", m.dest]
@@ -30,13 +33,22 @@ def mount_args(plan: Plan) -> list[str]:
 
 
 def bwrap_argv(plan: Plan, *, seccomp_fd: int | None, status_fd: int | None,
-               new_session: bool = True) -> list[str]:
-    argv = [plan.bwrap, *NAMESPACES, "--die-with-parent", "--cap-drop", "ALL"]
+               new_session: bool = True, data_fds: dict[int, int] | None = None,
+               ids: tuple[int, int] | None = None) -> list[str]:
+    """`ids`: the uid/gid the command must see. Needed with a network plan: bwrap then starts
+    inside corral's namespace, where the launching user is mapped differently."""
+    if plan.network is None:
+        argv = [plan.bwrap, *NAMESPACES]
+    else:  # the network namespace is corral's, already joined; the rest is bwrap's own
+        argv = [plan.bwrap, *(ns for ns in NAMESPACES if ns != "--unshare-net")]
+    if ids is not None:
+        argv += ["--uid", str(ids[0]), "--gid", str(ids[1])]
+    argv += ["--die-with-parent", "--cap-drop", "ALL"]
     if new_session:
         argv.append("--new-session")
     if plan.disable_userns:
         argv += ["--disable-userns", "--assert-userns-disabled"]
-    argv += mount_args(plan)
+    argv += mount_args(plan, data_fds)
     argv += ["--chdir", plan.cwd]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]

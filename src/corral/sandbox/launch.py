@@ -51,8 +51,10 @@ class Run:
     reports the pid with `started()`, and calls `finish()` with the exit status.
     """
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, network=None):
         self.plan = plan
+        self.network = network  # a NetworkSession when plan.network is set
+        self.run_info = None
         self.cleanup = Cleanup(plan)
         self.pid = 0
         self.reaper_pid = 0
@@ -73,15 +75,32 @@ class Run:
         except BaseException:
             self.abort()
             raise
-        self.pass_fds = (seccomp_r, status_w)
-        argv = bwrap_argv(self.plan, seccomp_fd=seccomp_r, status_fd=status_w, new_session=new_session)
+        data_fds = {i: _pipe_with(m.src.encode()) for i, m in enumerate(self.plan.mounts) if m.op == "data"}
+        self.pass_fds = (seccomp_r, status_w, *data_fds.values())
+        ids = None
+        if self.plan.network is not None:
+            if self.network is None:
+                self.abort()
+                raise SetupError("this plan needs a network session (corral's proxy), none was given")
+            run_as = self.plan.run_as if os.geteuid() == 0 else None
+            ids = run_as or (os.geteuid(), os.getegid())
+            self.run_info = self.network.add_run(self.plan, " ".join(self.plan.argv)[:200])
+        argv = bwrap_argv(self.plan, seccomp_fd=seccomp_r, status_fd=status_w, new_session=new_session,
+                          data_fds=data_fds, ids=ids)
         argv[0] = exe
         return argv
+
+    def blocked_summary(self) -> str:
+        if self.run_info is None or self.network is None or self.network.proxy is None:
+            return ""
+        return self.network.proxy.blocked_summary(self.run_info)
 
     def started(self, pid: int) -> None:
         self.pid = pid
         self._close_pass_fds()
         self._tell_reaper(f"bwrap {pid}\n")
+        if self.network is not None:
+            self.network.start()
 
     def finish(self, status: int, report=stderr_report) -> int:
         """`status` is the exit status as the shell reports it (128+N for signal N)."""
@@ -164,14 +183,15 @@ class Run:
             self.reaper_pid = 0
 
 
-def run_foreground(plan: Plan, tty: bool | None = None) -> int:
-    """The CLI's way to run: inherit stdio (or relay a pty), forward signals, return status."""
+def run_foreground(plan: Plan, tty: bool | None = None, network=None, report_blocked=None) -> int:
+    """The CLI's way to run: inherit stdio (or relay a pty), forward signals, return status.
+    `network`: the NetworkSession serving this run when plan.network is set."""
     if tty is None:
         try:
             tty = os.isatty(0) and os.isatty(1)
         except OSError:
             tty = False
-    run = Run(plan)
+    run = Run(plan, network)
     argv = run.prepare(new_session=not tty)
     master = slave = None
     try:
@@ -180,7 +200,8 @@ def run_foreground(plan: Plan, tty: bool | None = None) -> int:
 
             master, slave = os.openpty()
             copy_winsize(master)
-        pid = _spawn(argv, dict(plan.env), run.pass_fds, plan.run_as if os.geteuid() == 0 else None, slave)
+        pid = _spawn(argv, dict(plan.env), run.pass_fds, plan.run_as if os.geteuid() == 0 else None, slave,
+                     network.ns if network is not None else None)
         run.started(pid)
         if slave is not None:
             os.close(slave)
@@ -203,7 +224,12 @@ def run_foreground(plan: Plan, tty: bool | None = None) -> int:
         for fd in (master, slave):
             if fd is not None:
                 os.close(fd)
-    return run.finish(exit_status(raw))
+    status = run.finish(exit_status(raw))
+    if report_blocked is not None:
+        summary = run.blocked_summary()
+        if summary:
+            report_blocked(summary)
+    return status
 
 
 def _pipe_with(data: bytes) -> int:
@@ -215,13 +241,20 @@ def _pipe_with(data: bytes) -> int:
     return r
 
 
-def _spawn(argv: list[str], env: dict[str, str], pass_fds, run_as, tty_slave) -> int:
-    """fork/exec bwrap with only stdio and `pass_fds` open; errors come back on a pipe."""
+def _spawn(argv: list[str], env: dict[str, str], pass_fds, run_as, tty_slave, ns=None) -> int:
+    """fork/exec bwrap with only stdio and `pass_fds` open; errors come back on a pipe.
+    With `ns`, bwrap starts inside corral's network namespace."""
+    if ns is not None:
+        from .netns import enter, load_libc
+
+        load_libc()  # before fork: the child only makes two system calls
     err_r, err_w = os.pipe()  # CLOEXEC: closed by a successful exec
     pid = os.fork()
     if pid == 0:
         try:
             os.close(err_r)
+            if ns is not None:
+                enter(ns)
             for sig in FORWARDED:
                 signal.signal(sig, signal.SIG_DFL)
             if tty_slave is not None:

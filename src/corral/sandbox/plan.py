@@ -24,9 +24,9 @@ RW, RO, HIDE, REOPEN_RO, REOPEN_RW, PROTECT, TMPDIR = (
 
 @frozen
 class Mount:
-    op: str  # "ro-bind" | "bind" | "dev" | "proc" | "tmpfs" | "dev-null" | "remount-ro"
+    op: str  # "ro-bind" | "bind" | "dev" | "proc" | "tmpfs" | "dev-null" | "remount-ro" | "data"
     dest: str
-    src: str = ""
+    src: str = ""  # for "data": the file's content
     perms: int | None = None
     why: str = ""
 
@@ -37,6 +37,17 @@ class Placeholder:
 
     path: str
     kind: str  # "file" | "dir"
+
+
+@frozen
+class NetPlan:
+    """The sandbox's way out: corral's proxy in a loopback-only network namespace."""
+
+    transparent: bool  # redirect direct connections and answer DNS with synthetic addresses
+    user: str  # per-run proxy credentials: each connection is attributed to its run
+    token: str = field(compare=False)
+    http_port: int = 3128
+    socks_port: int = 1080
 
 
 @frozen
@@ -58,6 +69,7 @@ class Plan:
     quarantine_dir: str = ""
     run_id: str = ""
     scanned_entries: int = 0
+    network: NetPlan | None = None
 
 
 class HostFS:
@@ -284,6 +296,16 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     for name in policy.process.unset_env:
         env.pop(name, None)
     env.update({"TMPDIR": tmpdir, "TMP": tmpdir, "TEMP": tmpdir, "CORRAL_SANDBOX": "1", "SANDBOX_RUNTIME": "1"})
+    network = None
+    if policy.network.enabled:
+        from .netenv import proxy_environment, resolv_conf
+
+        network = NetPlan(transparent=policy.network.transparent, user=f"corral-{run_id}",
+                          token=os.urandom(15).hex())
+        env.update(proxy_environment(network, policy.network))
+        resolv = real("/etc/resolv.conf")
+        mounts.append(Mount("data", resolv if fs.kind(resolv) == "file" else "/etc/resolv.conf",
+                            src=resolv_conf(network), why="the sandbox's resolver (corral's proxy)"))
     env.update(dict(policy.process.set_env))
 
     state = environ.get("XDG_STATE_HOME") or os.path.join(ctx.home, ".local", "state")
@@ -308,6 +330,7 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         quarantine_dir=os.path.join(state_home or state, "corral", "quarantine", run_id),
         run_id=run_id,
         scanned_entries=scan.entries,
+        network=network,
     )
 
 

@@ -1,0 +1,1 @@
+"""Egress proxy: the sandbox's only way out."""

@@ -1,0 +1,261 @@
+"""The sandbox's network namespace: only loopback, and corral's listeners inside it.
+
+A short-lived child unshares a user + network namespace, brings `lo` up with routes that
+send every destination to it, installs nftables rules that redirect all TCP (and DNS) that
+is not loopback-to-loopback to corral's transparent listener, and creates the listening
+sockets *inside* that namespace. It hands the sockets and namespace handles to corral over
+SCM_RIGHTS and exits. corral's proxy accepts on those sockets from the host side, so no
+relay process and no host port exist; the sandbox later joins the namespace in a nested user
+namespace without capabilities over it (it cannot flush the rules or take `lo` down).
+
+If corral dies, the listeners close with it and the sandbox has no way out at all.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+from ..errors import SetupError
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+
+# Addresses inside the namespace. 198.18.0.0/15 is reserved for benchmarking (RFC 2544), so it
+# never collides with real destinations; the resolver hands out synthetic names from it.
+SOURCE_ADDRESS = "198.18.0.1"
+HTTP_PORT = 3128
+SOCKS_PORT = 1080
+TRANSPARENT_PORT = 15001
+DNS_PORT = 53
+
+NFT_RULES = """\
+table inet corral {
+  chain to_proxy {
+    type nat hook output priority -100; policy accept;
+    ip daddr 127.0.0.0/8 return
+    ip6 daddr ::1 return
+    meta l4proto tcp redirect to :%(transparent)d
+    udp dport 53 redirect to :%(dns)d
+  }
+  chain only_loopback {
+    type filter hook output priority 0; policy drop;
+    ct state established,related accept
+    ip daddr { 127.0.0.0/8, %(source)s } accept
+    ip6 daddr ::1 accept
+  }
+}
+"""
+
+NFT_SEARCH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+
+
+class Namespace:
+    """Handles to one prepared namespace: keep it open while sandboxes use it."""
+
+    def __init__(self, user_fd: int, net_fd: int, listeners: dict[str, socket.socket]):
+        self.user_fd = user_fd
+        self.net_fd = net_fd
+        self.listeners = listeners
+
+    def close(self) -> None:
+        for fd in (self.user_fd, self.net_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.user_fd = self.net_fd = -1
+        for sock in self.listeners.values():
+            sock.close()
+        self.listeners = {}
+
+
+def find_nft() -> str | None:
+    for d in NFT_SEARCH:
+        cand = f"{d}/nft"
+        if os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def create(transparent: bool = True) -> Namespace:
+    """Make the namespace and its listeners, or raise SetupError saying why not."""
+    nft = find_nft() if transparent else None
+    if transparent and nft is None:
+        raise SetupError(
+            "transparent networking needs nftables (the `nft` command), which is not installed",
+            "install it (apt-get install nftables), or set network.transparent = false to "
+            "reach the network only through the proxy variables",
+        )
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            parent_sock.close()
+            _child(child_sock, nft)
+            code = 0
+        except BaseException as exc:  # report anything, never unwind into corral's code
+            try:
+                child_sock.send(b"E" + f"{type(exc).__name__}: {exc}".encode(errors="replace")[:900])
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    child_sock.close()
+    try:
+        return _parent(parent_sock, pid)
+    finally:
+        parent_sock.close()
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _parent(sock: socket.socket, pid: int) -> Namespace:
+    msg = sock.recv(1024)
+    if msg.startswith(b"E") or not msg:
+        raise _setup_error(msg[1:].decode(errors="replace") or "the namespace helper died")
+    assert msg == b"U", msg
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        if uid == 0:
+            # Root maps every id onto itself so that bwrap, inside, may still look up paths
+            # owned by other users (capabilities only apply to inodes with mapped owners).
+            _write(f"/proc/{pid}/uid_map", "0 0 4294967295\n")
+            _write(f"/proc/{pid}/gid_map", "0 0 4294967295\n")
+        else:
+            # Mapped to 0 inside, so the `nft` we exec keeps its capabilities over the
+            # namespace; bwrap is then told the real uid/gid (see Namespace.inner_ids).
+            _write(f"/proc/{pid}/setgroups", "deny\n")
+            _write(f"/proc/{pid}/uid_map", f"0 {uid} 1\n")
+            _write(f"/proc/{pid}/gid_map", f"0 {gid} 1\n")
+    except OSError as exc:
+        sock.send(b"X")
+        raise _setup_error(f"writing the namespace's id maps failed: {exc}") from None
+    sock.send(b"M")
+    msg, fds, _flags, _addr = socket.recv_fds(sock, 1024, 8)
+    if not msg.startswith(b"OK"):
+        for fd in fds:
+            os.close(fd)
+        raise _setup_error(msg[1:].decode(errors="replace") or "the namespace helper died")
+    names = msg[3:].decode().split(",")
+    for fd in fds:
+        os.set_inheritable(fd, False)  # SCM_RIGHTS descriptors arrive without close-on-exec
+    user_fd, net_fd, *sock_fds = fds
+    listeners = {}
+    for name, fd in zip(names, sock_fds):
+        listeners[name] = socket.socket(fileno=fd)
+        listeners[name].setblocking(False)
+    return Namespace(user_fd, net_fd, listeners)
+
+
+def _setup_error(why: str) -> SetupError:
+    from .diagnose import userns_problem
+
+    problem = userns_problem()
+    fix = problem.fix if problem else "run `corral doctor` to see what the machine refuses"
+    return SetupError(f"cannot create the sandbox's network namespace: {why}", fix)
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _child(sock: socket.socket, nft: str | None) -> None:  # pragma: no cover - child
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWUSER|CLONE_NEWNET): {os.strerror(err)}")
+    sock.send(b"U")
+    if sock.recv(16) != b"M":
+        raise OSError("id maps were not written")
+    from . import netlink
+
+    netlink.configure_loopback(SOURCE_ADDRESS)
+    if nft:
+        _run_nft(nft, NFT_RULES % {"transparent": TRANSPARENT_PORT, "dns": DNS_PORT, "source": SOURCE_ADDRESS})
+    listeners = [
+        ("http", _listen(socket.AF_INET, "127.0.0.1", HTTP_PORT)),
+        ("socks", _listen(socket.AF_INET, "127.0.0.1", SOCKS_PORT)),
+    ]
+    if nft:
+        listeners.append(("transparent", _listen(socket.AF_INET6, "::", TRANSPARENT_PORT)))
+        dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        dns.bind(("127.0.0.1", DNS_PORT))
+        listeners.append(("dns", dns))
+    user_fd = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    net_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    names = ",".join(name for name, _ in listeners).encode()
+    socket.send_fds(sock, [b"OK:" + names], [user_fd, net_fd, *(s.fileno() for _, s in listeners)])
+
+
+def _listen(family: int, host: str, port: int) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # one socket for v4 and v6
+    s.bind((host, port))
+    s.listen(1024)
+    return s
+
+
+def _run_nft(nft: str, rules: str) -> None:  # pragma: no cover - child
+    r, w = os.pipe()
+    os.write(w, rules.encode())  # small: fits the pipe buffer
+    os.close(w)
+    err_r, err_w = os.pipe()
+    pid = os.posix_spawn(nft, [nft, "-f", "-"], {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                         file_actions=[(os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_DUP2, err_w, 2),
+                                       (os.POSIX_SPAWN_DUP2, err_w, 1)])
+    os.close(r)
+    os.close(err_w)
+    out = b""
+    while chunk := os.read(err_r, 4096):
+        out += chunk
+    os.close(err_r)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise OSError(f"nft failed to install the redirect rules: {out.decode(errors='replace').strip()}")
+
+
+_LIBC = None
+
+
+def load_libc():
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
+
+
+def enter(ns: Namespace) -> None:
+    """In a forked child: join the namespace (user first: it grants the right to join net).
+    Call load_libc() before forking."""
+    import ctypes
+
+    libc = load_libc()
+    for fd, flag in ((ns.user_fd, CLONE_NEWUSER), (ns.net_fd, CLONE_NEWNET)):
+        if libc.setns(fd, flag) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def original_destination(sock: socket.socket) -> tuple[str, int]:
+    """Where a redirected connection was going (SO_ORIGINAL_DST, v4 or v6)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_IP, 80, 16)
+        port, = struct.unpack_from("!H", raw, 2)
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+    except OSError:
+        raw = sock.getsockopt(socket.IPPROTO_IPV6, 80, 28)
+        port, = struct.unpack_from("!H", raw, 2)
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
