@@ -76,6 +76,39 @@ class Sandbox:
         self.cwd = os.path.abspath(cwd or os.getcwd())
         self.policy = policy if policy is not None else Policy.load(cwd=self.cwd)
         self._wrapped: list = []
+        self._network = None  # one namespace + proxy for every command of this Sandbox
+
+    def _network_session(self):
+        if self._network is None and self.policy.network.enabled:
+            from .sandbox.network import NetworkSession
+
+            self._network = NetworkSession(self.policy.network)
+        return self._network
+
+    def allow_domain(self, *patterns: str) -> None:
+        """Allow more destinations; applies to new connections of running and later commands."""
+        from .errors import PolicyError
+
+        if self.policy.network.strict_allowlist:
+            raise PolicyError("<api>", "network.strict_allowlist", True, "run-time allowances are refused")
+        self._change_network(allowed_domains=self.policy.network.allowed_domains + patterns)
+        self._network.allow(patterns)
+
+    def deny_domain(self, *patterns: str) -> None:
+        """Deny destinations (deny beats allow); applies to new connections at once."""
+        self._change_network(denied_domains=self.policy.network.denied_domains + patterns)
+        self._network.deny(patterns)
+
+    def _change_network(self, **changes) -> None:
+        from .sandbox.network import compile_rules
+
+        policy = self.policy.with_network(**changes)
+        compile_rules(policy.network, "<api>")  # refuse bad patterns before anything changes
+        if self._network is None:
+            self.policy = policy.with_network(proxy=True)
+            self._network_session()
+        else:
+            self.policy = policy
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -98,10 +131,18 @@ class Sandbox:
         if "cwd" in kwargs or "env" in kwargs or "pass_fds" in kwargs:
             raise TypeError("cwd, env and pass_fds are set by the Sandbox (use Sandbox(cwd=...) and the policy)")
         plan = self.plan(argv)
-        run = Run(plan)
+        network = self._network_session()
+        run = Run(plan, network)
         full = run.prepare(new_session=True)
+        preexec = None
+        if network is not None:
+            from .sandbox.netns import enter, load_libc
+
+            load_libc()
+            ns = network.ns
+            preexec = lambda: enter(ns)  # noqa: E731 - two system calls between fork and exec
         try:
-            proc = subprocess.Popen(full, env=dict(plan.env), pass_fds=run.pass_fds,
+            proc = subprocess.Popen(full, env=dict(plan.env), pass_fds=run.pass_fds, preexec_fn=preexec,
                                     **{k: v for k, v in kwargs.items() if k not in ("input", "timeout", "check", "capture_output")},
                                     **({"stdout": subprocess.PIPE, "stderr": subprocess.PIPE} if kwargs.get("capture_output") else {}))
         except BaseException:
@@ -116,6 +157,9 @@ class Sandbox:
             run.pid = 0
             run.abort()
             raise
+        finally:
+            if network is not None and run.run_info is not None:
+                network.remove_run(run.run_info)
         run.pid = 0
         code = run.finish(exit_status(_raw_status(proc.returncode)))
         result = subprocess.CompletedProcess(list(argv), code, out, err)
@@ -129,9 +173,17 @@ class Sandbox:
         from .sandbox.launch import Run
 
         plan = self.plan(argv)
-        run = Run(plan)
+        network = self._network_session()
+        run = Run(plan, network)
         full = run.prepare(new_session=True)
-        seccomp_fd, status_fd = run.pass_fds
+        seccomp_fd, status_fd, *data_fds = run.pass_fds
+        for fd in data_fds:  # a runner cannot pass our descriptors: hand the data over as files
+            i = full.index(str(fd), full.index("--ro-bind-data"))
+            data_path = f"{plan.tmpdir}.{fd}.data"
+            with open(data_path, "wb") as fh:
+                fh.write(os.read(fd, 1 << 20))
+            full[i - 1:i + 1] = ["--ro-bind", data_path]
+            self._wrapped.append((None, data_path))
         program = os.read(seccomp_fd, 1 << 20)
         run._close_pass_fds()
         os.close(run.status_r)  # the wrapped command's runner owns its lifetime, not us
@@ -144,7 +196,19 @@ class Sandbox:
         full[i + 1] = "9"
         j = full.index("--json-status-fd")
         del full[j : j + 2]
-        return ["/bin/sh", "-c", 'exec 9<"$0" && exec "$@"', path, *full]
+        prefix = []
+        if network is not None:
+            # The runner starts this argv with its own environment: carry the proxy settings.
+            from .sandbox.netenv import proxy_environment
+
+            k = full.index("--chdir")
+            for name, value in proxy_environment(plan.network, self.policy.network).items():
+                full[k:k] = ["--setenv", name, value]
+            network.start()
+            me = os.getpid()
+            prefix = ["nsenter", f"--user=/proc/{me}/fd/{network.ns.user_fd}",
+                      f"--net=/proc/{me}/fd/{network.ns.net_fd}", "--preserve-credentials", "--"]
+        return [*prefix, "/bin/sh", "-c", 'exec 9<"$0" && exec "$@"', path, *full]
 
     def close(self) -> None:
         """Remove host-side state of wrapped commands and quarantine what they planted."""
@@ -154,7 +218,11 @@ class Sandbox:
                 os.unlink(path)
             except OSError:
                 pass
-            run.finish(0)
+            if run is not None:
+                run.finish(0)
+        if self._network is not None:
+            self._network.close()
+            self._network = None
 
 
 def _raw_status(returncode: int) -> int:

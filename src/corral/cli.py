@@ -14,6 +14,8 @@ USAGE = """\
 usage: corral run [OPTIONS] [--] COMMAND [ARGS...]
        corral run [OPTIONS] -c 'SHELL STRING'
        corral policy show [FILE]
+       corral audit [--follow] [--blocked] [--json] [--run ID] [--file PATH]
+       corral proxy --listen unix:PATH|tcp:HOST:PORT [--policy FILE] [--audit PATH]
        corral doctor
        corral --version
 
@@ -25,7 +27,8 @@ run options:
   --allow-read PATH       re-allow reads of PATH inside a denied directory
   --deny-read PATH        deny reads of PATH (a glob such as '**/*.pem' works too)
   --deny-write PATH       deny writes to PATH
-  --allow-domain DOMAIN   (refused: the egress proxy is not available yet)
+  --allow-domain DOMAIN   also allow network access to DOMAIN (example.com, *.example.com,
+                          host:port, an IP or CIDR); starts the egress proxy
   --as-user USER[:GID]    when launched as root, run the sandbox as this unprivileged user
   --tty / --no-tty        force or disable a private pseudo-terminal (default: when stdin
                           and stdout are terminals)
@@ -34,7 +37,7 @@ run options:
   -d, --debug             show tracebacks for corral's own errors
 """
 
-SUBCOMMANDS = ("run", "policy", "doctor", "help")
+SUBCOMMANDS = ("run", "policy", "doctor", "audit", "proxy", "help")
 VALUE_OPTS = {
     "-s": "settings", "--settings": "settings", "--policy": "settings",
     "-c": "command_string",
@@ -187,16 +190,21 @@ def cmd_run(args: list[str]) -> int:
 
     tty = True if opts.tty else False if opts.no_tty else None
     network = None
+    report = None if opts.quiet else _stderr_line
     if plan.network is not None:
         from .sandbox.network import NetworkSession
 
-        network = NetworkSession(policy.network)
-    report = None if opts.quiet else (lambda line: sys.stderr.write(line + "\n"))
+        network = NetworkSession(policy.network, in_child=True, report=report)
     try:
         return run_foreground(plan, tty=tty, network=network, report_blocked=report)
     finally:
         if network is not None:
             network.close()
+
+
+def _stderr_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def dry_run(plan) -> int:
@@ -247,6 +255,92 @@ def cmd_policy(args: list[str]) -> int:
     return 0
 
 
+def _take_options(args: list[str], flags: set[str], values: set[str], usage: str) -> dict:
+    from .errors import UsageError
+
+    out: dict = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-h", "--help"):
+            sys.stdout.write(usage)
+            raise SystemExit(0)
+        name, eq, inline = arg.partition("=")
+        if name in flags and not eq:
+            out[name] = True
+        elif name in values:
+            if eq:
+                out[name] = inline
+            elif i + 1 < len(args):
+                i += 1
+                out[name] = args[i]
+            else:
+                raise UsageError(f"{name} needs a value")
+        else:
+            raise UsageError(f"unknown option {arg!r}\n{usage.rstrip()}")
+        i += 1
+    return out
+
+
+AUDIT_USAGE = """\
+usage: corral audit [--follow] [--blocked] [--json] [--run ID] [--file PATH]
+  Show the egress proxy's audit log ($XDG_STATE_HOME/corral/audit.jsonl) as a table.
+"""
+
+
+def cmd_audit(args: list[str]) -> int:
+    from .proxy import audit
+
+    opts = _take_options(args, {"--follow", "-f", "--blocked", "--json"}, {"--run", "--file"}, AUDIT_USAGE)
+    path = opts.get("--file") or audit.default_path()
+    follow = opts.get("--follow") or opts.get("-f")
+    out = sys.stdout
+    if not opts.get("--json"):
+        out.write(audit.header() + "\n")
+    try:
+        for rec in audit.read_records(path, follow=bool(follow)):
+            if opts.get("--blocked") and rec.get("decision") != "block":
+                continue
+            if opts.get("--run") and str(rec.get("run", "")) != opts["--run"]:
+                continue
+            if opts.get("--json"):
+                import json
+
+                out.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            else:
+                out.write(audit.format_row(rec) + "\n")
+            if follow:
+                out.flush()
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+PROXY_USAGE = """\
+usage: corral proxy --listen unix:PATH|tcp:HOST:PORT [--policy FILE] [--audit PATH]
+  Run only the egress proxy (HTTP, CONNECT and SOCKS5 on one listener) under a policy's
+  network rules, for containers and VMs that reach it through a socket or port.
+"""
+
+
+def cmd_proxy(args: list[str]) -> int:
+    from .errors import UsageError
+
+    opts = _take_options(args, set(), {"--listen", "--policy", "--settings", "-s", "--audit"}, PROXY_USAGE)
+    listen = opts.get("--listen")
+    if not listen:
+        raise UsageError("--listen is required (unix:PATH or tcp:127.0.0.1:PORT)")
+    from .policy import load
+
+    ctx = launch_context()
+    policy = load.load(opts.get("--policy") or opts.get("--settings") or opts.get("-s"), ctx)
+    from .proxy.standalone import serve
+
+    return serve(listen, policy.network, opts.get("--audit"))
+
+
 def cmd_doctor(_args: list[str]) -> int:
     from .sandbox.diagnose import doctor
 
@@ -280,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_policy(args[1:])
         if head == "doctor":
             return cmd_doctor(args[1:])
+        if head == "audit":
+            return cmd_audit(args[1:])
+        if head == "proxy":
+            return cmd_proxy(args[1:])
         # srt-style: `corral [OPTIONS] [--] COMMAND` means `corral run ...`
         return cmd_run(args)
     except KeyboardInterrupt:

@@ -27,8 +27,14 @@ class AuditLog:
         self.path = path
         self.fd = -1
         if path:
-            os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+                self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                import sys
+
+                print(f"corral: warning: cannot write the audit log {path}: {exc.strerror} "
+                      "(set network.audit_log to a writable path)", file=sys.stderr)
 
     def write(self, record: dict) -> None:
         if self.fd < 0:

@@ -29,7 +29,7 @@ class _Resolver(asyncio.DatagramProtocol):
                 self.transport.sendto(reply, addr)
             return
         name = query.qname
-        decision = name_decision(proxy.rules, name)
+        decision = proxy.rules.decide_name(name)
         if not decision.allowed:
             proxy.record(proxy.default_run, proto="dns", host=name, decision="block", rule=decision.rule,
                          reason=decision.reason)
@@ -40,18 +40,6 @@ class _Resolver(asyncio.DatagramProtocol):
         else:
             reply = dns.answer(query, [])  # NODATA: clients fall back to the A record
         self.transport.sendto(reply, addr)
-
-
-def name_decision(rules, name: str):
-    """A name resolves when a connection to it would be allowed on at least one port."""
-    ports = {p.port for p in rules.allowed if p.port is not None} | {443}
-    first = None
-    for port in sorted(ports):
-        decision = rules.decide(name, port)
-        if decision.allowed:
-            return decision
-        first = first or decision
-    return first
 
 
 async def serve_dns(proxy, sock) -> None:

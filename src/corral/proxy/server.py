@@ -16,6 +16,7 @@ import time
 
 from .audit import AuditLog
 from .dial import Blocked, DialFailed, Dialer
+from .runs import RunInfo
 
 HEAD_TIMEOUT = 30.0  # a client must send a complete request head within this (slowloris)
 IDLE_TIMEOUT = 300.0  # an idle keep-alive connection or tunnel is closed after this
@@ -23,14 +24,6 @@ MAX_HEAD = 32 * 1024
 RECV = 256 * 1024
 HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-authorization", b"proxy-connection", b"te",
                         b"trailer", b"upgrade", b"proxy-authenticate"))
-
-
-class RunInfo:
-    __slots__ = ("run_id", "command", "user", "token", "blocked")
-
-    def __init__(self, run_id: str, command: str, user: str, token: str):
-        self.run_id, self.command, self.user, self.token = run_id, command, user, token
-        self.blocked: dict[str, int] = {}
 
 
 class Proxy:
@@ -63,11 +56,14 @@ class Proxy:
     def add_run(self, run_id: str, command: str, user: str | None = None, token: str | None = None) -> RunInfo:
         user = user or f"corral-{run_id}"
         info = RunInfo(run_id, command, user, token or base64.b32encode(os.urandom(15)).decode().lower())
+        self.register(info)
+        return info
+
+    def register(self, info: RunInfo) -> None:
         with self._lock:
-            self.runs[user] = info
+            self.runs[info.user] = info
             if self.default_run is None:
                 self.default_run = info
-        return info
 
     def remove_run(self, info: RunInfo) -> None:
         with self._lock:

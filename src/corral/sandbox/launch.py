@@ -91,9 +91,9 @@ class Run:
         return argv
 
     def blocked_summary(self) -> str:
-        if self.run_info is None or self.network is None or self.network.proxy is None:
+        if self.run_info is None or self.network is None:
             return ""
-        return self.network.proxy.blocked_summary(self.run_info)
+        return self.network.blocked_summary(self.run_info)
 
     def started(self, pid: int) -> None:
         self.pid = pid

@@ -19,21 +19,93 @@ def compile_rules(net, source: str = "<policy>"):
 
 
 class NetworkSession:
-    def __init__(self, net, environ=None):
+    """`in_child`: serve from a forked process instead of a thread. The CLI does that: the
+    proxy's imports (asyncio alone is ~50 ms) then overlap with the command instead of
+    delaying corral's exit, and a proxy that dies takes its listeners (the only way out)
+    with it."""
+
+    def __init__(self, net, in_child: bool = False, report=None):
         from . import netns
 
         self.policy = net
         self.rules = compile_rules(net)
         self.ns = netns.create(transparent=net.transparent)
         self.proxy = None
+        self.in_child = in_child
+        self.report = report  # where the child prints the blocked-hosts summary (None: quiet)
+        self.child = None  # (pid, ready_fd, lifeline_fd)
+        self.runs = []
         self._started = False
 
     def start(self) -> None:
         """Start serving (after the first sandbox was forked: no thread exists at fork time)."""
         if self._started:
             return
+        self._started = True
+        if self.in_child:
+            self._start_child()
+            return
+        self._configure().start(self.ns.listeners)
+
+    def _start_child(self) -> None:
+        import os
+
+        ready_r, ready_w = os.pipe()
+        life_r, life_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the proxy process
+            code = 0
+            try:
+                from .launch import _close_all_but
+
+                # Keep only what the proxy needs: an inherited pipe end (the reaper's, say)
+                # would keep its reader waiting for an EOF that never comes.
+                _close_all_but({0, 1, 2, ready_w, life_r, *(s.fileno() for s in self.ns.listeners.values())})
+                self._child_main(ready_w, life_r)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(ready_w)
+        os.close(life_r)
+        # Fail closed: from now on only the proxy process holds the listeners.
+        for sock in self.ns.listeners.values():
+            sock.close()
+        self.child = (pid, ready_r, life_w)
+
+    def _child_main(self, ready_w: int, life_r: int) -> None:  # pragma: no cover - child
+        import asyncio
+        import os
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_IGN)  # the parent decides when the proxy stops
+        proxy = self._configure()
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            serving = asyncio.ensure_future(proxy.serve(self.ns.listeners))
+            await asyncio.sleep(0)
+            os.write(ready_w, b"R")
+            os.close(ready_w)
+            gone = loop.create_future()
+            loop.add_reader(life_r, lambda: gone.done() or gone.set_result(None))
+            await gone
+            proxy._stopping.set()
+            await serving
+
+        asyncio.run(main())
+        if self.report is not None:
+            for info in self.runs:
+                line = proxy.blocked_summary(info)
+                if line:
+                    self.report(line)
+
+    def _configure(self):
         from ..proxy.audit import AuditLog, default_path
-        from ..proxy.server import Proxy
         from .netlink import interface_addresses
 
         net = self.policy
@@ -44,11 +116,12 @@ class NetworkSession:
 
             synthetic = SyntheticPool()
         proxy = self.proxy or self._make_proxy()
+        for info in self.runs:
+            proxy.register(info)
         proxy.audit = AuditLog(audit_path or None)
         proxy.dialer.host_addresses = frozenset(_ips(interface_addresses()))
         proxy.synthetic = synthetic
-        proxy.start(self.ns.listeners)
-        self._started = True
+        return proxy
 
     def _make_proxy(self):
         from ..proxy.server import Proxy
@@ -57,10 +130,17 @@ class NetworkSession:
         return self.proxy
 
     def add_run(self, plan, command: str):
-        proxy = self.proxy or self._make_proxy()
-        return proxy.add_run(plan.run_id, command, plan.network.user, plan.network.token)
+        from ..proxy.runs import RunInfo
+
+        info = RunInfo(plan.run_id, command, plan.network.user, plan.network.token)
+        self.runs.append(info)
+        if self.proxy is not None:
+            self.proxy.register(info)
+        return info
 
     def remove_run(self, info) -> None:
+        if info in self.runs:
+            self.runs.remove(info)
         if self.proxy is not None:
             self.proxy.remove_run(info)
 
@@ -77,8 +157,31 @@ class NetworkSession:
         except ValueError as exc:
             raise PolicyError("<api>", "network", None, str(exc)) from None
 
+    def blocked_summary(self, info) -> str:
+        """In-process mode only; a child proxy prints its own summary when it stops."""
+        if self.in_child or self.proxy is None:
+            return ""
+        return self.proxy.blocked_summary(info)
+
     def close(self) -> None:
-        if self.proxy is not None:
+        if self.child is not None:
+            import os
+            import signal
+
+            pid, ready_r, life_w = self.child
+            self.child = None
+            os.set_blocking(ready_r, False)
+            try:
+                ready = os.read(ready_r, 1) == b"R"
+            except BlockingIOError:
+                ready = False
+            os.close(ready_r)
+            if not ready:
+                # Still starting up: it has served nothing, so there is nothing to report.
+                os.kill(pid, signal.SIGKILL)
+            os.close(life_w)
+            os.waitpid(pid, 0)
+        elif self.proxy is not None:
             self.proxy.stop()
         self.ns.close()
 

@@ -234,8 +234,10 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         for path in fs.find_links(roots, skip, scan.hardlinked):
             layout.set(path, PROTECT, "hard link to a protected file")
     for source in policy.sources:
+        if not source.startswith("/"):
+            continue  # "<string>", "<cli>": not a file
         p = real(source)
-        if layout.writable(p):
+        if fs.kind(p) is not None and layout.writable(p):
             layout.set(p, PROTECT, "policy file in use")
 
     # --- placeholders: missing protected names in the workspace root and a writable HOME --
