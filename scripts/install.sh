@@ -9,9 +9,13 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 if command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  # bubblewrap: the sandbox; python3-venv: PEP 668 wants a venv; git, util-linux (setpriv),
-  # passwd (useradd): used by the test suite to run every test as an unprivileged user too.
-  $SUDO apt-get install -y -qq bubblewrap python3 python3-venv git util-linux passwd >/dev/null
+  # bubblewrap: the sandbox; nftables: the redirect that sends every connection of the
+  # sandbox to corral's proxy; publicsuffix: to refuse allowances like "*.co.uk";
+  # python3-venv: PEP 668 wants a venv; git, util-linux (setpriv, nsenter), passwd (useradd),
+  # curl, dnsutils, iputils-ping, python3-requests, nodejs: the test suite drives real clients,
+  # as root and as an unprivileged user.
+  $SUDO apt-get install -y -qq bubblewrap nftables publicsuffix python3 python3-venv git util-linux \
+    passwd curl dnsutils iputils-ping python3-requests nodejs ca-certificates >/dev/null
 fi
 
 # The Debian interpreter lives outside /root, so unprivileged test users can run the venv too.
