@@ -41,8 +41,8 @@ class ParentProxy:
 
     def for_host(self, host: str) -> tuple[str, int] | None:
         for entry in self.no_proxy:
-            e = entry.lstrip("*").lstrip(".").lower()
-            if e == "*" or host == e or host.endswith("." + e):
+            e = entry.strip().lstrip("*").lstrip(".").lower()
+            if entry.strip() == "*" or host == e or host.endswith("." + e):
                 return None
         url = self.https or self.http
         if not url:

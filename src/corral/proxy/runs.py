@@ -11,3 +11,37 @@ class RunInfo:
     def __init__(self, run_id: str, command: str, user: str, token: str):
         self.run_id, self.command, self.user, self.token = run_id, command, user, token
         self.blocked: dict[str, int] = {}
+
+
+_SECRETISH = ("token", "secret", "passw", "bearer", "authorization", "api_key", "apikey", "api-key",
+              "private", "credential", "cookie", "key=")
+
+
+def describe_command(argv, limit: int = 160) -> str:
+    """The command for the audit log: arguments that look like credentials are redacted
+    (a token passed on a command line must not end up in a log file)."""
+    out = []
+    redact_next = False
+    for arg in argv:
+        low = arg.lower()
+        if redact_next:
+            out.append("<redacted>")
+            redact_next = False
+            continue
+        if any(word in low for word in _SECRETISH) or _looks_random(arg):
+            out.append(arg.split("=", 1)[0] + "=<redacted>" if "=" in arg and arg.startswith("-") else "<redacted>")
+            redact_next = arg.startswith("-") and "=" not in arg
+            continue
+        out.append(arg)
+    text = " ".join(out)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _looks_random(arg: str) -> bool:
+    """Long runs of letters and digits mixed, as API keys are (not paths or words)."""
+    for sep in "=:@/?&":
+        arg = arg.replace(sep, " ")
+    for word in arg.split():
+        if len(word) >= 24 and any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
+            return True
+    return False

@@ -21,6 +21,7 @@ from .runs import RunInfo
 HEAD_TIMEOUT = 30.0  # a client must send a complete request head within this (slowloris)
 IDLE_TIMEOUT = 300.0  # an idle keep-alive connection or tunnel is closed after this
 MAX_HEAD = 32 * 1024
+MAX_HEADERS = 100
 RECV = 256 * 1024
 HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-authorization", b"proxy-connection", b"te",
                         b"trailer", b"upgrade", b"proxy-authenticate"))
@@ -145,6 +146,9 @@ class Proxy:
                     continue
                 raise
             client.setblocking(False)
+            if client.family != socket.AF_UNIX:
+                # Small answers must not wait for the client's delayed ACK (Nagle).
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = loop.create_task(self._guard(handler, client, name))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -164,6 +168,8 @@ class Proxy:
 
     # -- auditing ------------------------------------------------------------------------------
     def record(self, run: RunInfo | None, **fields) -> None:
+        if fields.get("path"):
+            fields["path"] = fields["path"].split("?", 1)[0]  # queries may carry tokens
         if run is not None:
             fields.setdefault("run", run.run_id)
             fields.setdefault("command", run.command)
@@ -305,6 +311,23 @@ class HttpSession:
         except h11.LocalProtocolError:
             return
         await self._send(self.client, data)
+        if close:
+            await self._linger()
+
+    async def _linger(self) -> None:
+        """Half-close, then discard what the client is still sending for a moment: closing
+        with unread input would reset the connection and destroy the answer in flight."""
+        try:
+            self.client.shutdown(socket.SHUT_WR)
+            deadline = self.loop.time() + 1.0
+            left = 1 << 20
+            while left > 0 and self.loop.time() < deadline:
+                chunk = await asyncio.wait_for(self.loop.sock_recv(self.client, 65536), deadline - self.loop.time())
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except (OSError, asyncio.TimeoutError):
+            pass
 
     async def _protocol_error(self, exc) -> None:
         status = getattr(exc, "error_status_hint", 400)
@@ -335,6 +358,11 @@ class HttpSession:
             await self._respond(407, "Proxy Authentication Required", "corral proxy: wrong proxy credentials\n",
                                 extra=[(b"proxy-authenticate", b'Basic realm="corral"')])
             return False
+        if len(request.headers) > MAX_HEADERS or sum(len(n) + len(v) + 4 for n, v in request.headers) > MAX_HEAD:
+            # h11 bounds only heads that arrive in pieces; one that arrives whole is checked here.
+            await self._respond(431, "Request Header Fields Too Large",
+                                f"corral proxy: request head over {MAX_HEAD} bytes or {MAX_HEADERS} headers\n")
+            return False
         method = request.method.decode("ascii", "replace")
         target = request.target.decode("ascii", "replace")
         te = cl = False
@@ -362,7 +390,7 @@ class HttpSession:
             proxy.record(run, proto="http", host=host, port=port, method=method, path=path, decision="block",
                          rule=b.decision.rule, reason=b.decision.reason, status=403)
             await self._blocked(host, port, b.decision)
-            return await self._discard_body()
+            return await self._discard_body() and self.conn.our_state is h11.DONE
         except DialFailed as f:
             proxy.record(run, proto="http", host=host, port=port, method=method, path=path, decision="error",
                          reason=str(f), status=502)
@@ -421,11 +449,32 @@ class HttpSession:
         return True
 
     async def _discard_body(self) -> bool:
-        """After an early answer, keep the connection only if the request body is consumed."""
+        """After an early answer, keep the connection only if the request body is consumed
+        (a small body is read and dropped; a large one closes the connection)."""
         h11 = self.h11
-        if self.conn.their_state is h11.DONE:
-            return True
-        return False
+        left = 1 << 20
+        while True:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError:
+                return False
+            if isinstance(event, h11.EndOfMessage):
+                return True
+            if isinstance(event, h11.Data):
+                left -= len(event.data)
+                if left < 0:
+                    return False
+                continue
+            if event is h11.NEED_DATA:
+                try:
+                    data = await asyncio.wait_for(self.loop.sock_recv(self.client, RECV), HEAD_TIMEOUT)
+                except (OSError, asyncio.TimeoutError):
+                    return False
+                self.conn.receive_data(data)
+                if not data:
+                    return False
+                continue
+            return False
 
     async def _blocked(self, host: str, port: int, decision) -> None:
         await self._respond(403, "Forbidden", _block_body(host, port, decision),

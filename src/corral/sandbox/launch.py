@@ -84,7 +84,9 @@ class Run:
                 raise SetupError("this plan needs a network session (corral's proxy), none was given")
             run_as = self.plan.run_as if os.geteuid() == 0 else None
             ids = run_as or (os.geteuid(), os.getegid())
-            self.run_info = self.network.add_run(self.plan, " ".join(self.plan.argv)[:200])
+            from ..proxy.runs import describe_command
+
+            self.run_info = self.network.add_run(self.plan, describe_command(self.plan.argv))
         argv = bwrap_argv(self.plan, seccomp_fd=seccomp_r, status_fd=status_w, new_session=new_session,
                           data_fds=data_fds, ids=ids)
         argv[0] = exe

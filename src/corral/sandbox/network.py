@@ -180,7 +180,10 @@ class NetworkSession:
                 # Still starting up: it has served nothing, so there is nothing to report.
                 os.kill(pid, signal.SIGKILL)
             os.close(life_w)
-            os.waitpid(pid, 0)
+            _, status = os.waitpid(pid, 0)
+            if ready and status != 0 and self.report is not None:
+                self.report("corral: the egress proxy stopped unexpectedly during the run; the sandbox "
+                            "lost its network from then on (fail closed); see the messages above")
         elif self.proxy is not None:
             self.proxy.stop()
         self.ns.close()
