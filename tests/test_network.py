@@ -977,3 +977,90 @@ def test_node_http_via_proxy_and_direct_fetch_blocked(launcher, ws, server, othe
     assert server.paths() == ["/node"] and other.paths() == []
     recs = [(x["proto"], x["host"], x["port"], x["decision"]) for x in audit(ws)]
     assert ("transparent", *DOC_TCP, "block") in recs, recs
+
+
+# ---------------------------------------------------------------------------------------
+# fail closed: if the proxy dies, the sandbox has no way out at all
+# ---------------------------------------------------------------------------------------
+
+PROXY_DEATH = r"""
+import ctnet, os, socket, sys, time
+ok = sys.argv[1]
+ctnet.out("before", ctnet.get(f"http://{ok}/before"))
+open("first.done", "w").close()
+for _ in range(300):  # the test kills the proxy, then creates "go"
+    if os.path.exists("go"):
+        break
+    time.sleep(0.05)
+res = {}
+for label, addr in (("http", ("127.0.0.1", 3128)), ("socks", ("127.0.0.1", 1080)), ("direct", ("203.0.113.5", 443))):
+    try:
+        s = socket.create_connection(addr, timeout=3)
+        s.sendall(f"GET http://{ok}/after HTTP/1.1\r\nHost: {ok}\r\n\r\n".encode())
+        res[label] = "answered:" + s.recv(100).decode("latin-1")
+    except OSError as e:
+        res[label] = type(e).__name__
+ctnet.out("after", res)
+"""
+
+
+def _descendants_named(root_pid: int, comm: str) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        for child in children.get(pid, []):
+            todo.append(child)
+            try:
+                if Path(f"/proc/{child}/comm").read_text().strip() == comm:
+                    found.append(child)
+            except OSError:
+                pass
+    return found
+
+
+def test_dead_proxy_means_no_network(launcher, ws, server):
+    import signal
+    import time
+
+    (ws.proj / "ctnet.py").write_text(CTNET)
+    ws.write("death.py", PROXY_DEATH)
+    state = state_dir(ws)
+    state.mkdir(exist_ok=True)
+    s = ws.settings(allowedDomains=[server.hostport], allowWrite=[str(ws.proj)])
+    proc = subprocess.Popen(launcher.argv(["run", "--settings", str(s), "--", PY, "death.py", server.hostport]),
+                            cwd=str(ws.proj), env={**launcher.env, "XDG_STATE_HOME": str(state)}, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (ws.proj / "first.done").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proxies = _descendants_named(proc.pid, "corral-proxy")
+        assert len(proxies) == 1, proxies
+        os.kill(proxies[0], signal.SIGKILL)
+        time.sleep(0.2)
+        (ws.proj / "go").write_text("")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    r = {}
+    for line in out.splitlines():
+        if line.startswith("{"):
+            rec = json.loads(line)
+            r[rec.pop("label")] = rec
+    assert r["before"]["status"] == 200, out + err
+    # every way out is gone: the listeners died with the proxy, nothing else leads anywhere
+    assert r["after"] == {"http": "ConnectionRefusedError", "socks": "ConnectionRefusedError",
+                          "direct": "ConnectionRefusedError"}, out + err
+    assert server.paths() == ["/before"]
+    assert "egress proxy stopped unexpectedly" in err, err

@@ -319,6 +319,9 @@ def _restore(previous: dict) -> None:
 def _reaper_main(fd: int, cleanup: Cleanup) -> None:
     """Wait for corral to go away; if it did not say 'done', clean up after it."""
     os.setsid()  # survive a kill of corral's process group
+    from .network import _set_name
+
+    _set_name("corral-reaper")
     for sig in FORWARDED:
         signal.signal(sig, signal.SIG_IGN)
     _close_all_but({2, fd})

@@ -83,6 +83,7 @@ class NetworkSession:
 
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_IGN)  # the parent decides when the proxy stops
+        _set_name("corral-proxy")
         proxy = self._configure()
 
         async def main():
@@ -197,3 +198,12 @@ def _ips(texts):
             yield ipaddress.ip_address(t.split("%")[0])
         except ValueError:
             pass
+
+
+def _set_name(name: str) -> None:
+    """What `ps -o comm` and /proc/PID/comm show, so the processes of a run are told apart."""
+    try:
+        with open("/proc/self/comm", "w") as fh:
+            fh.write(name)
+    except OSError:
+        pass
