@@ -47,6 +47,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _body_for(self):
         srv = self.server.owner
+        if self.path.startswith("/blob/"):  # a large deterministic body: /blob/<bytes>
+            n = int(self.path.split("/")[2])
+            return 200, (b"0123456789abcdef" * (n // 16 + 1))[:n]
         if srv.root is not None and self.path.startswith("/repo.git/"):
             p = (srv.root / self.path.lstrip("/").split("?", 1)[0]).resolve()
             if p.is_relative_to(srv.root) and p.is_file():
@@ -1064,3 +1067,37 @@ def test_dead_proxy_means_no_network(launcher, ws, server):
                           "direct": "ConnectionRefusedError"}, out + err
     assert server.paths() == ["/before"]
     assert "egress proxy stopped unexpectedly" in err, err
+
+
+BIG_KEEPALIVE = r"""
+import ctnet, hashlib, json, sys
+ok = sys.argv[1]
+A = ctnet.auth_header()
+s = ctnet.connect()
+f = s.makefile("rb")
+got = []
+for path in ("/blob/3000000", "/small", "/blob/70000", "/blob/10", "/blob/5000001"):
+    s.sendall(f"GET http://{ok}{path} HTTP/1.1\r\nHost: {ok}\r\n{A}\r\n".encode())
+    r = ctnet.read_response(f)
+    got.append([r["status"], len(r["body"]), hashlib.sha256(r["body"].encode("latin-1")).hexdigest()])
+ctnet.out("big", {"got": got})
+"""
+
+
+def test_large_bodies_on_a_kept_alive_connection(launcher, ws, server):
+    # Large Content-Length bodies are spliced past h11; the connection must stay in step.
+    import hashlib
+
+    p = py_run(ws, BIG_KEEPALIVE, server.hostport, allowed=[server.hostport])
+    r = results(p)
+    assert "big" in r, out_of(p)
+
+    def blob(n):
+        return (b"0123456789abcdef" * (n // 16 + 1))[:n]
+
+    small = f"{server.body} path=/small\n".encode()
+    expected = [[200, len(b), hashlib.sha256(b).hexdigest()]
+                for b in (blob(3000000), small, blob(70000), blob(10), blob(5000001))]
+    assert r["big"]["got"] == expected, out_of(p)
+    recs = [x for x in audit(ws) if x.get("proto") == "http"]
+    assert [x.get("down") for x in recs] == [3000000, len(small), 70000, 10, 5000001], recs

@@ -180,3 +180,65 @@ async def relay(a: socket.socket, b: socket.socket, a_first: bytes = b"", b_firs
     finally:
         up.cancel()
         down.cancel()
+
+
+async def splice_exact(src: socket.socket, dst: socket.socket, count: int) -> None:
+    """Move exactly `count` bytes from src to dst in the kernel (a Content-Length body)."""
+    if count <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    flags = _splice_flags()
+    sfd, dfd = src.fileno(), dst.fileno()
+    pr, pw = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        import fcntl
+
+        fcntl.fcntl(pw, F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass
+    done = loop.create_future()
+    state = {"left": count, "pending": 0, "reading": False, "writing": False}
+
+    def want(read: bool, write: bool) -> None:
+        if read != state["reading"]:
+            (loop.add_reader(sfd, step) if read else loop.remove_reader(sfd))
+            state["reading"] = read
+        if write != state["writing"]:
+            (loop.add_writer(dfd, step) if write else loop.remove_writer(dfd))
+            state["writing"] = write
+
+    def finish(exc) -> None:
+        want(False, False)
+        if not done.done():
+            done.set_exception(exc) if exc else done.set_result(None)
+
+    def step() -> None:
+        while True:
+            if state["pending"]:
+                try:
+                    state["pending"] -= os.splice(pr, dfd, state["pending"], flags=flags)
+                except BlockingIOError:
+                    return want(False, True)
+                except OSError as exc:
+                    return finish(exc)
+                continue
+            if not state["left"]:
+                return finish(None)
+            try:
+                n = os.splice(sfd, pw, min(CHUNK, state["left"]), flags=flags)
+            except BlockingIOError:
+                return want(True, False)
+            except OSError as exc:
+                return finish(exc)
+            if n == 0:
+                return finish(ConnectionError("the upstream closed the connection in the middle of a body"))
+            state["left"] -= n
+            state["pending"] += n
+
+    try:
+        step()
+        await done
+    finally:
+        want(False, False)
+        os.close(pr)
+        os.close(pw)

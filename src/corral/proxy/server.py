@@ -22,6 +22,7 @@ HEAD_TIMEOUT = 30.0  # a client must send a complete request head within this (s
 IDLE_TIMEOUT = 300.0  # an idle keep-alive connection or tunnel is closed after this
 MAX_HEAD = 32 * 1024
 MAX_HEADERS = 100
+SPLICE_MIN = 64 * 1024  # bodies at least this large (Content-Length) bypass Python: splice
 RECV = 256 * 1024
 HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-authorization", b"proxy-connection", b"te",
                         b"trailer", b"upgrade", b"proxy-authenticate"))
@@ -258,6 +259,7 @@ class HttpSession:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self.loop = asyncio.get_running_loop()
         self.upstream = None  # (key, socket, h11 client connection, address)
+        self.closing = False
 
     async def run(self, first: bytes) -> None:
         h11 = self.h11
@@ -272,11 +274,11 @@ class HttpSession:
                 if not isinstance(event, h11.Request):
                     return  # ConnectionClosed or EOF between requests
                 keep = await self._request(event)
-                if not keep or self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
+                if not keep or self.closing or self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
                     return
                 if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
                     self.conn.start_next_cycle()
-                else:
+                elif self.conn.our_state is not h11.IDLE:  # IDLE: fresh state after a spliced body
                     return
         finally:
             self._drop_upstream()
@@ -421,6 +423,11 @@ class HttpSession:
                     continue
                 if isinstance(event, h11.Response):
                     status = event.status_code
+                    length = _spliceable_length(request.method, event)
+                    if length is not None:
+                        await self._splice_response(request, event, length)
+                        down_bytes = length
+                        break
                     await self._send(self.client, self.conn.send(h11.Response(
                         status_code=event.status_code, reason=event.reason,
                         headers=_response_headers(event.headers))))
@@ -442,11 +449,39 @@ class HttpSession:
         proxy.record(run, proto="http", host=host, port=port, address=address, method=method, path=path,
                      decision="allow", rule=proxy.dialer.last_rule(host, port), status=status, up=up_bytes,
                      down=down_bytes, ms=int((time.monotonic() - start) * 1000))
+        if self.upstream is None or self.upstream[2] is not up:
+            return True  # the body was spliced: both sides already have fresh protocol state
         if up.our_state is h11.DONE and up.their_state is h11.DONE:
             up.start_next_cycle()
         else:
             self._drop_upstream()
         return True
+
+    async def _splice_response(self, request, response, length: int) -> None:
+        """Send the head ourselves and move the body with splice; h11 only framed the heads.
+        Afterwards both connections get fresh h11 state (fed whatever they had buffered)."""
+        h11 = self.h11
+        key, sock, up, address = self.upstream
+        keep = request.http_version == b"1.1" and not _has_token(request.headers, b"connection", b"close")
+        head = [b"HTTP/1.1 %d %s\r\n" % (response.status_code, response.reason)]
+        head += [name + b": " + value + b"\r\n" for name, value in _response_headers(response.headers)]
+        if not keep:
+            head.append(b"connection: close\r\n")
+        buffered = bytes(up.trailing_data[0][:length])
+        await self._send(self.client, b"".join(head) + b"\r\n" + buffered)
+        from .relay import splice_exact
+
+        await splice_exact(sock, self.client, length - len(buffered))
+        upstream_keeps = response.http_version == b"1.1" and not _has_token(response.headers, b"connection", b"close")
+        if upstream_keeps:
+            self.upstream = (key, sock, h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD), address)
+        else:
+            self._drop_upstream()
+        pending = self.conn.trailing_data[0]
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        if pending:
+            self.conn.receive_data(bytes(pending))
+        self.closing = not keep
 
     async def _discard_body(self) -> bool:
         """After an early answer, keep the connection only if the request body is consumed
@@ -554,6 +589,23 @@ def _response_headers(headers) -> list:
             drop.update(v.strip().lower() for v in value.split(b","))
     drop.discard(b"transfer-encoding")
     return [(n, v) for n, v in headers if n not in drop]
+
+
+def _spliceable_length(method: bytes, response) -> int | None:
+    """The Content-Length of a body worth splicing, or None (chunked, small, no body)."""
+    if method == b"HEAD" or response.status_code in (204, 304):
+        return None
+    length = None
+    for name, value in response.headers:
+        if name == b"transfer-encoding":
+            return None
+        if name == b"content-length":
+            length = int(value)  # h11 validated it
+    return length if length is not None and length >= SPLICE_MIN else None
+
+
+def _has_token(headers, name: bytes, token: bytes) -> bool:
+    return any(n == name and token in (t.strip().lower() for t in v.split(b",")) for n, v in headers)
 
 
 def _authority(host: str, port: int) -> str:
