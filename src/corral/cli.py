@@ -183,19 +183,20 @@ def cmd_run(args: list[str]) -> int:
         raise SetupError("--as-user / process.run_as needs corral to be launched as root", "drop the option")
     from .sandbox.plan import build_plan
 
-    plan = build_plan(policy, ctx, opts.command, dict(os.environ))
-    if opts.dry_run:
-        return dry_run(plan)
-    from .sandbox.launch import run_foreground
-
-    tty = True if opts.tty else False if opts.no_tty else None
     network = None
     report = None if opts.quiet else _stderr_line
-    if plan.network is not None:
+    if policy.network.enabled and not opts.dry_run:
         from .sandbox.network import NetworkSession
 
+        # Started first: the namespace helper works while the plan is built.
         network = NetworkSession(policy.network, in_child=True, report=report)
     try:
+        plan = build_plan(policy, ctx, opts.command, dict(os.environ))
+        if opts.dry_run:
+            return dry_run(plan)
+        from .sandbox.launch import run_foreground
+
+        tty = True if opts.tty else False if opts.no_tty else None
         return run_foreground(plan, tty=tty, network=network, report_blocked=report)
     finally:
         if network is not None:

@@ -79,6 +79,47 @@ def find_nft() -> str | None:
 
 def create(transparent: bool = True) -> Namespace:
     """Make the namespace and its listeners, or raise SetupError saying why not."""
+    return start(transparent).result()
+
+
+class Pending:
+    """A namespace being set up by its helper; `result()` waits for it. Starting early lets
+    the helper's work (nftables, sockets) overlap with corral's own plan building."""
+
+    def __init__(self, sock: socket.socket, pid: int):
+        self.sock, self.pid = sock, pid
+        self._ns: Namespace | None = None
+
+    def result(self) -> Namespace:
+        if self._ns is None:
+            try:
+                self._ns = _receive(self.sock)
+            finally:
+                self._reap()
+        return self._ns
+
+    def _reap(self) -> None:
+        if self.pid:
+            self.sock.close()
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+            self.pid = 0
+
+    def cancel(self) -> None:
+        if self.pid:
+            import signal
+
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._reap()
+
+
+def start(transparent: bool = True) -> Pending:
+    """Fork the helper and write its id maps; the rest of its work runs in the background."""
     nft = find_nft() if transparent else None
     if transparent and nft is None:
         raise SetupError(
@@ -86,6 +127,7 @@ def create(transparent: bool = True) -> Namespace:
             "install it (apt-get install nftables), or set network.transparent = false to "
             "reach the network only through the proxy variables",
         )
+    load_libc()  # once, before fork: the helper and later sandbox children need it
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -102,17 +144,16 @@ def create(transparent: bool = True) -> Namespace:
         finally:
             os._exit(code)
     child_sock.close()
+    pending = Pending(parent_sock, pid)
     try:
-        return _parent(parent_sock, pid)
-    finally:
-        parent_sock.close()
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+        _map_ids(parent_sock, pid)
+    except BaseException:
+        pending._reap()
+        raise
+    return pending
 
 
-def _parent(sock: socket.socket, pid: int) -> Namespace:
+def _map_ids(sock: socket.socket, pid: int) -> None:
     msg = sock.recv(1024)
     if msg.startswith(b"E") or not msg:
         raise _setup_error(msg[1:].decode(errors="replace") or "the namespace helper died")
@@ -134,6 +175,9 @@ def _parent(sock: socket.socket, pid: int) -> Namespace:
         sock.send(b"X")
         raise _setup_error(f"writing the namespace's id maps failed: {exc}") from None
     sock.send(b"M")
+
+
+def _receive(sock: socket.socket) -> Namespace:
     msg, fds, _flags, _addr = socket.recv_fds(sock, 1024, 8)
     if not msg.startswith(b"OK"):
         for fd in fds:
@@ -169,7 +213,7 @@ def _write(path: str, text: str) -> None:
 def _child(sock: socket.socket, nft: str | None) -> None:  # pragma: no cover - child
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = load_libc()
     if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare(CLONE_NEWUSER|CLONE_NEWNET): {os.strerror(err)}")

@@ -29,13 +29,20 @@ class NetworkSession:
 
         self.policy = net
         self.rules = compile_rules(net)
-        self.ns = netns.create(transparent=net.transparent)
+        self._pending = netns.start(transparent=net.transparent)
+        self._ns = None
         self.proxy = None
         self.in_child = in_child
         self.report = report  # where the child prints the blocked-hosts summary (None: quiet)
         self.child = None  # (pid, ready_fd, lifeline_fd)
         self.runs = []
         self._started = False
+
+    @property
+    def ns(self):
+        if self._ns is None:
+            self._ns = self._pending.result()
+        return self._ns
 
     def start(self) -> None:
         """Start serving (after the first sandbox was forked: no thread exists at fork time)."""
@@ -187,7 +194,10 @@ class NetworkSession:
                             "lost its network from then on (fail closed); see the messages above")
         elif self.proxy is not None:
             self.proxy.stop()
-        self.ns.close()
+        if self._ns is not None:
+            self._ns.close()
+        else:
+            self._pending.cancel()
 
 
 def _ips(texts):
