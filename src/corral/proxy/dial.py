@@ -30,11 +30,9 @@ class Dialer:
             raise Blocked(decision)
         return decision
 
-    def last_rule(self, host: str, port: int) -> str:
-        return self.rules.decide(host, port).rule
-
-    async def dial(self, host: str, port: int) -> tuple[socket.socket, str]:
-        """A connected non-blocking socket to an allowed destination, and the address used."""
+    async def dial(self, host: str, port: int) -> tuple[socket.socket, str, str]:
+        """A connected non-blocking socket to an allowed destination, the address used and the
+        rule that allowed it."""
         from .addresses import normalize_host, parse_ip
 
         rules = self.rules  # one snapshot for the whole decision
@@ -60,7 +58,7 @@ class Dialer:
             raise Blocked(checked)
         parent = self.parent_proxy.for_host(name) if self.parent_proxy is not None else None
         if parent is not None:
-            return await self._via_parent(parent, name, port), f"via {parent[0]}:{parent[1]}"
+            return await self._via_parent(parent, name, port), f"via {parent[0]}:{parent[1]}", decision.rule
         last: Exception | None = None
         for addr in addrs:
             family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
@@ -73,7 +71,7 @@ class Dialer:
                 last = exc
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return sock, str(addr)
+            return sock, str(addr), decision.rule
         reason = getattr(last, "strerror", None) or type(last).__name__
         raise DialFailed(f"connecting to {name} port {port} failed: {reason}")
 

@@ -217,7 +217,7 @@ class Proxy:
                     _reset(client)
                     return
         try:
-            upstream, address = await self.dialer.dial(host, port)
+            upstream, address, rule = await self.dialer.dial(host, port)
         except Blocked as b:
             self.record(run, proto="transparent", host=host, port=port, decision="block", rule=b.decision.rule,
                         reason=b.decision.reason)
@@ -234,7 +234,7 @@ class Proxy:
         finally:
             upstream.close()
         self.record(run, proto="transparent", host=host, port=port, address=address, decision="allow",
-                    rule=self.dialer.last_rule(host, port), up=up, down=down,
+                    rule=rule, up=up, down=down,
                     ms=int((time.monotonic() - start) * 1000))
 
     # -- summary ----------------------------------------------------------------------------------
@@ -387,7 +387,7 @@ class HttpSession:
             return False
         start = time.monotonic()
         try:
-            key, sock, up, address = await self._upstream_for(host, port)
+            key, sock, up, address, rule = await self._upstream_for(host, port)
         except Blocked as b:
             proxy.record(run, proto="http", host=host, port=port, method=method, path=path, decision="block",
                          rule=b.decision.rule, reason=b.decision.reason, status=403)
@@ -447,7 +447,7 @@ class HttpSession:
                 await self._respond(502, "Bad Gateway", f"corral proxy: upstream error: {exc}\n")
             return False
         proxy.record(run, proto="http", host=host, port=port, address=address, method=method, path=path,
-                     decision="allow", rule=proxy.dialer.last_rule(host, port), status=status, up=up_bytes,
+                     decision="allow", rule=rule, status=status, up=up_bytes,
                      down=down_bytes, ms=int((time.monotonic() - start) * 1000))
         if self.upstream is None or self.upstream[2] is not up:
             return True  # the body was spliced: both sides already have fresh protocol state
@@ -519,13 +519,13 @@ class HttpSession:
         key = (host, port)
         if self.upstream is not None and self.upstream[0] == key and _still_open(self.upstream[1]):
             # Re-check the rules: they may have changed since this connection was opened.
-            self.proxy.dialer.decide(host, port)
-            return self.upstream
+            rule = self.proxy.dialer.decide(host, port).rule
+            return (*self.upstream, rule)
         self._drop_upstream()
-        sock, address = await self.proxy.dialer.dial(host, port)
+        sock, address, rule = await self.proxy.dialer.dial(host, port)
         up = self.h11.Connection(self.h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
         self.upstream = (key, sock, up, address)
-        return self.upstream
+        return (*self.upstream, rule)
 
     def _drop_upstream(self) -> None:
         if self.upstream is not None:
@@ -544,7 +544,7 @@ class HttpSession:
             return
         start = time.monotonic()
         try:
-            upstream, address = await proxy.dialer.dial(host, port)
+            upstream, address, rule = await proxy.dialer.dial(host, port)
         except Blocked as b:
             proxy.record(run, proto="connect", host=host, port=port, decision="block", rule=b.decision.rule,
                          reason=b.decision.reason, status=403)
@@ -565,7 +565,7 @@ class HttpSession:
         finally:
             upstream.close()
         proxy.record(run, proto="connect", host=host, port=port, address=address, decision="allow",
-                     rule=proxy.dialer.last_rule(host, port), up=up, down=down,
+                     rule=rule, up=up, down=down,
                      ms=int((time.monotonic() - start) * 1000))
 
 

@@ -53,7 +53,7 @@ async def _connect(proxy, loop, client, server, run, request) -> None:
     host, port = request.host, request.port
     start = time.monotonic()
     try:
-        upstream, address = await proxy.dialer.dial(host, port)
+        upstream, address, rule = await proxy.dialer.dial(host, port)
     except Blocked as b:
         server.reply(socks.NOT_ALLOWED)
         await loop.sock_sendall(client, server.data_to_send())
@@ -76,5 +76,5 @@ async def _connect(proxy, loop, client, server, run, request) -> None:
     finally:
         upstream.close()
     proxy.record(run, proto="socks5", host=host, port=port, address=address, decision="allow",
-                 rule=proxy.dialer.last_rule(host, port), up=up, down=down,
+                 rule=rule, up=up, down=down,
                  ms=int((time.monotonic() - start) * 1000))
