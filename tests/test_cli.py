@@ -97,3 +97,17 @@ def test_as_user_refused_when_not_root(me, ws):
     else:
         p = corral(me, ws, "run", "--as-user", "root", "--", "id", "-u")
     assert p.returncode == 125 and p.stdout == ""
+
+
+def test_dry_run_with_network_shows_the_way_out(tmp_path):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "corral", "run", "--dry-run", "--allow-domain", "example.com",
+                        "--", "true"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert "--unshare-net" not in p.stdout and "--ro-bind-data FD /etc/resolv.conf" in p.stdout
+    assert "# allowed: example.com" in p.stdout
+    plain = subprocess.run([sys.executable, "-m", "corral", "run", "--dry-run", "--", "true"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=30)
+    assert "--unshare-net" in plain.stdout and "resolv.conf" not in plain.stdout

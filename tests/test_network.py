@@ -516,7 +516,10 @@ def test_dns_getent(launcher, ws):
     assert lines[1:3] == ["a=0", "b=2"], out_of(p)
     assert "nameserver 127.0.0.1" in p.stdout
     recs = [(r["proto"], r["host"], r["decision"]) for r in audit(ws)]
-    assert recs and set(recs) == {("dns", denied, "block")}, recs
+    # every answer is a decision on record: the allowed name and the refused one
+    assert recs and set(recs) == {("dns", "example.com", "allow"), ("dns", denied, "block")}, recs
+    allowed = [r for r in audit(ws) if r["decision"] == "allow"]
+    assert all(r["address"] == addr for r in allowed), allowed
 
 
 def test_dns_to_external_resolver_is_answered_locally(launcher, ws):

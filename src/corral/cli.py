@@ -193,7 +193,7 @@ def cmd_run(args: list[str]) -> int:
     try:
         plan = build_plan(policy, ctx, opts.command, dict(os.environ))
         if opts.dry_run:
-            return dry_run(plan)
+            return dry_run(plan, policy.network.allowed_domains)
         from .sandbox.launch import run_foreground
 
         tty = True if opts.tty else False if opts.no_tty else None
@@ -208,7 +208,7 @@ def _stderr_line(line: str) -> None:
     sys.stderr.flush()
 
 
-def dry_run(plan) -> int:
+def dry_run(plan, allowed=()) -> int:
     import shlex
 
     from .sandbox.bwrap import bwrap_argv
@@ -229,6 +229,11 @@ def dry_run(plan) -> int:
     out.write("\n# seccomp filter\n")
     for line in describe(plan.seccomp):
         out.write(line + "\n")
+    if plan.network is not None:
+        out.write("\n# network: bwrap joins corral's loopback-only network namespace (no --unshare-net);\n"
+                  "# HTTP proxy 127.0.0.1:3128, SOCKS5 127.0.0.1:1080"
+                  + (", transparent redirect to :15001, resolver 127.0.0.1:53" if plan.network.transparent else "")
+                  + "\n# allowed: " + (", ".join(allowed) if allowed else "(nothing)") + "\n")
     out.write(f"\n# environment: TMPDIR={plan.tmpdir}; values of other variables are not shown\n")
     return 0
 

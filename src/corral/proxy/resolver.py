@@ -35,10 +35,13 @@ class _Resolver(asyncio.DatagramProtocol):
                          reason=decision.reason)
             self.transport.sendto(dns.nxdomain(query), addr)
             return
-        if query.qtype in (dns.TYPE_A, dns.TYPE_ANY if hasattr(dns, "TYPE_ANY") else -1):
-            reply = dns.answer(query, [proxy.synthetic.address_for(name)])
+        address = proxy.synthetic.address_for(name)
+        if query.qtype in (dns.TYPE_A, dns.TYPE_ANY):
+            reply = dns.answer(query, [address])
         else:
             reply = dns.answer(query, [])  # NODATA: clients fall back to the A record
+        proxy.record(proxy.default_run, proto="dns", host=name, address=str(address), decision="allow",
+                     rule=decision.rule, reason="synthetic address; resolved by the proxy on connect")
         self.transport.sendto(reply, addr)
 
 

@@ -198,7 +198,12 @@ class Proxy:
 
         run = self.default_run
         start = time.monotonic()
-        ip, port = original_destination(client)
+        try:
+            ip, port = original_destination(client)
+        except OSError:  # connected to the transparent port itself: nothing was redirected
+            self.record(run, proto="transparent", decision="block", reason="no original destination")
+            _reset(client)
+            return
         if ip.startswith("::ffff:"):
             ip = ip[7:]
         host = ip

@@ -16,7 +16,8 @@ def mount_args(plan: Plan, data_fds: dict[int, int] | None = None) -> list[str]:
     out: list[str] = []
     for i, m in enumerate(plan.mounts):
         if m.op == "data":
-            out += ["--ro-bind-data", str((data_fds or {})[i]), m.dest]
+            fd = (data_fds or {}).get(i)
+            out += ["--ro-bind-data", "FD" if fd is None else str(fd), m.dest]
         elif m.op in ("ro-bind", "bind"):
             out += [f"--{m.op}", m.src, m.dest]
         elif m.op == "dev-null":
