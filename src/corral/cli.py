@@ -220,7 +220,7 @@ def dry_run(plan, allowed=()) -> int:
     out.write(" \\\n  ".join(shlex.quote(a) for a in argv) + "\n\n")
     out.write("# mounts, in order\n")
     for m in plan.mounts:
-        src = f" {m.src}" if m.src and m.src != m.dest else ""
+        src = " (generated)" if m.op == "data" else f" {m.src}" if m.src and m.src != m.dest else ""
         out.write(f"{m.op:<10} {m.dest}{src}  # {m.why}\n")
     if plan.placeholders:
         out.write("\n# placeholders created on the host for the run, removed after it\n")
