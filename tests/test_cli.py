@@ -106,7 +106,8 @@ def test_dry_run_with_network_shows_the_way_out(tmp_path):
     p = subprocess.run([sys.executable, "-m", "corral", "run", "--dry-run", "--allow-domain", "example.com",
                         "--", "true"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
-    assert "--unshare-net" not in p.stdout and "--ro-bind-data" in p.stdout
+    argv_part = p.stdout.split("\n\n", 1)[0]
+    assert "--unshare-net" not in argv_part and "--ro-bind-data" in argv_part
     assert "data       /etc/resolv.conf (generated)" in p.stdout
     assert "# allowed: example.com" in p.stdout
     plain = subprocess.run([sys.executable, "-m", "corral", "run", "--dry-run", "--", "true"], cwd=tmp_path,
