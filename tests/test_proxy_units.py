@@ -127,3 +127,25 @@ def test_audit_log_unwritable_warns_and_continues(tmp_path, capsys):
 ])
 def test_parent_proxy_choice(pp, host, expected):
     assert pp.for_host(host) == expected
+
+
+def test_missing_nftables_refuses_to_run(monkeypatch):
+    from corral.errors import SetupError
+    from corral.sandbox import netns
+
+    monkeypatch.setattr(netns, "NFT_SEARCH", ("/nonexistent",))
+    with pytest.raises(SetupError) as err:
+        netns.start(transparent=True)
+    assert "nftables" in str(err.value) and "transparent = false" in str(err.value)
+
+
+def test_namespace_without_transparent_mode_has_only_the_proxy_listeners(monkeypatch):
+    from corral.sandbox import netns
+
+    monkeypatch.setattr(netns, "NFT_SEARCH", ("/nonexistent",))
+    ns = netns.create(transparent=False)  # nft is not needed then
+    try:
+        assert sorted(ns.listeners) == ["http", "socks"]
+        assert {s.getsockname() for s in ns.listeners.values()} == {("127.0.0.1", 3128), ("127.0.0.1", 1080)}
+    finally:
+        ns.close()

@@ -81,7 +81,21 @@ def doctor() -> list[tuple[str, bool, str]]:
     checks.append(("Landlock", ll > 0, f"ABI {ll}" if ll > 0 else "not available (not needed by the bwrap backend)"))
     seccomp = _read("/proc/sys/kernel/seccomp/actions_avail")
     checks.append(("seccomp filters", bool(seccomp), seccomp or "not available"))
+    checks.append(_network_check())
     return checks
+
+
+def _network_check() -> tuple[str, bool, str]:
+    """Build the sandbox's network namespace for real (lo, routes, nftables, listeners)."""
+    from ..errors import SetupError
+    from . import netns
+
+    try:
+        ns = netns.create(transparent=True)
+    except SetupError as exc:
+        return ("egress proxy namespace", False, str(exc))
+    ns.close()
+    return ("egress proxy namespace", True, "loopback-only namespace with nftables redirect and listeners")
 
 
 def _landlock_abi() -> int:
