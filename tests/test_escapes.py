@@ -525,3 +525,46 @@ def test_bad_allow_domain_option_refused(launcher, ws):
     p = helpers.run(launcher, ["run", "--allow-domain", "*", "--", "touch", "ran"], ws.proj)
     _assert_corral_error(p, "--allow-domain")
     assert not (ws.proj / "ran").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# concurrent runs in one directory share placeholders
+# ---------------------------------------------------------------------------------------
+
+
+def test_concurrent_runs_in_one_directory(launcher, ws):
+    """Run A makes the placeholders, run B starts while A runs, A ends first: B must keep its
+    protection (removing A's placeholders would detach B's read-only binds of them)."""
+    import time
+
+    settings = ws.settings(allowWrite=[str(ws.proj)])
+
+    def start(wait_for, script):
+        return helpers.popen(launcher, ["run", "--settings", str(settings), "--", "sh", "-c",
+                                        f"while [ ! -e {wait_for} ]; do sleep 0.05; done; {script}"], ws.proj)
+
+    def wait_until(cond, procs):
+        deadline = time.monotonic() + 20
+        while not cond():
+            assert all(p.poll() is None for p in procs) and time.monotonic() < deadline
+            time.sleep(0.05)
+
+    a = start("go-a", "true")
+    wait_until(lambda: (ws.proj / ".bashrc").exists(), [a])  # A's placeholders are in place
+    b = start("go-b", "touch b-started; while [ ! -e go-b2 ]; do sleep 0.05; done; "
+                      "echo evil > .bashrc; echo rc=$?; mkdir -p .claude/agents; echo rc=$?; "
+                      "echo evil > .envrc; echo rc=$?")
+    (ws.proj / "go-b").write_text("")
+    wait_until(lambda: (ws.proj / "b-started").exists(), [a, b])
+    (ws.proj / "go-a").write_text("")
+    ws.chown()
+    a.communicate(timeout=30)
+    assert a.returncode == 0
+    assert (ws.proj / ".bashrc").exists()  # still there: B holds it
+    (ws.proj / "go-b2").write_text("")
+    ws.chown()
+    out, err = b.communicate(timeout=30)
+    assert out.splitlines() == ["rc=2", "rc=1", "rc=2"], out + err  # all refused
+    # the last run out removed every placeholder; nothing was planted
+    assert not (ws.proj / ".bashrc").exists() and not (ws.proj / ".claude").exists()
+    assert not (ws.proj / ".envrc").exists()

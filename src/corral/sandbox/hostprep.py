@@ -14,21 +14,71 @@ from ..errors import SetupError
 from .plan import Placeholder, Plan
 
 
+def lock_path(path: str, uid: int | None = None) -> str:
+    """Where runs sharing the placeholder `path` take their locks (per launching user)."""
+    import hashlib
+
+    uid = os.geteuid() if uid is None else uid
+    return f"/tmp/.corral-placeholders-{uid}/{hashlib.sha256(path.encode()).hexdigest()[:32]}"
+
+
+def in_use(path: str) -> bool:
+    """True while some run holds `path` as its placeholder (concurrent runs share them)."""
+    return os.path.exists(lock_path(path))
+
+
 class Cleanup:
+    """Placeholders are shared by concurrent runs in the same directory: each run holds a
+    shared flock on the placeholder's lock file; the last one to leave removes it. Removing
+    it under a running sandbox would detach that sandbox's read-only bind of it."""
+
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.created: list[tuple[Placeholder, int, int]] = []  # (placeholder, dev, ino)
+        self.locks: dict[str, int] = {}  # placeholder path -> lock descriptor (held shared)
+        self.left: dict[str, int] = {}  # placeholders left to runs still using them -> inode
         self.done = False
+
+    def _lock_shared(self, path: str) -> None:
+        import fcntl
+
+        lp = lock_path(path)
+        os.makedirs(os.path.dirname(lp), mode=0o700, exist_ok=True)
+        while True:
+            fd = os.open(lp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            try:
+                same = os.fstat(fd).st_ino == os.stat(lp).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not removed by a run that left just now
+                self.locks[path] = fd
+                return
+            os.close(fd)
 
     def create_placeholders(self) -> None:
         owner = self.plan.run_as
         for ph in self.plan.placeholders:
+            shared = ph.path != self.plan.tmpdir
             try:
-                if ph.kind == "dir":
-                    os.mkdir(ph.path, 0o700 if ph.path == self.plan.tmpdir else 0o555)
-                else:
-                    fd = os.open(ph.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
-                    os.close(fd)
+                if shared:
+                    self._lock_shared(ph.path)
+                try:
+                    if ph.kind == "dir":
+                        os.mkdir(ph.path, 0o700 if ph.path == self.plan.tmpdir else 0o555)
+                    else:
+                        fd = os.open(ph.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
+                        os.close(fd)
+                except FileExistsError:
+                    if not shared:
+                        raise
+                    # Made by a run that started at the same time (we hold the same lock).
+                    st = os.lstat(ph.path)
+                    if _looks_like_placeholder(ph, st):
+                        self.created.append((ph, st.st_dev, st.st_ino))
+                    else:  # a real file: the plan keeps it read-only, nothing to share
+                        os.close(self.locks.pop(ph.path))
+                    continue
                 st = os.lstat(ph.path)
                 if owner and ph.path == self.plan.tmpdir:
                     os.chown(ph.path, owner[0], owner[1])
@@ -41,24 +91,54 @@ class Cleanup:
             self.created.append((ph, st.st_dev, st.st_ino))
 
     def remove_placeholders(self) -> list[str]:
+        import fcntl
+
         problems = []
         for ph, dev, ino in reversed(self.created):
+            lock = None
+            if ph.path != self.plan.tmpdir:
+                held = self.locks.pop(ph.path, None)
+                if held is not None:
+                    os.close(held)  # drops our shared lock
+                try:
+                    lock = os.open(lock_path(ph.path), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(lock)
+                    self.left[ph.path] = ino
+                    continue  # another run still relies on it: the last one removes it
+                except FileNotFoundError:
+                    lock = None
             try:
-                st = os.lstat(ph.path)
-            except FileNotFoundError:
-                continue
-            if (st.st_dev, st.st_ino) != (dev, ino):
-                problems.append(ph.path)  # not ours any more; leave it to the quarantine scan
-                continue
-            try:
-                if ph.kind == "dir":
-                    os.rmdir(ph.path)
-                else:
-                    os.unlink(ph.path)
-            except OSError:
-                problems.append(ph.path)
+                self._remove_one(ph, dev, ino, problems)
+            finally:
+                if lock is not None:
+                    try:
+                        os.unlink(lock_path(ph.path))
+                    except FileNotFoundError:
+                        pass
+                    os.close(lock)
+        for fd in self.locks.values():
+            os.close(fd)
+        self.locks.clear()
         self.created.clear()
         return problems
+
+    def _remove_one(self, ph: Placeholder, dev: int, ino: int, problems: list) -> None:
+        try:
+            st = os.lstat(ph.path)
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino) != (dev, ino) or not _looks_like_placeholder(ph, st):
+            problems.append(ph.path)  # not ours any more; leave it to the quarantine scan
+            return
+        try:
+            if ph.kind == "dir":
+                os.rmdir(ph.path)
+            else:
+                os.unlink(ph.path)
+        except OSError:
+            problems.append(ph.path)
 
     def run(self, report=None) -> list[tuple[str, str]]:
         """Remove placeholders, then quarantine protected files the run created.
@@ -67,14 +147,31 @@ class Cleanup:
             return []
         self.done = True
         self.remove_placeholders()
-        moved = quarantine_new(self.plan)
+        moved = quarantine_new(self.plan, self.left)
         if moved and report is not None:
             for src, dst in moved:
                 report(f"corral: quarantined {src} (protected file created during the run) -> {dst}")
         return moved
 
 
-def quarantine_new(plan: Plan) -> list[tuple[str, str]]:
+def _looks_like_placeholder(ph: Placeholder, st) -> bool:
+    """Only ever remove what corral made: an empty read-only file or directory."""
+    import stat
+
+    if ph.kind == "dir":
+        if not stat.S_ISDIR(st.st_mode):
+            return False
+        try:
+            return not os.listdir(ph.path)
+        except OSError:
+            return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
+
+
+def quarantine_new(plan: Plan, left: dict[str, int] | None = None) -> list[tuple[str, str]]:
+    """Move protected files the run created out of the way. `left`: placeholders still held
+    by other runs (path -> inode), which are not the command's doing."""
+    left = left or {}
     if not plan.writable_roots:
         return []
     from ..workspace.scan import scan_protected
@@ -86,6 +183,8 @@ def quarantine_new(plan: Plan) -> list[tuple[str, str]]:
     for path, (ino, is_dir) in sorted(after.found.items()):
         old = before.get(path)
         if old is not None and old[0] == ino:
+            continue
+        if left.get(path) == ino:
             continue
         if is_dir and _harmless_dir(path):
             continue

@@ -324,6 +324,7 @@ def _reaper_main(fd: int, cleanup: Cleanup) -> None:
     _set_name("corral-reaper")
     for sig in FORWARDED:
         signal.signal(sig, signal.SIG_IGN)
+    cleanup.locks = {}  # corral's lock descriptors: closed here, never ours to release
     _close_all_but({2, fd})
     try:
         devnull = os.open("/dev/null", os.O_RDWR)

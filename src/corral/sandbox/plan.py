@@ -89,6 +89,12 @@ class HostFS:
     def lexists(self, path: str) -> bool:
         return os.path.lexists(path)
 
+    def shared_placeholder(self, path: str) -> bool:
+        """A placeholder another running sandbox holds (it is shared, not a real file)."""
+        from .hostprep import in_use
+
+        return in_use(path)
+
     def reachable_by(self, path: str, uid: int, gid: int) -> bool:
         """Can `uid` look up `path`? (bwrap runs as that user under `run_as`.)"""
         parent = os.path.dirname(path)
@@ -176,7 +182,7 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     deny_write_missing = []
     for r in fsp.deny_write:
         p = real(r.path)
-        if fs.kind(p) is not None:
+        if fs.kind(p) is not None and not fs.shared_placeholder(p):
             layout.set(p, RO, f"deny_write ({r.origin})")
         else:
             deny_write_missing.append((p, r.origin))
@@ -249,8 +255,12 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     for base in homes:
         if fs.kind(base) != "dir" or not layout.writable(base):
             continue
+        def present(r, base=base):  # another run's placeholder counts as missing: we share it
+            p = f"{base}/{r}"
+            return fs.lexists(p) and not fs.shared_placeholder(p)
+
         for rel, kind in protected.root_placeholders(
-            lambda r: fs.lexists(f"{base}/{r}"), lambda r: fs.kind(f"{base}/{r}") == "dir", fsp.allow_git_config
+            present, lambda r: fs.kind(f"{base}/{r}") == "dir", fsp.allow_git_config
         ):
             path = f"{base.rstrip('/')}/{rel}"
             if layout.writable(os.path.dirname(path)):
