@@ -12,10 +12,10 @@ if command -v apt-get >/dev/null 2>&1; then
   # bubblewrap: the sandbox; nftables: the redirect that sends every connection of the
   # sandbox to corral's proxy; publicsuffix: to refuse allowances like "*.co.uk";
   # python3-venv: PEP 668 wants a venv; git, util-linux (setpriv, nsenter), passwd (useradd),
-  # curl, dnsutils, iputils-ping, python3-requests, nodejs: the test suite drives real clients,
+  # curl, dnsutils, iputils-ping, python3-requests, python3-pip, nodejs (npm): the test suite drives real clients,
   # as root and as an unprivileged user.
   $SUDO apt-get install -y -qq bubblewrap nftables publicsuffix python3 python3-venv git util-linux \
-    passwd curl dnsutils iputils-ping python3-requests nodejs ca-certificates >/dev/null
+    passwd curl dnsutils iputils-ping python3-requests python3-pip nodejs ca-certificates >/dev/null
 fi
 
 # The Debian interpreter lives outside /root, so unprivileged test users can run the venv too.
