@@ -26,6 +26,9 @@ class FakeFS(HostFS):
     def kind(self, path):
         return self.entries.get(path)
 
+    def secret_files(self, workspace, home):
+        return [p for p, k in self.entries.items() if k == "file" and p.rsplit("/", 1)[-1] == ".env"]
+
     def lexists(self, path):
         return path in self.entries
 

@@ -72,17 +72,41 @@ class Policy(model.Policy):
 class Sandbox:
     """Runs commands under one policy, in one working directory."""
 
-    def __init__(self, policy: model.Policy | None = None, cwd: str | None = None):
+    def __init__(self, policy: model.Policy | None = None, cwd: str | None = None, *,
+                 workspace: str | None = None, session: str | None = None, output: str | None = None):
+        """`workspace`: bind | ro | tmpfs | copy | overlay (default: the policy's);
+        `session`: the overlay session's name (default: one per Sandbox); `output`: a
+        writable results directory."""
         self.cwd = os.path.abspath(cwd or os.getcwd())
         self.policy = policy if policy is not None else Policy.load(cwd=self.cwd)
+        if workspace is not None:
+            from .errors import PolicyError
+
+            if workspace not in model.WORKSPACE_MODES:
+                raise PolicyError("<api>", "workspace", workspace, f"expected one of {', '.join(model.WORKSPACE_MODES)}")
+            self.policy = self.policy.with_filesystem(workspace=workspace)
+        self.output = os.path.abspath(output) if output else ""
+        self.session = None  # (name, upper, work) for the overlay mode
+        if self.policy.filesystem.workspace == "overlay":
+            from .workspace.sessions import open_session
+
+            opened = open_session(session or f"sandbox-{os.urandom(6).hex()}", os.path.realpath(self.cwd))
+            self.session = (opened.name, opened.upper, opened.work)
         self._wrapped: list = []
-        self._network = None  # one namespace + proxy for every command of this Sandbox
+        self._network = None  # one set of namespaces + proxy for every command of this Sandbox
+
+    @property
+    def session_name(self) -> str | None:
+        return self.session[0] if self.session else None
 
     def _network_session(self):
-        if self._network is None and self.policy.network.enabled:
-            from .sandbox.network import NetworkSession
+        if self._network is None and (self.policy.network.enabled or self.session):
+            from .sandbox.namespaces import NamespaceSession
 
-            self._network = NetworkSession(self.policy.network)
+            real = os.path.realpath(self.cwd)
+            overlays = [(real, self.session[1], self.session[2], real)] if self.session else []
+            self._network = NamespaceSession(self.policy.network if self.policy.network.enabled else None,
+                                             overlays=overlays)
         return self._network
 
     def allow_domain(self, *patterns: str) -> None:
@@ -100,10 +124,15 @@ class Sandbox:
         self._network.deny(patterns)
 
     def _change_network(self, **changes) -> None:
-        from .sandbox.network import compile_rules
+        from .policy.network import compile_rules
 
         policy = self.policy.with_network(**changes)
         compile_rules(policy.network, "<api>")  # refuse bad patterns before anything changes
+        if self._network is not None and self._network.policy is None:
+            from .errors import UsageError
+
+            raise UsageError("this Sandbox started without a network namespace (its overlay came "
+                             "first); create it with network.proxy = true to change allowances later")
         if self._network is None:
             self.policy = policy.with_network(proxy=True)
             self._network_session()
@@ -120,7 +149,10 @@ class Sandbox:
         """The Plan for `argv` (what `corral run --dry-run` prints)."""
         from .sandbox.plan import build_plan
 
-        return build_plan(self.policy, _context(self.cwd), list(argv), dict(os.environ))
+        if self.output:
+            os.makedirs(self.output, exist_ok=True)
+        return build_plan(self.policy, _context(self.cwd), list(argv), dict(os.environ), session=self.session,
+                          output=self.output)
 
     def run(self, argv: list[str], **kwargs):
         """Like `subprocess.run(argv, **kwargs)`, sandboxed. Returns CompletedProcess."""

@@ -14,6 +14,8 @@ USAGE = """\
 usage: corral run [OPTIONS] [--] COMMAND [ARGS...]
        corral run [OPTIONS] -c 'SHELL STRING'
        corral policy show [FILE]
+       corral scan [PATH] [--json] [--home] [--no-content]
+       corral changes NAME [--diff] | apply NAME [PATHS...] | discard NAME | sessions
        corral audit [--follow] [--blocked] [--json] [--run ID] [--file PATH]
        corral proxy --listen unix:PATH|tcp:HOST:PORT [--policy FILE] [--audit PATH]
        corral doctor
@@ -29,6 +31,10 @@ run options:
   --deny-write PATH       deny writes to PATH
   --allow-domain DOMAIN   also allow network access to DOMAIN (example.com, *.example.com,
                           host:port, an IP or CIDR); starts the egress proxy
+  --workspace MODE        the working directory as: bind (default), ro, tmpfs (empty scratch),
+                          copy (filtered staging copy), overlay (writes kept for review)
+  --session NAME          overlay session to use or create (default: a new one per run)
+  --output DIR            a writable directory for results, outside the project
   --as-user USER[:GID]    when launched as root, run the sandbox as this unprivileged user
   --tty / --no-tty        force or disable a private pseudo-terminal (default: when stdin
                           and stdout are terminals)
@@ -37,13 +43,15 @@ run options:
   -d, --debug             show tracebacks for corral's own errors
 """
 
-SUBCOMMANDS = ("run", "policy", "doctor", "audit", "proxy", "help")
+SUBCOMMANDS = ("run", "policy", "doctor", "audit", "proxy", "scan", "changes", "apply", "discard", "sessions",
+               "help")
 VALUE_OPTS = {
     "-s": "settings", "--settings": "settings", "--policy": "settings",
     "-c": "command_string",
     "--allow-write": "allow_write", "--allow-read": "allow_read",
     "--deny-read": "deny_read", "--deny-write": "deny_write",
     "--allow-domain": "allow_domain", "--as-user": "as_user",
+    "--workspace": "workspace", "--session": "session", "--output": "output",
 }
 FLAG_OPTS = {
     "--dry-run": "dry_run", "-d": "debug", "--debug": "debug", "-q": "quiet", "--quiet": "quiet",
@@ -62,6 +70,9 @@ class Options:
         self.deny_read: list[str] = []
         self.deny_write: list[str] = []
         self.allow_domain: list[str] = []
+        self.workspace: str | None = None
+        self.session: str | None = None
+        self.output: str | None = None
         self.as_user: str | None = None
         self.dry_run = self.debug = self.quiet = self.tty = self.no_tty = False
         self.help = self.version = False
@@ -143,7 +154,7 @@ def build_policy(opts: Options, ctx):
 
     policy = load.load(opts.settings, ctx)
     if opts.allow_domain:
-        from .sandbox.network import compile_rules
+        from .policy.network import compile_rules
 
         policy = policy.with_network(allowed_domains=policy.network.allowed_domains + tuple(opts.allow_domain))
         compile_rules(policy.network, "<cli> --allow-domain")
@@ -163,6 +174,14 @@ def build_policy(opts: Options, ctx):
         policy = policy.with_filesystem(**changes)
     if opts.as_user is not None:
         policy = policy.with_process(run_as=parse_user(opts.as_user, "<cli>", "--as-user"))
+    if opts.workspace is not None:
+        from .policy.model import WORKSPACE_MODES
+
+        if opts.workspace not in WORKSPACE_MODES:
+            raise PolicyError("<cli>", "--workspace", opts.workspace, f"expected one of {', '.join(WORKSPACE_MODES)}")
+        policy = policy.with_filesystem(workspace=opts.workspace)
+    if opts.session is not None and policy.filesystem.workspace != "overlay":
+        raise PolicyError("<cli>", "--session", opts.session, "sessions belong to --workspace overlay")
     return policy
 
 
@@ -183,24 +202,51 @@ def cmd_run(args: list[str]) -> int:
         raise SetupError("--as-user / process.run_as needs corral to be launched as root", "drop the option")
     from .sandbox.plan import build_plan
 
-    network = None
     report = None if opts.quiet else _stderr_line
-    if policy.network.enabled and not opts.dry_run:
-        from .sandbox.network import NetworkSession
+    run_id = os.urandom(6).hex()
+    output = ""
+    if opts.output:
+        output = os.path.abspath(opts.output)
+        try:
+            os.makedirs(output, exist_ok=True)
+        except OSError as exc:
+            raise SetupError(f"cannot create the output directory {output}: {exc.strerror}", "pick another --output") from None
+    session = None
+    import contextlib
+
+    held = contextlib.ExitStack()
+    if policy.filesystem.workspace == "overlay":
+        from .workspace.sessions import open_session
+
+        opened = open_session(opts.session or f"run-{run_id}", os.path.realpath(ctx.cwd))
+        # Shared while mounted: `corral apply`/`discard` must not edit the upper layer now.
+        held.enter_context(opened.lock(exclusive=False))
+        session = (opened.name, opened.upper, opened.work)
+    namespaces = None
+    if (policy.network.enabled or session is not None) and not opts.dry_run:
+        from .sandbox.namespaces import NamespaceSession
 
         # Started first: the namespace helper works while the plan is built.
-        network = NetworkSession(policy.network, in_child=True, report=report)
+        overlays = [(os.path.realpath(ctx.cwd), session[1], session[2], os.path.realpath(ctx.cwd))] if session else []
+        namespaces = NamespaceSession(policy.network if policy.network.enabled else None, in_child=True,
+                                      report=report, overlays=overlays)
     try:
-        plan = build_plan(policy, ctx, opts.command, dict(os.environ))
+        plan = build_plan(policy, ctx, opts.command, dict(os.environ), run_id=run_id, session=session,
+                          output=output)
         if opts.dry_run:
             return dry_run(plan, policy.network.allowed_domains)
         from .sandbox.launch import run_foreground
 
         tty = True if opts.tty else False if opts.no_tty else None
-        return run_foreground(plan, tty=tty, network=network, report_blocked=report)
+        status = run_foreground(plan, tty=tty, network=namespaces, report_blocked=report)
     finally:
-        if network is not None:
-            network.close()
+        if namespaces is not None:
+            namespaces.close()
+        held.close()
+    if session is not None and report is not None:
+        report(f"corral: the run's writes are in overlay session {session[0]!r}: review with `corral changes "
+               f"{session[0]}`, then `corral apply {session[0]}` or `corral discard {session[0]}`")
+    return status
 
 
 def _stderr_line(line: str) -> None:
@@ -382,6 +428,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_doctor(args[1:])
         if head == "audit":
             return cmd_audit(args[1:])
+        if head == "scan":
+            from .workspace.scan_cli import main as scan_main
+
+            return scan_main(args[1:])
+        if head in ("changes", "apply", "discard", "sessions"):
+            from .workspace import session_cli
+
+            return getattr(session_cli, f"{head}_main")(args[1:])
         if head == "proxy":
             return cmd_proxy(args[1:])
         # srt-style: `corral [OPTIONS] [--] COMMAND` means `corral run ...`

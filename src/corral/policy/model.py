@@ -29,6 +29,13 @@ class FilesystemPolicy:
     allow_git_config: bool = False
     # Deny reads of well-known credential locations (~/.ssh, ~/.aws, ...) on top of deny_read.
     deny_credentials: bool = True
+    # Deny reads of secret files found in the workspace (any depth) and home (`corral scan`).
+    deny_secrets: bool = True
+    # How the working directory is seen: bind | ro | tmpfs | copy | overlay (WORKSPACE_MODES).
+    workspace: str = "bind"
+
+
+WORKSPACE_MODES = ("bind", "ro", "tmpfs", "copy", "overlay")
 
 
 @frozen

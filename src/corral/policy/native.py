@@ -22,6 +22,8 @@ SCHEMA: dict[str, dict[str, str]] = {
         "deny_write": "paths",
         "allow_git_config": "bool",
         "deny_credentials": "bool",
+        "deny_secrets": "bool",
+        "workspace": "workspace",
     },
     "network": {
         "allowed_domains": "strings",
@@ -91,7 +93,7 @@ def from_mapping(data: dict, source: str, ctx: LaunchContext) -> Policy:
         proc_changes["set_env"] = proc_changes.pop("env")
     network = replace(net, **net_changes)
     if network.allowed_domains or network.denied_domains or network.denied_addresses or network.denied_reasons:
-        from ..sandbox.network import compile_rules
+        from .network import compile_rules
 
         compile_rules(network, source)
     return replace(
@@ -129,6 +131,12 @@ def _check(kind: str, value, source: str, key: str, ctx: LaunchContext):
         return value
     if kind == "user":
         return parse_user(value, source, key)
+    if kind == "workspace":
+        from .model import WORKSPACE_MODES
+
+        if value not in WORKSPACE_MODES:
+            raise PolicyError(source, key, value, f"expected one of {', '.join(WORKSPACE_MODES)}")
+        return value
     if kind == "strtable":
         if not isinstance(value, dict):
             raise PolicyError(source, key, value, 'expected a table of "entry" = "text"')

@@ -40,6 +40,8 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
         f"deny_write = {_list([_path(r) for r in fs.deny_write])}",
         f"allow_git_config = {str(fs.allow_git_config).lower()}",
         f"deny_credentials = {str(fs.deny_credentials).lower()}",
+        f"deny_secrets = {str(fs.deny_secrets).lower()}",
+        f"workspace = {_str(fs.workspace)}",
     ]
     if fs.deny_credentials:
         lines.append("# deny_credentials = true also denies reads of:")
@@ -53,7 +55,22 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
         "[network]",
         f"allowed_domains = {_list([_str(d) for d in net.allowed_domains])}",
         f"denied_domains = {_list([_str(d) for d in net.denied_domains])}",
+        f"denied_addresses = {_list([_str(d) for d in net.denied_addresses])}",
+        f"strict_allowlist = {str(net.strict_allowlist).lower()}",
+        f"transparent = {str(net.transparent).lower()}",
+        f"proxy = {str(net.proxy).lower()}",
         f"allow_unix_sockets = {str(net.allow_unix_sockets).lower()}",
+    ]
+    if net.audit_log is not None:
+        lines.append(f"audit_log = {_str(net.audit_log)}")
+    if net.denied_reasons:
+        lines.append("denied_reasons = { " + ", ".join(f"{_str(k)} = {_str(v)}" for k, v in net.denied_reasons) + " }")
+    if net.parent_proxy is not None:
+        pp = net.parent_proxy
+        lines += ["", "[network.parent_proxy]"]
+        lines += [f"{k} = {_str(v)}" for k, v in (("http", pp.http), ("https", pp.https)) if v]
+        lines.append(f"no_proxy = {_list([_str(n) for n in pp.no_proxy])}")
+    lines += [
         "",
         "[process]",
         f"allow_nested_userns = {str(proc.allow_nested_userns).lower()}",

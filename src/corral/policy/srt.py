@@ -1301,7 +1301,7 @@ def _network(net: dict, source: str) -> NetworkPolicy:
         allow_unix_sockets=net.get("allowAllUnixSockets", False),
     )
     if policy.allowed_domains or policy.denied_domains or policy.denied_addresses:
-        from ..sandbox.network import compile_rules
+        from .network import compile_rules
 
         compile_rules(policy, source)
     return policy

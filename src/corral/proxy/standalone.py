@@ -50,7 +50,8 @@ def serve(spec: str, net, audit_path: str | None) -> int:
     import signal
 
     from ..sandbox.netlink import interface_addresses
-    from ..sandbox.network import _ips, compile_rules
+    from ..policy.network import compile_rules
+    from ..sandbox.namespaces import _ips
     from .audit import AuditLog, default_path
     from .server import Proxy
 

@@ -146,6 +146,11 @@ class Cleanup:
         if self.done:
             return []
         self.done = True
+        ws = self.plan.workspace
+        if ws is not None and ws.staging:
+            from ..workspace.staging import remove_copy
+
+            remove_copy(ws.staging)  # the staging copy never outlives its run
         self.remove_placeholders()
         moved = quarantine_new(self.plan, self.left)
         if moved and report is not None:

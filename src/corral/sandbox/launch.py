@@ -53,7 +53,7 @@ class Run:
 
     def __init__(self, plan: Plan, network=None):
         self.plan = plan
-        self.network = network  # a NetworkSession when plan.network is set
+        self.network = network  # a NamespaceSession when the plan needs corral's namespaces
         self.run_info = None
         self.cleanup = Cleanup(plan)
         self.pid = 0
@@ -67,6 +67,20 @@ class Run:
         from .seccomp import compile_filter
 
         program = compile_filter(self.plan.seccomp)
+        ws = self.plan.workspace
+        if ws is not None and ws.staging:
+            from ..workspace.staging import build_copy
+
+            try:
+                build_copy(ws.path, ws.staging, set(self._secret_paths()))
+            except OSError as exc:
+                from ..workspace.staging import remove_copy
+
+                remove_copy(ws.staging)
+                raise SetupError(f"cannot build the staging copy of {ws.path}: {exc}",
+                                 "check free space in /tmp and read access to the workspace") from None
+        if ws is not None and ws.output:
+            os.makedirs(ws.output, exist_ok=True)
         self.cleanup.create_placeholders()
         try:
             self._start_reaper()
@@ -78,12 +92,17 @@ class Run:
         data_fds = {i: _pipe_with(m.src.encode()) for i, m in enumerate(self.plan.mounts) if m.op == "data"}
         self.pass_fds = (seccomp_r, status_w, *data_fds.values())
         ids = None
-        if self.plan.network is not None:
-            if self.network is None:
-                self.abort()
-                raise SetupError("this plan needs a network session (corral's proxy), none was given")
+        ws = self.plan.workspace
+        needs_namespaces = self.plan.network is not None or (ws is not None and ws.mode == "overlay")
+        if needs_namespaces and self.network is None:
+            self.abort()
+            raise SetupError("this plan needs corral's namespaces (network proxy or overlay), none were given")
+        if self.network is not None:
+            # bwrap starts inside corral's user namespace, where the launching user is mapped
+            # differently: tell it which ids the command must see.
             run_as = self.plan.run_as if os.geteuid() == 0 else None
             ids = run_as or (os.geteuid(), os.getegid())
+        if self.plan.network is not None:
             from ..proxy.runs import describe_command
 
             self.run_info = self.network.add_run(self.plan, describe_command(self.plan.argv))
@@ -91,6 +110,11 @@ class Run:
                           data_fds=data_fds, ids=ids)
         argv[0] = exe
         return argv
+
+    def _secret_paths(self) -> list[str]:
+        from ..workspace.secretscan import paths_to_deny
+
+        return paths_to_deny(self.plan.workspace.path, os.path.expanduser("~"), content="full")
 
     def blocked_summary(self) -> str:
         if self.run_info is None or self.network is None:
@@ -187,7 +211,7 @@ class Run:
 
 def run_foreground(plan: Plan, tty: bool | None = None, network=None, report_blocked=None) -> int:
     """The CLI's way to run: inherit stdio (or relay a pty), forward signals, return status.
-    `network`: the NetworkSession serving this run when plan.network is set."""
+    `network`: the NamespaceSession serving this run when plan.network is set."""
     if tty is None:
         try:
             tty = os.isatty(0) and os.isatty(1)
@@ -319,7 +343,7 @@ def _restore(previous: dict) -> None:
 def _reaper_main(fd: int, cleanup: Cleanup) -> None:
     """Wait for corral to go away; if it did not say 'done', clean up after it."""
     os.setsid()  # survive a kill of corral's process group
-    from .network import _set_name
+    from .namespaces import _set_name
 
     _set_name("corral-reaper")
     for sig in FORWARDED:

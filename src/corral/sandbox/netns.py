@@ -21,6 +21,8 @@ from ..errors import SetupError
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+MS_REC, MS_PRIVATE = 0x4000, 1 << 18
 
 # Addresses inside the namespace. 198.18.0.0/15 is reserved for benchmarking (RFC 2544), so it
 # never collides with real destinations; the resolver hands out synthetic names from it.
@@ -52,18 +54,20 @@ NFT_SEARCH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
 
 
 class Namespace:
-    """Handles to one prepared namespace: keep it open while sandboxes use it."""
+    """Handles to one prepared namespace: keep it open while sandboxes use it. `net_fd` and
+    `mnt_fd` are -1 when that namespace was not asked for."""
 
-    def __init__(self, user_fd: int, net_fd: int, listeners: dict[str, socket.socket]):
+    def __init__(self, user_fd: int, net_fd: int, listeners: dict[str, socket.socket], mnt_fd: int = -1):
         self.user_fd = user_fd
         self.net_fd = net_fd
+        self.mnt_fd = mnt_fd
         self.listeners = listeners
 
     def close(self) -> None:
-        for fd in (self.user_fd, self.net_fd):
+        for fd in (self.user_fd, self.net_fd, self.mnt_fd):
             if fd >= 0:
                 os.close(fd)
-        self.user_fd = self.net_fd = -1
+        self.user_fd = self.net_fd = self.mnt_fd = -1
         for sock in self.listeners.values():
             sock.close()
         self.listeners = {}
@@ -77,9 +81,9 @@ def find_nft() -> str | None:
     return None
 
 
-def create(transparent: bool = True) -> Namespace:
+def create(transparent: bool = True, network: bool = True, overlays=()) -> Namespace:
     """Make the namespace and its listeners, or raise SetupError saying why not."""
-    return start(transparent).result()
+    return start(transparent, network, overlays).result()
 
 
 class Pending:
@@ -118,10 +122,18 @@ class Pending:
             self._reap()
 
 
-def start(transparent: bool = True) -> Pending:
-    """Fork the helper and write its id maps; the rest of its work runs in the background."""
-    nft = find_nft() if transparent else None
-    if transparent and nft is None:
+def start(transparent: bool = True, network: bool = True, overlays=()) -> Pending:
+    """Fork the helper and write its id maps; the rest of its work runs in the background.
+
+    `overlays`: (lower, upper, work, target) tuples mounted as overlayfs in a new mount
+    namespace that the sandbox then joins (bwrap 0.8 cannot mount overlays itself)."""
+    for layer in overlays:
+        for path in layer:
+            if any(c in path for c in ",:\\") or "\n" in path:
+                raise SetupError(f"cannot use {path!r} in an overlay mount (',', ':' or '\\' in the path)",
+                                 "use a workspace and XDG_STATE_HOME whose paths avoid those characters")
+    nft = find_nft() if (transparent and network) else None
+    if transparent and network and nft is None:
         raise SetupError(
             "transparent networking needs nftables (the `nft` command), which is not installed",
             "install it (apt-get install nftables), or set network.transparent = false to "
@@ -134,7 +146,7 @@ def start(transparent: bool = True) -> Pending:
         code = 1
         try:
             parent_sock.close()
-            _child(child_sock, nft)
+            _child(child_sock, nft, network, tuple(overlays))
             code = 0
         except BaseException as exc:  # report anything, never unwind into corral's code
             try:
@@ -178,20 +190,22 @@ def _map_ids(sock: socket.socket, pid: int) -> None:
 
 
 def _receive(sock: socket.socket) -> Namespace:
-    msg, fds, _flags, _addr = socket.recv_fds(sock, 1024, 8)
+    msg, fds, _flags, _addr = socket.recv_fds(sock, 1024, 10)
     if not msg.startswith(b"OK"):
         for fd in fds:
             os.close(fd)
         raise _setup_error(msg[1:].decode(errors="replace") or "the namespace helper died")
-    names = msg[3:].decode().split(",")
     for fd in fds:
         os.set_inheritable(fd, False)  # SCM_RIGHTS descriptors arrive without close-on-exec
-    user_fd, net_fd, *sock_fds = fds
+    # "OK:<namespaces>:<listeners>", descriptors in that order: user first, then the rest.
+    _, kinds, names = msg.decode().split(":")
+    fds = list(fds)
+    handles = {kind: fds.pop(0) for kind in kinds.split(",")}
     listeners = {}
-    for name, fd in zip(names, sock_fds):
+    for name, fd in zip([n for n in names.split(",") if n], fds):
         listeners[name] = socket.socket(fileno=fd)
         listeners[name].setblocking(False)
-    return Namespace(user_fd, net_fd, listeners)
+    return Namespace(handles["user"], handles.get("net", -1), listeners, handles.get("mnt", -1))
 
 
 def _setup_error(why: str) -> SetupError:
@@ -199,7 +213,7 @@ def _setup_error(why: str) -> SetupError:
 
     problem = userns_problem()
     fix = problem.fix if problem else "run `corral doctor` to see what the machine refuses"
-    return SetupError(f"cannot create the sandbox's network namespace: {why}", fix)
+    return SetupError(f"cannot create the sandbox's namespaces: {why}", fix)
 
 
 def _write(path: str, text: str) -> None:
@@ -210,34 +224,55 @@ def _write(path: str, text: str) -> None:
         os.close(fd)
 
 
-def _child(sock: socket.socket, nft: str | None) -> None:  # pragma: no cover - child
+def _child(sock: socket.socket, nft: str | None, network: bool, overlays) -> None:  # pragma: no cover
     import ctypes
 
     libc = load_libc()
-    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
+    flags = CLONE_NEWUSER | (CLONE_NEWNET if network else 0) | (CLONE_NEWNS if overlays else 0)
+    if libc.unshare(flags) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"unshare(CLONE_NEWUSER|CLONE_NEWNET): {os.strerror(err)}")
+        raise OSError(err, f"unshare: {os.strerror(err)}")
     sock.send(b"U")
     if sock.recv(16) != b"M":
         raise OSError("id maps were not written")
-    from . import netlink
+    listeners = []
+    if network:
+        from . import netlink
 
-    netlink.configure_loopback(SOURCE_ADDRESS)
-    if nft:
-        _run_nft(nft, NFT_RULES % {"transparent": TRANSPARENT_PORT, "dns": DNS_PORT, "source": SOURCE_ADDRESS})
-    listeners = [
-        ("http", _listen(socket.AF_INET, "127.0.0.1", HTTP_PORT)),
-        ("socks", _listen(socket.AF_INET, "127.0.0.1", SOCKS_PORT)),
-    ]
-    if nft:
-        listeners.append(("transparent", _listen(socket.AF_INET6, "::", TRANSPARENT_PORT)))
-        dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        dns.bind(("127.0.0.1", DNS_PORT))
-        listeners.append(("dns", dns))
-    user_fd = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    net_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    names = ",".join(name for name, _ in listeners).encode()
-    socket.send_fds(sock, [b"OK:" + names], [user_fd, net_fd, *(s.fileno() for _, s in listeners)])
+        netlink.configure_loopback(SOURCE_ADDRESS)
+        if nft:
+            _run_nft(nft, NFT_RULES % {"transparent": TRANSPARENT_PORT, "dns": DNS_PORT, "source": SOURCE_ADDRESS})
+        listeners = [
+            ("http", _listen(socket.AF_INET, "127.0.0.1", HTTP_PORT)),
+            ("socks", _listen(socket.AF_INET, "127.0.0.1", SOCKS_PORT)),
+        ]
+        if nft:
+            listeners.append(("transparent", _listen(socket.AF_INET6, "::", TRANSPARENT_PORT)))
+            dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            dns.bind(("127.0.0.1", DNS_PORT))
+            listeners.append(("dns", dns))
+    if overlays:
+        _mount_overlays(libc, overlays)
+    kinds = ["user"] + (["net"] if network else []) + (["mnt"] if overlays else [])
+    fds = [os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC) for kind in kinds]
+    names = ",".join(name for name, _ in listeners)
+    socket.send_fds(sock, [f"OK:{','.join(kinds)}:{names}".encode()], [*fds, *(s.fileno() for _, s in listeners)])
+
+
+def _mount_overlays(libc, overlays) -> None:  # pragma: no cover - child
+    import ctypes
+
+    # Our copy of the mount tree must not propagate anything back to the host.
+    if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"making mounts private: {os.strerror(err)}")
+    for lower, upper, work, target in overlays:
+        # userxattr: whiteouts and opaque markers as user.* xattrs, which a user namespace may
+        # write (trusted.* needs the initial namespace's CAP_SYS_ADMIN).
+        options = f"lowerdir={lower},upperdir={upper},workdir={work},userxattr".encode()
+        if libc.mount(b"overlay", target.encode(), b"overlay", 0, options) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mounting the overlay on {target}: {os.strerror(err)}")
 
 
 def _listen(family: int, host: str, port: int) -> socket.socket:
@@ -287,7 +322,9 @@ def enter(ns: Namespace) -> None:
     import ctypes
 
     libc = load_libc()
-    for fd, flag in ((ns.user_fd, CLONE_NEWUSER), (ns.net_fd, CLONE_NEWNET)):
+    for fd, flag in ((ns.user_fd, CLONE_NEWUSER), (ns.net_fd, CLONE_NEWNET), (ns.mnt_fd, CLONE_NEWNS)):
+        if fd < 0:
+            continue
         if libc.setns(fd, flag) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"setns: {os.strerror(err)}")

@@ -20,6 +20,9 @@ from .seccomp import SeccompOptions
 RW, RO, HIDE, REOPEN_RO, REOPEN_RW, PROTECT, TMPDIR = (
     "rw", "ro", "hide", "reopen-ro", "reopen-rw", "protect", "tmpdir",
 )
+# The working directory in the workspace modes that keep the real directory untouched:
+# writable inside, but never a host-writable area (no placeholders, no quarantine needed).
+WS_TMPFS, WS_COPY, WS_OVERLAY = "ws-tmpfs", "ws-copy", "ws-overlay"
 
 
 @frozen
@@ -37,6 +40,19 @@ class Placeholder:
 
     path: str
     kind: str  # "file" | "dir"
+
+
+@frozen
+class WorkspacePlan:
+    """How the working directory is presented (`--workspace MODE`)."""
+
+    mode: str  # bind | ro | tmpfs | copy | overlay
+    path: str  # the working directory (realpath)
+    staging: str = ""  # copy: the filtered copy bound at `path`
+    upper: str = ""  # overlay: the session's upper and work directories
+    work: str = ""
+    session: str = ""  # overlay: the session name
+    output: str = ""  # --output: a writable results directory
 
 
 @frozen
@@ -70,6 +86,7 @@ class Plan:
     run_id: str = ""
     scanned_entries: int = 0
     network: NetPlan | None = None
+    workspace: WorkspacePlan | None = None
 
 
 class HostFS:
@@ -88,6 +105,12 @@ class HostFS:
 
     def lexists(self, path: str) -> bool:
         return os.path.lexists(path)
+
+    def secret_files(self, workspace: str, home: str) -> list[str]:
+        """Secret files to deny: found in the workspace (any depth) and the home locations."""
+        from ..workspace.secretscan import paths_to_deny
+
+        return paths_to_deny(workspace, home, content="full")
 
     def shared_placeholder(self, path: str) -> bool:
         """A placeholder another running sandbox holds (it is shared, not a real file)."""
@@ -164,21 +187,47 @@ class _Layout:
 
 def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dict[str, str],
                fs: HostFS | None = None, run_id: str = "", tmp_root: str = "/tmp",
-               state_home: str | None = None) -> Plan:
+               state_home: str | None = None, session: tuple[str, str, str] | None = None,
+               output: str = "") -> Plan:
+    """`session`: (name, upper, work) of the overlay session (workspace mode "overlay").
+    `output`: a directory made writable for results (`--output`)."""
     fs = fs or HostFS()
     fsp = policy.filesystem
     run_id = run_id or os.urandom(6).hex()
     real = fs.realpath
     layout = _Layout()
     cwd = real(ctx.cwd)
+    mode = fsp.workspace
+    isolated = mode in ("tmpfs", "copy", "overlay")  # the real directory is never written
 
     # --- writes: allow_write, then deny_write on top (deny wins at the same path) ---------
     allow_write = []
-    for r in fsp.allow_write:
+    write_rules = list(fsp.allow_write)
+    if output:
+        from ..policy.model import PathRule
+
+        write_rules.append(PathRule(output, False, "--output"))
+    for r in write_rules:
         p = real(r.path)
+        if mode != "bind" and r.origin != "--output" and _under(p, cwd):
+            continue  # the workspace mode decides what happens inside the working directory
         if fs.kind(p) is not None:  # a missing path cannot be bound; writes there stay refused
             allow_write.append(p)
             layout.set(p, RW, f"allow_write ({r.origin})")
+    workspace = None
+    if mode != "bind":
+        why = {"ro": "workspace mode ro", "tmpfs": "workspace mode tmpfs: empty scratch space",
+               "copy": "workspace mode copy: a filtered staging copy, discarded after the run",
+               "overlay": "workspace mode overlay: writes land in the session's upper layer"}[mode]
+        layout.set(cwd, {"ro": RO, "tmpfs": WS_TMPFS, "copy": WS_COPY, "overlay": WS_OVERLAY}[mode], why)
+        staging = f"{tmp_root.rstrip('/')}/corral-{run_id}-copy" if mode == "copy" else ""
+        name, upper, work = session if (mode == "overlay" and session) else ("", "", "")
+        if mode == "overlay" and not session:
+            raise ValueError("workspace mode overlay needs a session (name, upper, work)")
+        workspace = WorkspacePlan(mode, cwd, staging=staging, upper=upper, work=work, session=name,
+                                  output=real(output) if output else "")
+    elif output:
+        workspace = WorkspacePlan("bind", cwd, output=real(output))
     deny_write_missing = []
     for r in fsp.deny_write:
         p = real(r.path)
@@ -198,6 +247,11 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
             deny_read.append((r.path, f"deny_read ({r.origin})"))
     if fsp.deny_credentials:
         deny_read.extend((p, "credential location (deny_credentials)") for p in credential_paths(ctx))
+    if fsp.deny_secrets and mode != "tmpfs":
+        for p in fs.secret_files(cwd, ctx.home):
+            if mode == "copy" and _under(p, cwd):
+                continue  # never copied into the staging copy in the first place
+            deny_read.append((p, "secret file found by `corral scan` (deny_secrets)"))
     if globs:
         for match in fs.expand_globs([g.path for g in globs]):
             deny_read.append((match, "deny_read glob match"))
@@ -285,6 +339,8 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     remount = []
     for path in sorted(layout.nodes, key=lambda p: (_depth(p), p)):
         decision, why = layout.nodes[path]
+        if mode == "tmpfs" and path != cwd and _under(path, cwd) and decision != TMPDIR:
+            continue  # scratch space starts empty: nothing of the real directory shows through
         if decision == RW:
             mounts.append(Mount("bind", path, path, why=why))
         elif decision == REOPEN_RW:
@@ -301,6 +357,12 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
                 remount.append(path)
         elif decision == TMPDIR:
             mounts.append(Mount("tmpfs", path, perms=0o700, why=why))
+        elif decision == WS_TMPFS:
+            mounts.append(Mount("tmpfs", path, perms=0o755, why=why))
+        elif decision == WS_COPY:
+            mounts.append(Mount("bind", path, workspace.staging, why=why))
+        elif decision == WS_OVERLAY:
+            mounts.append(Mount("bind", path, path, why=why + " (mounted in corral's mount namespace)"))
     for path in sorted(remount, key=_depth, reverse=True):
         mounts.append(Mount("remount-ro", path, why="hidden directory refuses writes"))
 
@@ -343,7 +405,12 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         run_id=run_id,
         scanned_entries=scan.entries,
         network=network,
+        workspace=workspace,
     )
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def _under_hidden(layout: _Layout, path: str) -> bool:

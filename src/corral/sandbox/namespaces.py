@@ -1,35 +1,32 @@
-"""A network session: one namespace and one proxy, shared by the runs that use it.
+"""The namespaces corral prepares for sandboxes, and the proxy serving them.
 
-The CLI makes one per command; a library `Sandbox` makes one for all its commands.
+A session holds one user namespace with, as needed, a loopback-only network namespace (and
+the egress proxy accepting on its listeners) and a mount namespace with the workspace's
+overlay. The CLI makes one per command; a library `Sandbox` makes one for all its commands.
 """
 
 from __future__ import annotations
 
 from ..errors import PolicyError
+from ..policy.network import compile_rules
 
 
-def compile_rules(net, source: str = "<policy>"):
-    from ..proxy.rules import Rules
+class NamespaceSession:
+    """`net`: the network policy (None: no network namespace, no proxy). `overlays`: overlay
+    mounts (lower, upper, work, target) for the mount namespace.
 
-    try:
-        return Rules(allowed=net.allowed_domains, denied=net.denied_domains, reasons=dict(net.denied_reasons),
-                     denied_addresses=net.denied_addresses)
-    except ValueError as exc:
-        raise PolicyError(source, "network", None, str(exc)) from None
-
-
-class NetworkSession:
-    """`in_child`: serve from a forked process instead of a thread. The CLI does that: the
+    `in_child`: serve from a forked process instead of a thread. The CLI does that: the
     proxy's imports (asyncio alone is ~50 ms) then overlap with the command instead of
     delaying corral's exit, and a proxy that dies takes its listeners (the only way out)
     with it."""
 
-    def __init__(self, net, in_child: bool = False, report=None):
+    def __init__(self, net=None, in_child: bool = False, report=None, overlays=()):
         from . import netns
 
         self.policy = net
-        self.rules = compile_rules(net)
-        self._pending = netns.start(transparent=net.transparent)
+        self.rules = compile_rules(net) if net is not None else None
+        self._pending = netns.start(transparent=net.transparent if net is not None else False,
+                                    network=net is not None, overlays=overlays)
         self._ns = None
         self.proxy = None
         self.in_child = in_child
@@ -46,7 +43,7 @@ class NetworkSession:
 
     def start(self) -> None:
         """Start serving (after the first sandbox was forked: no thread exists at fork time)."""
-        if self._started:
+        if self._started or self.policy is None:
             return
         self._started = True
         if self.in_child:

@@ -1,0 +1,741 @@
+"""Applying an overlay session's changes to the real workspace.
+
+Rules of this module:
+
+* **All-or-nothing prechecks.** Before anything is written, every selected change is checked:
+  a *conflict* is a real path changed since the session began (its ctime is at or after
+  `Session.started_ns`, and it is not a change apply itself made, see `applied.json`); a
+  *dangerous* path is one `protected.classify` names anywhere along its components (rc
+  files, git hooks and config, editor and agent config). Either refuses the whole apply
+  (`ApplyRefused`, listing them) unless `force` / `allow_dangerous`.
+* **A journal before the first write.** The ordered plan (each write carries the sha256 of
+  its source) is written to `<session>/apply.journal` and fsync'ed; each operation appends
+  `{"done": i}` (fsync'ed) when it is durable. An apply that finds a journal resumes it
+  first: operations recorded as done are verified against the journal (the real target must
+  hold what the journal says was written), the others are redone — each operation is
+  idempotent, so one that completed without its record is simply found complete. The journal
+  is removed only when every operation is done and the upper layer has been pruned.
+* **Atomic per file.** A file is written to a temporary file in the target directory,
+  fsync'ed, given its mode and renamed over the target; a symlink likewise. A deleted
+  directory is removed with an fd-based rmtree.
+* **Never through a symlink.** The real tree is walked component by component from an fd on
+  the workspace with O_NOFOLLOW|O_DIRECTORY; a symlink (or file) where a directory should be
+  stops the apply with an error. Nothing is written outside the workspace.
+* **Applied changes leave the upper layer.** After the journal completes, every upper entry
+  that no longer makes a difference is removed ("pruned"), so `corral changes` shows what is
+  left and the merged view of later runs is unchanged. Entries inside an opaque directory are
+  kept while that directory still differs (removing them would hide the real files).
+  The session itself stays, even when empty, until `corral discard`: runs may share it.
+
+Modes: permission bits only (setuid/setgid never applied). When apply runs as root, files it
+creates take the owner of the file they replace, new entries the owner of their directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import sys
+import time
+from dataclasses import dataclass, field
+
+from ..errors import CorralError, UsageError
+from . import protected
+from .changes import Change, ftype, is_opaque, list_changes, perm, sha256_file
+
+JOURNAL_VERSION = 1
+CRASH_ENV = "CORRAL_APPLY_CRASH_AFTER"
+
+# Why a protected name is dangerous, by the rule of `protected` that matched (data, not code).
+DANGER_REASONS = {
+    "rc": "shell startup file: runs code in your next shell",
+    ".envrc": "direnv file: runs code when you enter the directory",
+    ".gitconfig": "git config: can run commands on git operations",
+    ".gitmodules": "git submodules: can point git at other repositories",
+    ".ripgreprc": "ripgrep config: changes what your searches run and see",
+    ".mcp.json": "agent config: starts MCP servers",
+    ".vscode": "editor config: can run tasks and extensions when the folder opens",
+    ".idea": "editor config: can run tasks when the project opens",
+    ".git": "gitfile: points git at another repository (and its hooks)",
+    (".git", "hooks"): "git hook: runs on git operations",
+    (".git", "config"): "git config: can run commands on git operations",
+    (".claude", "commands"): "agent config: commands the agent runs",
+    (".claude", "agents"): "agent config: agent definitions",
+    (".claude", "settings.json"): "agent config: permissions and hooks",
+    (".claude", "settings.local.json"): "agent config: permissions and hooks",
+}
+
+
+class ApplyRefused(CorralError):
+    """Nothing was changed: conflicts (without --force) or dangerous paths (without
+    --allow-dangerous). `conflicts` and `dangerous` are lists of (path, reason)."""
+
+    def __init__(self, conflicts, dangerous, unknown=()):
+        self.conflicts = list(conflicts)
+        self.dangerous = list(dangerous)
+        parts = []
+        if self.conflicts:
+            parts.append(f"{len(self.conflicts)} conflict{'s' if len(self.conflicts) != 1 else ''} (--force to overwrite)")
+        if self.dangerous:
+            parts.append(f"{len(self.dangerous)} dangerous path{'s' if len(self.dangerous) != 1 else ''} "
+                         "(--allow-dangerous to apply)")
+        super().__init__("apply refused, nothing was changed: " + ", ".join(parts))
+
+
+class ApplyError(CorralError):
+    """An operation failed midway; the journal records how far apply got."""
+
+
+@dataclass
+class ApplyResult:
+    applied: list[Change] = field(default_factory=list)  # changes applied by this call
+    ops: list[dict] = field(default_factory=list)  # the plan (executed, or only printed with dry_run)
+    resumed: int = 0  # operations of an interrupted apply that this call finished
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): cannot be applied
+    dry_run: bool = False
+
+
+# ---------------------------------------------------------------- selection and prechecks
+
+def normalize_paths(session, paths) -> list[str]:
+    """Paths relative to the workspace root (absolute paths must lie inside it)."""
+    out = []
+    for raw in paths:
+        p = raw
+        if os.path.isabs(p):
+            p = os.path.normpath(p)
+            if not _under(p, session.workspace):  # reached through a symlinked parent?
+                p = os.path.join(os.path.realpath(os.path.dirname(p)), os.path.basename(p))
+            p = os.path.relpath(p, session.workspace)
+        p = os.path.normpath(p)
+        if p == ".." or p.startswith("../") or os.path.isabs(p):
+            raise UsageError(f"{raw!r} is outside the workspace {session.workspace}")
+        out.append("" if p == "." else p)
+    return out
+
+
+def _under(path: str, prefix: str) -> bool:
+    return prefix == "" or path == prefix or path.startswith(prefix + "/")
+
+
+def select(changes: list[Change], prefixes: list[str] | None) -> tuple[list[Change], list[str]]:
+    """The changes under any of `prefixes` (all when None), plus the type changes of their
+    ancestors (a file that became a directory must be applied before what is inside);
+    also returns the prefixes that matched nothing."""
+    if prefixes is None:
+        return list(changes), []
+    chosen = [c for c in changes if any(_under(p, pre) for p in c.paths for pre in prefixes)]
+    unmatched = [pre for pre in prefixes if not any(_under(p, pre) for c in changes for p in c.paths)]
+    ids = {id(c) for c in chosen}
+    for c in changes:
+        if id(c) not in ids and c.kind == "modified" and c.type_new == "dir" and \
+                any(p.startswith(c.path + "/") for s in chosen for p in s.paths):
+            chosen.append(c)
+            ids.add(id(c))
+    return sorted(chosen, key=lambda c: c.path), unmatched
+
+
+def danger(workspace: str, rel: str, is_dir: bool) -> str | None:
+    """Why `rel` (or one of its parent directories) is a protected path, or None."""
+    parent = os.path.basename(workspace)
+    parts = rel.split("/")
+    for i, name in enumerate(parts):
+        d = True if i < len(parts) - 1 else is_dir
+        if protected.classify(parent, name, d, allow_git_config=False):
+            shown = "/".join(parts[: i + 1])
+            if (parent, name) in DANGER_REASONS:
+                why = DANGER_REASONS[(parent, name)]
+            elif name in protected.RC_FILES and name != ".envrc":
+                why = DANGER_REASONS["rc"]
+            else:
+                why = DANGER_REASONS.get(name, "protected file")
+            return why if shown == rel else f"inside {shown} ({why})"
+        parent = name
+    return None
+
+
+def _load_applied(session) -> dict[str, int]:
+    try:
+        with open(session.applied, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, int)}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _changed_since(session, applied: dict[str, int], rel: str, st) -> bool:
+    return st.st_ctime_ns >= session.started_ns and applied.get(rel) != st.st_ctime_ns
+
+
+def conflicts(session, chosen: list[Change]) -> list[tuple[str, str]]:
+    applied = _load_applied(session)
+    found: list[tuple[str, str]] = []
+    why = "changed in the workspace since the session began"
+    for c in chosen:
+        for rel in c.paths:
+            real = os.path.join(session.workspace, rel)
+            try:
+                st = os.lstat(real)
+            except (FileNotFoundError, NotADirectoryError):
+                if c.kind == "added" and _copied_up(session, rel):
+                    found.append((rel, "removed from the workspace since the session began"))
+                continue
+            if _changed_since(session, applied, rel, st):
+                found.append((rel, why if c.kind != "added" else "created in the workspace since the session began"))
+                continue
+            if stat.S_ISDIR(st.st_mode) and (c.type_old == "dir" and c.type_new != "dir" or
+                                             c.kind == "deleted" or (c.kind == "renamed" and rel == c.old_path)):
+                hit = _changed_inside(session, applied, rel)
+                if hit:
+                    found.append((hit, why + f" (it would be removed with {rel}/)"))
+    return sorted(set(found))
+
+
+def _copied_up(session, rel: str) -> bool:
+    """Did overlayfs copy this upper entry up from a workspace file (it records the origin)?"""
+    try:
+        os.getxattr(os.path.join(session.upper, rel), "user.overlay.origin", follow_symlinks=False)
+        return True
+    except OSError:
+        return False
+
+
+def _changed_inside(session, applied, rel: str) -> str | None:
+    for root, dirs, files in os.walk(os.path.join(session.workspace, rel)):
+        for name in sorted(dirs + files):
+            full = os.path.join(root, name)
+            sub = os.path.relpath(full, session.workspace)
+            try:
+                if _changed_since(session, applied, sub, os.lstat(full)):
+                    return sub
+            except FileNotFoundError:
+                continue
+    return None
+
+
+def dangerous(session, chosen: list[Change]) -> list[tuple[str, str]]:
+    found = []
+    for c in chosen:
+        for rel in c.paths:
+            is_dir = c.type_new == "dir" if rel == c.path else c.type_old == "dir"
+            why = danger(session.workspace, rel, is_dir)
+            if why:
+                found.append((rel, why))
+        if c.kind == "renamed" and c.is_dir:  # what moves in with the directory
+            for sub, is_dir in _upper_tree(session, c.path):
+                why = danger(session.workspace, sub, is_dir)
+                if why:
+                    found.append((sub, why))
+    return sorted(set(found))
+
+
+def _upper_tree(session, rel: str):
+    base = os.path.join(session.upper, rel)
+    for root, dirs, files in os.walk(base):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            full = os.path.join(root, name)
+            yield os.path.relpath(full, session.upper), os.path.isdir(full) and not os.path.islink(full)
+
+
+# ---------------------------------------------------------------- the plan
+
+def plan(session, chosen: list[Change]) -> tuple[list[dict], list[tuple[str, str]], list[Change]]:
+    """Ordered operations: writes, creations and type changes (by path, so parents first),
+    then deletions (deepest first), then directory modes (deepest first: a read-only
+    directory gets its mode after its content). Returns (ops, skipped, planned changes)."""
+    first: list[dict] = []
+    deletes: list[dict] = []
+    dirmodes: dict[str, int] = {}
+    skipped: list[tuple[str, str]] = []
+    planned: list[Change] = []
+    upper = session.upper
+
+    def create(rel: str, kind: str) -> dict:
+        full = os.path.join(upper, rel)
+        st = os.lstat(full)
+        if kind == "file":
+            return {"op": "write", "path": rel, "mode": perm(st), "size": st.st_size, "sha256": sha256_file(full)}
+        if kind == "symlink":
+            return {"op": "symlink", "path": rel, "target": os.readlink(full)}
+        dirmodes[rel] = perm(st)
+        return {"op": "mkdir", "path": rel}
+
+    for c in chosen:
+        for t in (c.type_old, c.type_new):
+            if t not in (None, "file", "dir", "symlink"):
+                skipped.append((c.path, f"a {t} cannot be applied"))
+                break
+        else:
+            planned.append(c)
+            if c.kind == "deleted":
+                deletes.append({"op": "delete", "path": c.path})
+            elif c.kind == "mode":
+                if c.is_dir:
+                    dirmodes[c.path] = c.mode_new
+                else:
+                    first.append({"op": "chmod", "path": c.path, "mode": c.mode_new})
+            elif c.kind == "renamed":
+                first.append(create(c.path, c.type_new))
+                if c.is_dir:
+                    for sub, _ in _upper_tree(session, c.path):
+                        st = os.lstat(os.path.join(upper, sub))
+                        if ftype(st) in ("file", "dir", "symlink"):
+                            first.append(create(sub, ftype(st)))
+                        elif not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0):
+                            skipped.append((sub, f"a {ftype(st)} cannot be applied"))
+                deletes.append({"op": "delete", "path": c.old_path})
+            else:  # added, modified
+                if c.kind == "modified" and c.type_old != c.type_new and "dir" in (c.type_old, c.type_new):
+                    first.append({"op": "delete", "path": c.path})
+                first.append(create(c.path, c.type_new))
+    # directories created on the way to a new entry take their mode from the upper layer
+    for op in first:
+        parts = op["path"].split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            rel = "/".join(parts[:i])
+            if rel not in dirmodes and not os.path.isdir(os.path.join(session.workspace, rel)):
+                try:
+                    dirmodes[rel] = perm(os.lstat(os.path.join(upper, rel)))
+                except FileNotFoundError:
+                    pass
+    ops = first + sorted(deletes, key=lambda o: o["path"], reverse=True)
+    ops += [{"op": "chmod", "path": rel, "mode": mode, "dir": True}
+            for rel, mode in sorted(dirmodes.items(), key=lambda kv: (-kv[0].count("/"), kv[0]))]
+    return ops, skipped, planned
+
+
+def describe(op: dict) -> str:
+    kind, path = op["op"], op["path"]
+    if kind == "write":
+        return f"write   {path} (mode {op['mode']:04o}, {op['size']} bytes, sha256 {op['sha256'][:12]})"
+    if kind == "symlink":
+        return f"symlink {path} -> {op['target']}"
+    if kind == "chmod":
+        return f"chmod   {path}{'/' if op.get('dir') else ''} {op['mode']:04o}"
+    if kind == "mkdir":
+        return f"mkdir   {path}/"
+    return f"delete  {path}"
+
+
+# ---------------------------------------------------------------- the real tree, without following symlinks
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _Tree:
+    """The workspace, reached only through directory fds opened with O_NOFOLLOW."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.fd = os.open(root, _DIR_FLAGS)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def parent(self, rel: str, create: bool):
+        """(fd of the parent directory, final name), or None when a parent is missing and
+        `create` is false. The caller closes the fd."""
+        parts = rel.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise ApplyError(f"refusing the path {rel!r}: not a plain relative path")
+        fd = os.dup(self.fd)
+        try:
+            for i, comp in enumerate(parts[:-1]):
+                try:
+                    nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        os.close(fd)
+                        return None
+                    os.mkdir(comp, 0o700, dir_fd=fd)
+                    _own_like_parent(fd, comp)
+                    os.fsync(fd)
+                    nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    shown = "/".join(parts[: i + 1])
+                    raise ApplyError(f"refusing to write {rel}: {shown} in the workspace is a symlink or not a "
+                                     f"directory ({exc.strerror}); apply never follows symlinks") from None
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            raise
+        return fd, parts[-1]
+
+
+def _own_like_parent(dir_fd: int, name: str, like: os.stat_result | None = None) -> None:
+    if os.geteuid() != 0:
+        return
+    ref = like or os.fstat(dir_fd)
+    os.chown(name, ref.st_uid, ref.st_gid, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _is_done(tree: _Tree, op: dict) -> bool:
+    """Is the real tree already as this operation leaves it?"""
+    kind = op["op"]
+    try:
+        got = tree.parent(op["path"], create=False)
+    except ApplyError:
+        return False
+    if got is None:
+        return kind == "delete"
+    fd, name = got
+    try:
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return kind == "delete"
+        if kind == "mkdir":
+            return stat.S_ISDIR(st.st_mode)
+        if kind == "chmod":
+            return not stat.S_ISLNK(st.st_mode) and perm(st) == op["mode"]
+        if kind == "symlink":
+            return stat.S_ISLNK(st.st_mode) and os.readlink(name, dir_fd=fd) == op["target"]
+        if kind == "write":
+            if not (stat.S_ISREG(st.st_mode) and perm(st) == op["mode"] and st.st_size == op["size"]):
+                return False
+            h = hashlib.sha256()
+            ffd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
+            try:
+                while chunk := os.read(ffd, 1 << 20):
+                    h.update(chunk)
+            finally:
+                os.close(ffd)
+            return h.hexdigest() == op["sha256"]
+        return False
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- executing one operation
+
+def _execute(session, tree: _Tree, op: dict, tmp: str) -> None:
+    kind, rel = op["op"], op["path"]
+    got = tree.parent(rel, create=kind in ("write", "symlink", "mkdir"))
+    if got is None:  # a parent is missing: nothing to delete or chmod
+        if kind == "delete":
+            return
+        raise ApplyError(f"{rel} is missing from the workspace")
+    fd, name = got
+    try:
+        _remove_quietly(fd, tmp)
+        if kind == "write":
+            _write(session, fd, name, tmp, op)
+        elif kind == "symlink":
+            os.symlink(op["target"], tmp, dir_fd=fd)
+            _own_like_parent(fd, tmp, _old_stat(fd, name))
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        elif kind == "mkdir":
+            try:
+                os.mkdir(name, 0o700, dir_fd=fd)
+                _own_like_parent(fd, name)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise ApplyError(f"cannot create the directory {rel}: something else is there") from None
+        elif kind == "chmod":
+            target = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                if stat.S_ISLNK(os.fstat(target).st_mode):
+                    raise ApplyError(f"refusing to chmod {rel}: it is a symlink in the workspace")
+                os.chmod(f"/proc/self/fd/{target}", op["mode"])
+            finally:
+                os.close(target)
+        elif kind == "delete":
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=fd)
+            else:
+                os.unlink(name, dir_fd=fd)
+        else:
+            raise ApplyError(f"unknown operation {kind!r} in the journal")
+        os.fsync(fd)
+    except OSError as exc:
+        _remove_quietly(fd, tmp)
+        raise ApplyError(f"{describe(op)}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _old_stat(fd: int, name: str):
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _remove_quietly(fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+
+
+def _write(session, fd: int, name: str, tmp: str, op: dict) -> None:
+    src_tree = _Tree(session.upper)
+    try:
+        got = src_tree.parent(op["path"], create=False)
+        if got is None:
+            raise ApplyError(f"{op['path']} is gone from the session's upper layer")
+        sfd, sname = got
+        try:
+            src = os.open(sname, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd)
+        finally:
+            os.close(sfd)
+    finally:
+        src_tree.close()
+    h = hashlib.sha256()
+    try:
+        if not stat.S_ISREG(os.fstat(src).st_mode):
+            raise ApplyError(f"{op['path']} in the session's upper layer is no longer a regular file")
+        dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
+        try:
+            while chunk := os.read(src, 1 << 20):
+                h.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(dst, view):]
+            if h.hexdigest() != op["sha256"]:
+                raise ApplyError(f"{op['path']} changed in the session's upper layer while being applied")
+            os.fchmod(dst, op["mode"])
+            if os.geteuid() == 0:
+                ref = _old_stat(fd, name) or os.fstat(fd)
+                os.fchown(dst, ref.st_uid, ref.st_gid)
+                os.fchmod(dst, op["mode"])  # chown clears nothing we keep, but be explicit
+            os.fsync(dst)
+        finally:
+            os.close(dst)
+        os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+    except BaseException:
+        _remove_quietly(fd, tmp)
+        raise
+    finally:
+        os.close(src)
+
+
+# ---------------------------------------------------------------- the journal
+
+class _Journal:
+    def __init__(self, path: str, jid: str, ops: list[dict], done: set[int]) -> None:
+        self.path, self.id, self.ops, self.done = path, jid, ops, done
+
+    @classmethod
+    def create(cls, session, ops: list[dict]) -> "_Journal":
+        jid = os.urandom(4).hex()
+        head = {"version": JOURNAL_VERSION, "id": jid, "created_ns": time.time_ns(), "ops": ops}
+        tmp = session.journal + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, (json.dumps(head) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, session.journal)
+        _fsync_dir(session.dir)
+        return cls(session.journal, jid, ops, set())
+
+    @classmethod
+    def load(cls, session) -> "_Journal | None":
+        try:
+            with open(session.journal, "rb") as fh:
+                lines = fh.read().split(b"\n")
+        except FileNotFoundError:
+            return None
+        try:
+            head = json.loads(lines[0])
+            ops = head["ops"]
+            jid = head["id"]
+            if head.get("version") != JOURNAL_VERSION or not isinstance(ops, list):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise ApplyError(f"the apply journal {session.journal} is unreadable; inspect the workspace, then "
+                             "remove the journal to start over") from None
+        done = set()
+        for line in lines[1:]:
+            try:  # a torn last line (crash while appending) is simply not a record
+                rec = json.loads(line)
+                done.add(int(rec["done"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return cls(session.journal, jid, ops, done)
+
+    def mark(self, i: int) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.write(fd, (json.dumps({"done": i}) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.done.add(i)
+
+    def tmp_name(self, i: int) -> str:
+        return f".corral-apply-{self.id}-{i}"
+
+    def remove(self, session) -> None:
+        os.unlink(self.path)
+        _fsync_dir(session.dir)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _CrashHook:
+    """Test hook: CORRAL_APPLY_CRASH_AFTER=N kills apply (os._exit(137), no cleanup) right after
+    the N-th operation of this process is durable on disk, *before* it is recorded as done —
+    the hardest moment for a resume. Used by tests/test_sessions.py; never set it otherwise."""
+
+    def __init__(self) -> None:
+        raw = os.environ.get(CRASH_ENV, "")
+        self.after = int(raw) if raw.isdigit() else 0
+        self.count = 0
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.after and self.count == self.after:
+            sys.stderr.flush()
+            os._exit(137)
+
+
+def _run(session, journal: _Journal, force: bool, hook: _CrashHook) -> int:
+    """Finish every operation of the journal; returns how many this call performed."""
+    tree = _Tree(session.workspace)
+    performed = 0
+    try:
+        last_for_path = {op["path"]: i for i, op in enumerate(journal.ops)}
+        # done operations must still hold (unless a later one on the same path changed it)
+        stale = [op["path"] for i, op in enumerate(journal.ops)
+                 if i in journal.done and last_for_path[op["path"]] == i and not _is_done(tree, op)]
+        if stale and not force:
+            raise ApplyRefused([(p, "changed in the workspace after an interrupted apply wrote it") for p in stale], [])
+        redo = {i for i, op in enumerate(journal.ops) if op["path"] in stale}
+        for i, op in enumerate(journal.ops):
+            if i in journal.done and i not in redo:
+                continue
+            if i not in redo and last_for_path[op["path"]] == i and _is_done(tree, op):
+                # finished before a crash, but not recorded: verified, so record it
+                journal.mark(i)
+                continue
+            _execute(session, tree, op, journal.tmp_name(i))
+            performed += 1
+            hook.tick()
+            journal.mark(i)
+    finally:
+        tree.close()
+    return performed
+
+
+def _record_applied(session, ops: list[dict]) -> None:
+    """Remember the ctimes apply gave to real paths, so they are not taken for conflicts."""
+    applied = _load_applied(session)
+    for op in ops:
+        rel = op["path"]
+        for p in (rel, os.path.dirname(rel)):
+            if not p:
+                continue
+            try:
+                applied[p] = os.lstat(os.path.join(session.workspace, p)).st_ctime_ns
+            except (FileNotFoundError, NotADirectoryError):
+                applied.pop(p, None)
+    tmp = session.applied + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(applied, fh, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, session.applied)
+
+
+def prune_upper(session) -> None:
+    """Remove from the upper layer every entry that no longer makes a difference."""
+    needed: set[str] = set()
+    for c in list_changes(session):
+        for p in c.paths:
+            parts = p.split("/")
+            needed.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+
+    def walk(rel: str) -> None:
+        base = os.path.join(session.upper, rel) if rel else session.upper
+        for name in os.listdir(base):
+            p = f"{rel}/{name}" if rel else name
+            full = os.path.join(base, name)
+            st = os.lstat(full)
+            if p not in needed:
+                if stat.S_ISDIR(st.st_mode):
+                    _rmtree_owned(full)
+                else:
+                    os.unlink(full)
+            elif stat.S_ISDIR(st.st_mode) and not is_opaque(full):
+                walk(p)
+
+    walk("")
+
+
+def _rmtree_owned(path: str) -> None:
+    for root, dirs, _ in os.walk(path):
+        for d in dirs:
+            full = os.path.join(root, d)
+            if not os.path.islink(full):
+                os.chmod(full, stat.S_IRWXU)
+    shutil.rmtree(path)
+
+
+def _finish(session, journal: _Journal) -> None:
+    _record_applied(session, journal.ops)
+    prune_upper(session)
+    journal.remove(session)
+
+
+# ---------------------------------------------------------------- entry point
+
+def apply(session, paths=None, force: bool = False, allow_dangerous: bool = False, dry_run: bool = False) -> ApplyResult:
+    """Apply the session's changes (all, or those under `paths`, relative to the workspace)."""
+    result = ApplyResult(dry_run=dry_run)
+    hook = _CrashHook()
+    with session.lock(exclusive=True):
+        journal = _Journal.load(session)
+        if journal is not None:
+            if dry_run:
+                result.ops = [op for i, op in enumerate(journal.ops) if i not in journal.done]
+                result.resumed = len(result.ops)
+                return result
+            pending = len(journal.ops) - len(journal.done)
+            _run(session, journal, force, hook)
+            _finish(session, journal)
+            result.resumed = pending
+        prefixes = None if paths is None else normalize_paths(session, paths)
+        changes = list_changes(session)
+        chosen, unmatched = select(changes, prefixes)
+        if unmatched and not result.resumed:
+            raise UsageError(f"no changes under {', '.join(p or '.' for p in unmatched)} in session "
+                             f"{session.name!r} (see `corral changes {session.name}`)")
+        if not chosen:
+            return result
+        bad = [] if force else conflicts(session, chosen)
+        risky = [] if allow_dangerous else dangerous(session, chosen)
+        if bad or risky:
+            raise ApplyRefused(bad, risky)
+        ops, result.skipped, planned = plan(session, chosen)
+        result.ops = ops
+        if dry_run or not ops:
+            result.applied = [] if dry_run else planned
+            return result
+        journal = _Journal.create(session, ops)
+        _run(session, journal, force, hook)
+        _finish(session, journal)
+        result.applied = planned
+    return result
