@@ -208,3 +208,18 @@ def test_bad_workspace_options(launcher, ws):
     p = helpers.run(launcher, ["run", "--workspace", "overlay", "--session", "../evil", "--", "true"], ws.proj,
                     env_extra=_state(ws))
     assert p.returncode == 125 and "Traceback" not in p.stderr
+
+
+def test_corral_state_and_caches_stay_read_only_with_a_writable_home(launcher, ws):
+    env = _state(ws)
+    for d in (env["XDG_STATE_HOME"] + "/corral/sessions", env["XDG_CACHE_HOME"] + "/corral/scan"):
+        os.makedirs(d, exist_ok=True)
+    for d in (ws.base / "state", ws.base / "cache"):
+        for root, dirs, _ in os.walk(d):
+            os.chown(root, launcher.uid, launcher.gid)
+    script = (f"echo x > {env['XDG_CACHE_HOME']}/corral/scan/forged.json; echo rc=$?; "
+              f"echo x > {env['XDG_STATE_HOME']}/corral/sessions/forged; echo rc=$?; "
+              f"echo ok > {ws.base}/state/fine; echo rc=$?")
+    p = helpers.run(launcher, ["run", "--allow-write", str(ws.base), "-c", script], ws.proj, env_extra=env)
+    assert p.stdout.splitlines() == ["rc=1", "rc=1", "rc=0"], out_of(p)
+    assert not os.path.exists(env["XDG_CACHE_HOME"] + "/corral/scan/forged.json")

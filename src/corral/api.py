@@ -91,6 +91,8 @@ class Sandbox:
             from .workspace.sessions import open_session
 
             opened = open_session(session or f"sandbox-{os.urandom(6).hex()}", os.path.realpath(self.cwd))
+            self._session_lock = opened.lock(exclusive=False)  # released by close()
+            self._session_lock.__enter__()
             self.session = (opened.name, opened.upper, opened.work)
         self._wrapped: list = []
         self._network = None  # one set of namespaces + proxy for every command of this Sandbox
@@ -255,6 +257,10 @@ class Sandbox:
         if self._network is not None:
             self._network.close()
             self._network = None
+        lock = getattr(self, "_session_lock", None)
+        if lock is not None:
+            self._session_lock = None
+            lock.__exit__(None, None, None)
 
 
 def _raw_status(returncode: int) -> int:

@@ -299,6 +299,14 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         p = real(source)
         if fs.kind(p) is not None and layout.writable(p):
             layout.set(p, PROTECT, "policy file in use")
+    # corral's own state (overlay sessions, audit log, quarantine) and caches (secret scan
+    # verdicts): a command allowed to write to HOME must not rewrite what corral trusts.
+    state_base = environ.get("XDG_STATE_HOME") or os.path.join(ctx.home, ".local", "state")
+    cache_base = environ.get("XDG_CACHE_HOME") or os.path.join(ctx.home, ".cache")
+    for own in (os.path.join(state_base, "corral"), os.path.join(cache_base, "corral")):
+        p = real(own)
+        if fs.kind(p) is not None and layout.writable(p):
+            layout.set(p, PROTECT, "corral's own state and caches")
 
     # --- placeholders: missing protected names in the workspace root and a writable HOME --
     placeholders: list[Placeholder] = []
