@@ -110,3 +110,27 @@ def test_render_round_trips():
     p = load_toml("[filesystem]\ndeny_read = ['**/*.pem', { path = '/odd[1]', literal = true }]\n", "p.toml", CTX)
     again = load_toml(to_toml(p, CTX), "p.toml", CTX)
     assert again.filesystem == p.filesystem
+
+
+@pytest.mark.parametrize("value,expected", [("true", True), ("false", False), ('"names"', "names")])
+def test_deny_secrets_values(value, expected):
+    assert load_toml(f"[filesystem]\ndeny_secrets = {value}\n", "p.toml", CTX).filesystem.deny_secrets == expected
+
+
+@pytest.mark.parametrize("text,key,fragment", [
+    ('[filesystem]\ndeny_secrets = "some"\n', "filesystem.deny_secrets", '"names"'),
+    ('[filesystem]\nworkspace = "nfs"\n', "filesystem.workspace", "overlay"),
+])
+def test_workspace_keys_errors(text, key, fragment):
+    with pytest.raises(PolicyError) as err:
+        load_toml(text, "p.toml", CTX)
+    assert key in str(err.value) and fragment in str(err.value)
+
+
+def test_workspace_and_network_render_round_trip():
+    p = load_toml('[filesystem]\nworkspace = "overlay"\ndeny_secrets = "names"\n[network]\n'
+                  'allowed_domains = ["a.example.com"]\ndenied_domains = ["b.example.com"]\n'
+                  'denied_reasons = { "b.example.com" = "no" }\ntransparent = false\naudit_log = ""\n'
+                  '[network.parent_proxy]\nhttp = "http://proxy.corp:3128"\nno_proxy = [".corp"]\n', "p.toml", CTX)
+    again = load_toml(to_toml(p, CTX), "p.toml", CTX)
+    assert again.filesystem == p.filesystem and again.network == p.network

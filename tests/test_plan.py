@@ -26,7 +26,7 @@ class FakeFS(HostFS):
     def kind(self, path):
         return self.entries.get(path)
 
-    def secret_files(self, workspace, home):
+    def secret_files(self, workspace, home, content="full"):
         return [p for p, k in self.entries.items() if k == "file" and p.rsplit("/", 1)[-1] == ".env"]
 
     def lexists(self, path):

@@ -29,8 +29,11 @@ class FilesystemPolicy:
     allow_git_config: bool = False
     # Deny reads of well-known credential locations (~/.ssh, ~/.aws, ...) on top of deny_read.
     deny_credentials: bool = True
-    # Deny reads of secret files found in the workspace (any depth) and home (`corral scan`).
-    deny_secrets: bool = True
+    # Deny reads of secret files found in the workspace (any depth) and home (`corral scan`):
+    # True checks names and contents on every run (new and changed files are read; the rest
+    # comes from a stat-keyed cache); "names" checks names on every run and takes content
+    # findings from the last full scan (for very large trees); False turns it off.
+    deny_secrets: bool | str = True
     # How the working directory is seen: bind | ro | tmpfs | copy | overlay (WORKSPACE_MODES).
     workspace: str = "bind"
 

@@ -22,7 +22,7 @@ SCHEMA: dict[str, dict[str, str]] = {
         "deny_write": "paths",
         "allow_git_config": "bool",
         "deny_credentials": "bool",
-        "deny_secrets": "bool",
+        "deny_secrets": "denysecrets",
         "workspace": "workspace",
     },
     "network": {
@@ -131,6 +131,10 @@ def _check(kind: str, value, source: str, key: str, ctx: LaunchContext):
         return value
     if kind == "user":
         return parse_user(value, source, key)
+    if kind == "denysecrets":
+        if value is True or value is False or value == "names":
+            return value
+        raise PolicyError(source, key, value, 'expected true, false or "names"')
     if kind == "workspace":
         from .model import WORKSPACE_MODES
 

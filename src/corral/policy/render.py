@@ -40,7 +40,7 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
         f"deny_write = {_list([_path(r) for r in fs.deny_write])}",
         f"allow_git_config = {str(fs.allow_git_config).lower()}",
         f"deny_credentials = {str(fs.deny_credentials).lower()}",
-        f"deny_secrets = {str(fs.deny_secrets).lower()}",
+        f"deny_secrets = {_str(fs.deny_secrets) if isinstance(fs.deny_secrets, str) else str(fs.deny_secrets).lower()}",
         f"workspace = {_str(fs.workspace)}",
     ]
     if fs.deny_credentials:

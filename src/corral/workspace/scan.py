@@ -31,7 +31,7 @@ def scan_protected(roots: list[str], skip: frozenset[str], allow_git_config: boo
 
     Cost: one stat per directory plus one listing. A directory whose link count is 2 has no
     subdirectory, so a plain `listdir` and a set intersection (C speed) replace the per-entry
-    Python work; that is most directories of a large tree (see bench/scan)."""
+    Python work; that is most directories of a large tree (see bench/startup)."""
     result = ProtectedScan()
     found = result.found
     count = 0

@@ -3,7 +3,7 @@
 Rules of this module:
 
 * Every decision about whether a file is a secret lives here, as data: `NAME_RULES` (names
-  and paths), `SIGNATURES` (token formats found in contents), `TEMPLATE_NAMES` and
+  and paths, env templates included), `SIGNATURES` (token formats found in contents) and
   `PLACEHOLDER_WORDS`. The walker (`secretscan.py`) lists and reads files and asks; it never
   decides.
 * Nothing returned from here holds a secret value. A content match carries the line number
@@ -27,7 +27,9 @@ from .._values import frozen
 
 # pattern, kind, check, why. Patterns: a file name (`*` within the name), `parent/name`, or
 # `dir/` (the whole directory is a secret; it is reported once and not descended). The first
-# matching row wins, so templates come before `.env.*`. Check "" means the name decides.
+# matching row wins, so templates come before `.env.*`. Check "" means the name decides;
+# "template" rows are env templates: reported with kind "template" (not a secret, not
+# denied) when every value is empty or a placeholder, else a secret like `.env`.
 NAME_RULES: tuple[tuple[str, str, str, str], ...] = (
     (".env.example", "dotenv", "template", "env template"),
     (".env.sample", "dotenv", "template", "env template"),
@@ -86,11 +88,6 @@ NAME_RULES: tuple[tuple[str, str, str, str], ...] = (
     (".azure/", "azure-credentials", "", "Azure CLI tokens and profiles"),
     (".gnupg/", "gpg-keys", "", "GnuPG keyring"),
 )
-
-# Templates: reported with kind "template" (not a secret, not denied) when every value is
-# empty or a placeholder; a real-looking value makes them a secret like `.env`.
-TEMPLATE_NAMES = frozenset(p for p, _k, check, _w in NAME_RULES if check == "template")
-
 
 @frozen
 class NameMatch:
@@ -170,8 +167,8 @@ def match_names(parent: str, names: list[str]) -> list[tuple[str, NameMatch]]:
     path relative to the walk, "" at its top).
 
     The walker's hot path on large trees: one lowercased join of the listing, one set test
-    and a few substring searches, all in C; names are classified one by one only in the rare
-    directory where something could match."""
+    and one search for the literal parts of the `*` patterns, all in C; names are classified
+    one by one only in the rare directory where something could match."""
     text = "\n" + "\n".join(names).lower() + "\n"
     rx = _compiled.get("needles")
     if rx is None:

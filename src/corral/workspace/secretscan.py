@@ -17,7 +17,9 @@ fields match; ctime cannot be set back by users, so an edit hidden by `touch -d`
 `os.utime` is still seen. Files changed within `RACY_NS` of the scan are not cached at all
 (timestamps are coarse: an edit in the same clock tick as the read would otherwise keep them).
 A cache that cannot be read or parsed, or was written for other signatures or limits, is
-ignored and rebuilt.
+ignored and rebuilt. Beside it, `<sha256>.secrets.json` lists the files whose contents held a
+secret at the last scan (kinds only): `paths_to_deny` reads that small file on every run
+instead of the whole cache.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def _cache_tag(max_bytes: int) -> str:
     from hashlib import sha256
 
     return sha256(repr((CACHE_VERSION, secrets.SIGNATURES, secrets.PLACEHOLDER_WORDS,
-                        secrets.TOKEN_MIN_ENTROPY, max_bytes, BINARY_PROBE)).encode()).hexdigest()[:16]
+                        secrets.TOKEN_MIN_ENTROPY, secrets.PEM_BODY_MIN_ENTROPY, max_bytes,
+                        BINARY_PROBE)).encode()).hexdigest()[:16]
 
 
 def _load_cache(path: str, root: str, tag: str, key: str = "files") -> dict:
