@@ -551,9 +551,11 @@ def test_paths_to_deny(tree, home, no_racy):
     assert f"{real}/.env" in names and f"{real}/.env.example" not in names
     assert f"{real}/ignored/deep/er/id_ed25519" in names and f"{home}/.aws/credentials" in names
     assert f"{real}/node_modules/pkg/config.js" not in names  # contents: not scanned yet
-    assert f"{real}/node_modules/pkg/config.js" in secretscan.paths_to_deny(str(root), str(home), content="full")
+    # per-run "full" reads contents everywhere but in dependency directories such as node_modules
+    assert f"{real}/node_modules/pkg/config.js" not in secretscan.paths_to_deny(str(root), str(home), content="full")
     secretscan.scan_tree(str(root))  # what `corral scan` (or a background refresh) records
     assert f"{real}/node_modules/pkg/config.js" in secretscan.paths_to_deny(str(root), str(home))
+    assert f"{real}/node_modules/pkg/config.js" in secretscan.paths_to_deny(str(root), str(home), content="full")
     os.unlink(f"{real}/node_modules/pkg/config.js")
     assert f"{real}/node_modules/pkg/config.js" not in secretscan.paths_to_deny(str(root), str(home))
     assert f"{real}/.env" in secretscan.paths_to_deny(str(root), str(home), content="off")

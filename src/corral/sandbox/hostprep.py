@@ -37,6 +37,9 @@ class Cleanup:
         self.created: list[tuple[Placeholder, int, int]] = []  # (placeholder, dev, ino)
         self.locks: dict[str, int] = {}  # placeholder path -> lock descriptor (held shared)
         self.left: dict[str, int] = {}  # placeholders left to runs still using them -> inode
+        # Seconds to wait for other holders of a placeholder's lock. The reaper waits a little:
+        # corral, killed, may still be closing its descriptors when the reaper starts.
+        self.patience = 0.0
         self.done = False
 
     def _lock_shared(self, path: str) -> None:
@@ -102,11 +105,10 @@ class Cleanup:
                     os.close(held)  # drops our shared lock
                 try:
                     lock = os.open(lock_path(ph.path), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(lock)
-                    self.left[ph.path] = ino
-                    continue  # another run still relies on it: the last one removes it
+                    if not _lock_exclusive(lock, self.patience):
+                        os.close(lock)
+                        self.left[ph.path] = ino
+                        continue  # another run still relies on it: the last one removes it
                 except FileNotFoundError:
                     lock = None
             try:
@@ -157,6 +159,21 @@ class Cleanup:
             for src, dst in moved:
                 report(f"corral: quarantined {src} (protected file created during the run) -> {dst}")
         return moved
+
+
+def _lock_exclusive(fd: int, patience: float) -> bool:
+    import fcntl
+    import time
+
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
 
 
 def _looks_like_placeholder(ph: Placeholder, st) -> bool:

@@ -349,6 +349,7 @@ def _reaper_main(fd: int, cleanup: Cleanup) -> None:
     for sig in FORWARDED:
         signal.signal(sig, signal.SIG_IGN)
     cleanup.locks = {}  # corral's lock descriptors: closed here, never ours to release
+    cleanup.patience = 2.0
     _close_all_but({2, fd})
     try:
         devnull = os.open("/dev/null", os.O_RDWR)

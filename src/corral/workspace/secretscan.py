@@ -196,8 +196,18 @@ def _secrets_path(cpath: str) -> str:
     return cpath[: -len(".json")] + ".secrets.json"
 
 
+# Where the per-run denial does not read contents (names are still matched there): installed
+# dependencies and tool caches, which are large, rebuilt by tools, and not where a user keeps
+# credentials. `corral scan` reads everything.
+DEPENDENCY_DIRS = frozenset((
+    "node_modules", ".venv", "venv", "site-packages", "dist-packages", "__pycache__", ".git", ".cache",
+    ".npm", ".yarn", ".pnpm-store", ".cargo", ".rustup", ".pyenv", ".nvm", ".gradle", ".m2", ".tox", ".nox",
+    ".mypy_cache", ".pytest_cache", ".ruff_cache", ".terraform",
+))
+
+
 def _walk(root: str, *, content: bool, cache: bool, max_bytes: int, details: bool,
-          max_entries: int = MAX_ENTRIES) -> ScanResult:
+          max_entries: int = MAX_ENTRIES, content_skip: frozenset = frozenset()) -> ScanResult:
     import time
 
     t0 = time.perf_counter()
@@ -225,9 +235,9 @@ def _walk(root: str, *, content: bool, cache: bool, max_bytes: int, details: boo
     dir_rules = secrets.DIR_RULES
     scan_text = secrets.scan_text
     lstat = os.lstat
-    stack = [(root, "")]  # (directory, its path relative to root, with a trailing "/")
+    stack = [(root, "", True)]  # (directory, its path relative to root + "/", read contents?)
     while stack:
-        top, rel = stack.pop()
+        top, rel, read_here = stack.pop()
         try:
             with os.scandir(top) as it:
                 entries = list(it)
@@ -248,7 +258,7 @@ def _walk(root: str, *, content: bool, cache: bool, max_bytes: int, details: boo
                 if rule is not None:
                     findings.append(Finding(e.path, rule.kind, rule.why, "name", "directory"))
                 elif not (name == "objects" and (rel.startswith(".git/") or "/.git/" in rel)):
-                    stack.append((e.path, rel + name + "/"))
+                    stack.append((e.path, rel + name + "/", read_here and name not in content_skip))
         seen += len(names)
         files_seen += len(names)
         if seen > max_entries:
@@ -270,7 +280,7 @@ def _walk(root: str, *, content: bool, cache: bool, max_bytes: int, details: boo
                 f = _named_finding(path, rule, reader, max_bytes, st.st_mode & _S_IFMT == _S_IFLNK)
                 if f is not None:
                     findings.append(f)
-        if not content:
+        if not content or not read_here:
             continue
         for name in names:
             if name in skip:
@@ -330,7 +340,8 @@ def _walk(root: str, *, content: bool, cache: bool, max_bytes: int, details: boo
         spath = _secrets_path(cpath)
         if changed or len(new) != len(old) or not os.path.exists(spath):
             _save_cache(cpath, root, tag, {"files": new})
-            _save_cache(spath, root, tag, {"secrets": content_secrets})
+            if not content_skip:  # a partial walk must not erase what a full scan recorded
+                _save_cache(spath, root, tag, {"secrets": content_secrets})
     findings.sort(key=lambda f: (f.path, f.kind))
     return ScanResult(root, tuple(findings), files_seen, time.perf_counter() - t0, reads, large,
                       tuple(unreadable))
@@ -428,19 +439,21 @@ def paths_to_deny(workspace: str, home: str, *, content: str = "cached") -> list
     "cached" (default): names are matched afresh; content findings are those the last
     content scan of the workspace recorded (`corral scan`, or `scan_tree` run by the caller
     in the background), for files that still exist: no file is read or stat'ed beyond those.
-    "full": `scan_tree` with the cache (every file stat'ed, new and changed ones read).
+    "full": every file outside DEPENDENCY_DIRS stat'ed, new and changed ones read (the
+    cache keeps this cheap), plus the content findings of the last full scan.
     "off": names only."""
     if content not in ("cached", "full", "off"):
         raise ValueError(f"content must be 'cached', 'full' or 'off', not {content!r}")
     full = content == "full"
-    result = _walk(workspace, content=full, cache=True, max_bytes=MAX_BYTES, details=False)
+    result = _walk(workspace, content=full, cache=True, max_bytes=MAX_BYTES, details=False,
+                   content_skip=DEPENDENCY_DIRS)
     out: list[str] = []
     for f in (*result.findings, *home_findings(home)):
         if f.secret:
             out.append(f.path)
             if f.target:
                 out.append(f.target)
-    if content == "cached":
+    if content in ("cached", "full"):  # plus what the last full scan found (dependency dirs too)
         root = result.root
         remembered = _load_cache(_secrets_path(cache_path(root)), root, _cache_tag(MAX_BYTES), "secrets")
         for rel in remembered:
