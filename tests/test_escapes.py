@@ -445,7 +445,8 @@ def _kill_test(launcher, ws, quarantine_cleanup, killpg: bool):
         assert wait_for(lambda: (ws.proj / "started").exists(), timeout=10), proc.stderr and proc.poll()
         tmpdir = (ws.proj / "started").read_text().strip()
         assert os.path.lexists(tmpdir)
-        assert helpers.pids_with_arg(tag)
+        # "started" is written just before `exec sleep`: give the exec a moment under load
+        assert wait_for(lambda: helpers.pids_with_arg(tag)), "the sandboxed sleep never started"
         if killpg:
             os.killpg(proc.pid, signal.SIGKILL)
         else:
