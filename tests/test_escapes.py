@@ -550,22 +550,31 @@ def test_concurrent_runs_in_one_directory(launcher, ws):
             assert all(p.poll() is None for p in procs) and time.monotonic() < deadline
             time.sleep(0.05)
 
-    a = start("go-a", "true")
-    wait_until(lambda: (ws.proj / ".bashrc").exists(), [a])  # A's placeholders are in place
-    b = start("go-b", "touch b-started; while [ ! -e go-b2 ]; do sleep 0.05; done; "
-                      "echo evil > .bashrc; echo rc=$?; mkdir -p .claude/agents; echo rc=$?; "
-                      "echo evil > .envrc; echo rc=$?")
-    (ws.proj / "go-b").write_text("")
-    wait_until(lambda: (ws.proj / "b-started").exists(), [a, b])
-    (ws.proj / "go-a").write_text("")
-    ws.chown()
-    a.communicate(timeout=30)
-    assert a.returncode == 0
-    assert (ws.proj / ".bashrc").exists()  # still there: B holds it
-    (ws.proj / "go-b2").write_text("")
-    ws.chown()
-    out, err = b.communicate(timeout=30)
-    assert out.splitlines() == ["rc=2", "rc=1", "rc=2"], out + err  # all refused
-    # the last run out removed every placeholder; nothing was planted
-    assert not (ws.proj / ".bashrc").exists() and not (ws.proj / ".claude").exists()
-    assert not (ws.proj / ".envrc").exists()
+    procs = []
+    try:
+        a = start("go-a", "true")
+        procs.append(a)
+        wait_until(lambda: (ws.proj / ".bashrc").exists(), [a])  # A's placeholders are in place
+        b = start("go-b", "touch b-started; while [ ! -e go-b2 ]; do sleep 0.05; done; "
+                          "echo evil > .bashrc; echo rc=$?; mkdir -p .claude/agents; echo rc=$?; "
+                          "echo evil > .envrc; echo rc=$?")
+        procs.append(b)
+        (ws.proj / "go-b").write_text("")
+        wait_until(lambda: (ws.proj / "b-started").exists(), [a, b])
+        (ws.proj / "go-a").write_text("")
+        ws.chown()
+        a.communicate(timeout=30)
+        assert a.returncode == 0
+        assert (ws.proj / ".bashrc").exists()  # still there: B holds it
+        (ws.proj / "go-b2").write_text("")
+        ws.chown()
+        out, err = b.communicate(timeout=30)
+        assert out.splitlines() == ["rc=2", "rc=1", "rc=2"], out + err  # all refused
+        # the last run out removed every placeholder; nothing was planted
+        assert not (ws.proj / ".bashrc").exists() and not (ws.proj / ".claude").exists()
+        assert not (ws.proj / ".envrc").exists()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()

@@ -5,11 +5,18 @@ from __future__ import annotations
 from ..errors import PolicyError
 
 
+_LAST: list = []  # (policy, rules) of the last compile: loading validates, the session reuses it
+
+
 def compile_rules(net, source: str = "<policy>"):
     from ..proxy.rules import Rules
 
+    if _LAST and _LAST[0][0] is net:
+        return _LAST[0][1]
     try:
-        return Rules(allowed=net.allowed_domains, denied=net.denied_domains, reasons=dict(net.denied_reasons),
+        rules = Rules(allowed=net.allowed_domains, denied=net.denied_domains, reasons=dict(net.denied_reasons),
                      denied_addresses=net.denied_addresses)
     except ValueError as exc:
         raise PolicyError(source, "network", None, str(exc)) from None
+    _LAST[:] = [(net, rules)]
+    return rules

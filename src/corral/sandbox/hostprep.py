@@ -16,10 +16,12 @@ from .plan import Placeholder, Plan
 
 def lock_path(path: str, uid: int | None = None) -> str:
     """Where runs sharing the placeholder `path` take their locks (per launching user)."""
-    import hashlib
+    import zlib
 
     uid = os.geteuid() if uid is None else uid
-    return f"/tmp/.corral-placeholders-{uid}/{hashlib.sha256(path.encode()).hexdigest()[:32]}"
+    data = path.encode("utf-8", "surrogateescape")
+    # crc32 + adler32 + length: a collision only makes two runs share a lock (more cautious)
+    return f"/tmp/.corral-placeholders-{uid}/{zlib.crc32(data):08x}{zlib.adler32(data):08x}{len(data):x}"
 
 
 def in_use(path: str) -> bool:

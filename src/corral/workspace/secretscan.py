@@ -71,21 +71,24 @@ class ScanResult:
 
 def cache_path(root: str) -> str:
     """Where the content cache of `root` (a realpath) lives."""
-    from hashlib import sha256
-
     base = os.environ.get("XDG_CACHE_HOME", "")
     if not base.startswith("/"):
         base = os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "corral", "scan", sha256(root.encode("utf-8", "surrogateescape")).hexdigest() + ".json")
+    # A cheap name (hashlib costs ~4 ms to import); the file records its root, checked on load.
+    return os.path.join(base, "corral", "scan", _digest(root.encode("utf-8", "surrogateescape")) + ".json")
+
+
+def _digest(data: bytes) -> str:
+    import zlib
+
+    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}{len(data):x}"
 
 
 def _cache_tag(max_bytes: int) -> str:
     """Changes whenever a cached verdict could change meaning: signatures, limits."""
-    from hashlib import sha256
-
-    return sha256(repr((CACHE_VERSION, secrets.SIGNATURES, secrets.PLACEHOLDER_WORDS,
-                        secrets.TOKEN_MIN_ENTROPY, secrets.PEM_BODY_MIN_ENTROPY, max_bytes,
-                        BINARY_PROBE)).encode()).hexdigest()[:16]
+    return _digest(repr((CACHE_VERSION, secrets.SIGNATURES, secrets.PLACEHOLDER_WORDS,
+                         secrets.TOKEN_MIN_ENTROPY, secrets.PEM_BODY_MIN_ENTROPY, max_bytes,
+                         BINARY_PROBE)).encode())
 
 
 def _load_cache(path: str, root: str, tag: str, key: str = "files") -> dict:
