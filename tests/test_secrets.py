@@ -639,3 +639,20 @@ def test_cli_escapes_control_characters_in_names(tmp_path, cache_home):
     p = corral_scan(str(tmp_path / "p"))
     assert p.returncode == 1
     assert "x\\nfake-row.pem" in p.stdout and len(p.stdout.splitlines()) == 3
+
+
+def test_classify_name_without_regex_agrees_with_the_regex():
+    # classify_name walks the rules with a small glob matcher (no regex compile at start-up);
+    # it must pick exactly the rule the one-regex alternation picks.
+    names = [p.replace("*", fill) for p, *_ in secrets.NAME_RULES for fill in ("", "x", "a.b-c", "*")]
+    names += ["id_rsa.pub", ".env", ".ENV.local", "notes.txt", "a-service-account.json", "x.pem", "key"]
+    for name in names:
+        base = name.rstrip("/").rpartition("/")[2]
+        m = secrets._name_regex().match(base)
+        expected = secrets._BASE_RULES[int(m.lastgroup[1:])][1] if m else None
+        got = None
+        for pattern, match in secrets._LOWER_RULES:
+            if secrets._glob(pattern, base.lower()):
+                got = match
+                break
+        assert got == expected, name

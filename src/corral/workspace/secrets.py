@@ -133,6 +133,7 @@ def _needles() -> tuple[frozenset[str], tuple[str, ...]]:
 
 
 _EXACT_NAMES, _NEEDLES = _needles()
+_LOWER_RULES = tuple((p.lower(), m) for p, m in _BASE_RULES)
 
 
 def _name_regex():
@@ -158,8 +159,29 @@ def classify_name(relpath: str, is_dir: bool = False) -> NameMatch | None:
     rules = _BY_PARENT.get(parent.rpartition("/")[2].lower())
     if rules is not None and low in rules:
         return rules[low]
-    m = _name_regex().match(name)
-    return _BASE_RULES[int(m.lastgroup[1:])][1] if m else None
+    # First rule in table order, like the alternation of _name_regex(), without compiling it
+    # (~7 ms at start-up for one process that classifies a handful of names).
+    for pattern, match in _LOWER_RULES:
+        if _glob(pattern, low):
+            return match
+    return None
+
+
+def _glob(pattern: str, name: str) -> bool:
+    """`*` matches any run of characters (including "/" and "."); both sides lowercased."""
+    parts = pattern.split("*")
+    if len(parts) == 1:
+        return name == pattern
+    head, tail = parts[0], parts[-1]
+    if len(name) < len(head) + len(tail) or not name.startswith(head) or not name.endswith(tail):
+        return False
+    pos, end = len(head), len(name) - len(tail)
+    for middle in parts[1:-1]:
+        pos = name.find(middle, pos, end)
+        if pos < 0:
+            return False
+        pos += len(middle)
+    return True
 
 
 def match_names(parent: str, names: list[str]) -> list[tuple[str, NameMatch]]:

@@ -106,11 +106,11 @@ def _load_cache(path: str, root: str, tag: str, key: str = "files") -> dict:
 
 def _save_cache(path: str, root: str, tag: str, body: dict) -> None:
     import json
-    import tempfile
 
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".scan-", dir=os.path.dirname(path))  # mode 0600
+        tmp = f"{os.path.dirname(path)}/.scan-{os.getpid()}-{os.urandom(4).hex()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps({"root": root, "tag": tag, **body}, separators=(",", ":")))
@@ -341,7 +341,7 @@ def _walk(root: str, *, content: bool, cache: bool, max_bytes: int, details: boo
                 changed = True
     if content and cache:
         spath = _secrets_path(cpath)
-        if changed or len(new) != len(old) or not os.path.exists(spath):
+        if changed or len(new) != len(old) or (not content_skip and not os.path.exists(spath)):
             _save_cache(cpath, root, tag, {"files": new})
             if not content_skip:  # a partial walk must not erase what a full scan recorded
                 _save_cache(spath, root, tag, {"secrets": content_secrets})
