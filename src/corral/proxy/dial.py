@@ -91,7 +91,8 @@ class Dialer:
             await loop.sock_sendall(sock, f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
             head = b""
             while b"\r\n\r\n" not in head:
-                chunk = await asyncio.wait_for(loop.sock_recv(sock, 1), CONNECT_TIMEOUT)
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    chunk = await loop.sock_recv(sock, 1)
                 if not chunk or len(head) > 16384:
                     raise DialFailed("the parent proxy closed the connection")
                 head += chunk

@@ -39,7 +39,8 @@ async def socks_session(proxy, client, first: bytes) -> None:
             out = server.data_to_send()
             if out:
                 await loop.sock_sendall(client, out)
-            data = await asyncio.wait_for(loop.sock_recv(client, 4096), HANDSHAKE_TIMEOUT)
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                data = await loop.sock_recv(client, 4096)
             if not data:
                 return
             events = server.feed(data)
