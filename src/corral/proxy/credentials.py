@@ -1,0 +1,589 @@
+"""Credentials the sandbox uses without ever holding them.
+
+Rules of this module: every decision about where a credential's real value may go lives here,
+and it does no I/O (its callers pass headers and bytes in and send what comes back). A secret
+value never appears in a repr, a reason or an error; the only places it leaves this module are
+the request headers and request bodies built for the hosts it is bound to.
+
+The scheme:
+
+- Each credential variable in the sandbox holds a placeholder (`new_placeholder`), random and
+  new every run; the real value stays in the proxy's memory.
+- `Injector.prepare_request` runs on every request the proxy can read (plain HTTP, or HTTPS it
+  terminates), in this order:
+  1. TRACE and TRACK are blocked: they echo the request, injected credential included.
+  2. A placeholder on its way to a host its credential is not bound to blocks the request and
+     is flagged as an exfiltration attempt (`exfiltration=True`). Headers, the request target
+     and the body prefix are searched, as written, lower-cased, percent-decoded (twice) and as
+     base64 (standard and URL-safe, at every alignment, so `Basic base64(user:placeholder)`
+     is caught whatever the user name). This is an alarm, not the boundary: a determined
+     program can encode a placeholder in ways no search sees, but the placeholder is worth
+     nothing; the real value was never in the sandbox.
+  3. A request to a bound host over plaintext is blocked unless every credential bound to that
+     host sets `allow_plaintext`.
+  4. For each credential bound to the host, every client-sent header of the credential's
+     header name is removed (replaced, never merged) and one header is put back: the client's
+     own one with the placeholder swapped for the value, if it carried the placeholder (raw,
+     as in `Bearer <placeholder>`, or inside `Basic base64(user:<placeholder>)`); else the
+     credential's template rendered (`Authorization: Bearer {value}`, `x-api-key: {value}`,
+     or `Authorization: Basic base64(basic_user:{value})`). Placeholders elsewhere in a
+     request to a bound host are left alone (they are worthless there). When two credentials
+     bound to the host send the same header, the one the client presented wins, else the one
+     bound most specifically (exact name over `*.suffix`, longer suffix first).
+  5. Bodies are rewritten only for credentials with `in_body` (`InjectResult.substitute_body`;
+     stream the body through `Injector.body_substituter(host)`). Beware: a body sent to a
+     bound host may be stored and published there (a gist, an issue), so `in_body` hands the
+     secret to anything the sandbox can write on that host.
+- Responses pass through `Injector.redactor()` / `redact()` / `redact_headers()`: every real
+  value, and its base64 and percent-encoded forms, goes back to the placeholder, also when a
+  value is split across chunks. Compressed bodies hide values from it: the proxy should ask
+  bound hosts for identity encoding.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+
+from .._values import frozen
+from .addresses import normalize_host
+from .httprules import host_in, parse_host_pattern, refuse_method
+
+MIN_VALUE_LENGTH = 8  # shorter values would redact innocent bytes out of every response
+MIN_PLACEHOLDER_LENGTH = 16
+PLACEHOLDER_PREFIX = "corral-ph-"
+DEFAULT_HEADER = "Authorization: Bearer {value}"
+
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_PLACEHOLDER_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+# Headers a credential may not be sent in: framing, routing and hop-by-hop headers.
+FORBIDDEN_HEADERS = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer",
+    "keep-alive", "proxy-authorization", "proxy-authenticate", "proxy-connection", "expect",
+})
+
+
+def _printable_ascii(text: str) -> bool:
+    return all(" " <= c <= "~" for c in text)
+
+
+def _b64(data: bytes, urlsafe: bool = False) -> bytes:
+    encoded = binascii.b2a_base64(data, newline=False)
+    return encoded.translate(_URLSAFE) if urlsafe else encoded
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+# ---------------------------------------------------------------------------------------------
+# Credentials and placeholders
+# ---------------------------------------------------------------------------------------------
+
+
+class Credential:
+    """A secret, the hosts it may be sent to, and how it is sent. Its repr hides the value.
+
+    `header`: a template with one `{value}` (`"x-api-key: {value}"`); `basic_user`: send
+    `Authorization: Basic base64(basic_user:value)` instead (git over https:
+    `basic_user="x-access-token"`); neither, and not `in_body`: `Authorization: Bearer {value}`.
+    `in_body`: also swap the placeholder for the value in request bodies to bound hosts.
+    `allow_plaintext`: may be sent over plain http.
+    """
+
+    __slots__ = ("name", "value", "hosts", "header", "basic_user", "in_body", "allow_plaintext",
+                 "patterns", "header_name", "_display", "_prefix", "_suffix")
+
+    def __init__(self, name, value, hosts, header=None, basic_user=None, in_body=False, allow_plaintext=False):
+        put = object.__setattr__
+        if not isinstance(name, str) or not name or not set(name) <= _NAME_CHARS or name[0].isdigit():
+            raise ValueError(f"credential name {name!r}: expected a variable name (letters, digits, '_')")
+        where = f"credential {name}"
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: the value must be a string, got {type(value).__name__}")
+        if not _printable_ascii(value) or value != value.strip():
+            raise ValueError(f"{where}: the value has control, non-ASCII or surrounding space characters")
+        if len(value) < MIN_VALUE_LENGTH:
+            raise ValueError(f"{where}: the value is shorter than {MIN_VALUE_LENGTH} characters")
+        hosts = (hosts,) if isinstance(hosts, str) else tuple(hosts)
+        if not hosts:
+            raise ValueError(f"{where}: no hosts; a credential is bound to the hosts it may be sent to")
+        patterns = []
+        for text in hosts:
+            try:
+                pattern = parse_host_pattern(text) if isinstance(text, str) else None
+            except ValueError as exc:
+                raise ValueError(f"{where}: host {text!r}: {exc}") from None
+            if pattern is None:
+                raise ValueError(f"{where}: host {text!r}: expected a string")
+            if pattern.kind == "any":
+                raise ValueError(f"{where}: host '*' would send the secret everywhere; list its hosts")
+            if pattern.kind == "wildcard" and "." not in pattern.host:
+                raise ValueError(f"{where}: host {text!r} is a whole top-level domain; list its hosts")
+            patterns.append(pattern)
+        if header is not None and basic_user is not None:
+            raise ValueError(f"{where}: give either header or basic_user (basic auth is the Authorization header)")
+        if basic_user is not None:
+            if not isinstance(basic_user, str) or not _printable_ascii(basic_user) or ":" in basic_user:
+                raise ValueError(f"{where}: basic_user must be printable ASCII without ':'")
+            template = None
+            display, prefix, suffix = b"Authorization", b"Basic ", b""
+        else:
+            template = header if header is not None else (None if in_body else DEFAULT_HEADER)
+            display = prefix = suffix = None
+            if template is not None:
+                display, prefix, suffix = _parse_template(where, template)
+        put(self, "name", name)
+        put(self, "value", value)
+        put(self, "hosts", hosts)
+        put(self, "header", template)
+        put(self, "basic_user", basic_user)
+        put(self, "in_body", bool(in_body))
+        put(self, "allow_plaintext", bool(allow_plaintext))
+        put(self, "patterns", tuple(patterns))
+        put(self, "header_name", display.lower() if display else None)  # lower-case bytes; None: body only
+        put(self, "_display", display)
+        put(self, "_prefix", prefix)
+        put(self, "_suffix", suffix)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Credential is immutable")
+
+    __delattr__ = __setattr__
+
+    def __repr__(self):
+        how = f"basic_user={self.basic_user!r}" if self.basic_user is not None else f"header={self.header!r}"
+        return (
+            f"Credential(name={self.name!r}, value=<hidden>, hosts={self.hosts!r}, {how}, "
+            f"in_body={self.in_body}, allow_plaintext={self.allow_plaintext})"
+        )
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        raise TypeError("a Credential is not pickled: its value stays in the proxy's memory")
+
+    def bound_by(self, name: str):
+        """The most specific of this credential's patterns covering canonical host `name`, or None."""
+        hits = [p for p in self.patterns if host_in(p, name)]
+        return min(hits, key=_specificity) if hits else None
+
+    def basic_credentials(self, secret: str) -> bytes:
+        """`basic_user:secret`, the text base64-encoded in a Basic Authorization header."""
+        return f"{self.basic_user}:{secret}".encode("ascii")
+
+    def render(self, secret: str | None = None) -> tuple[bytes, bytes]:
+        """The (name, value) header this credential sends, with `secret` (default: the real value)."""
+        if self._display is None:
+            raise ValueError(f"credential {self.name} is sent in request bodies only; it has no header")
+        secret = self.value if secret is None else secret
+        if self.basic_user is not None:
+            middle = _b64(self.basic_credentials(secret))
+        else:
+            middle = secret.encode("ascii")
+        return self._display, self._prefix + middle + self._suffix
+
+
+def _parse_template(where: str, template) -> tuple[bytes, bytes, bytes]:
+    if not isinstance(template, str) or not _printable_ascii(template):
+        raise ValueError(f"{where}: header template must be printable ASCII, as in 'x-api-key: {{value}}'")
+    name, colon, rest = template.partition(":")
+    if not colon or not name or not set(name) <= _TCHAR:
+        raise ValueError(f"{where}: header template {template!r}: expected 'Header-Name: ...{{value}}...'")
+    if name.lower() in FORBIDDEN_HEADERS:
+        raise ValueError(f"{where}: header {name!r} carries framing or routing, not credentials")
+    rest = rest.strip()
+    if rest.count("{value}") != 1:
+        raise ValueError(f"{where}: header template {template!r} needs exactly one '{{value}}'")
+    prefix, _, suffix = rest.partition("{value}")
+    return name.encode("ascii"), prefix.encode("ascii"), suffix.encode("ascii")
+
+
+def _specificity(pattern) -> tuple:
+    # exact names and addresses first, then wildcards with the longest suffix first
+    return (0 if pattern.kind in ("name", "ip") else 1, -len(pattern.host))
+
+
+def new_placeholder(name: str) -> str:
+    """A fresh random stand-in for credential `name`: `corral-ph-<slug>-<32 hex digits>`."""
+    slug = "".join(c if c.isascii() and c.isalnum() else "-" for c in str(name).lower())
+    slug = "-".join(part for part in slug.split("-") if part)[:24].strip("-") or "secret"
+    return f"{PLACEHOLDER_PREFIX}{slug}-{os.urandom(16).hex()}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding placeholders
+# ---------------------------------------------------------------------------------------------
+
+
+def _percent_decode(data: bytes) -> bytes:
+    if b"%" not in data:
+        return data
+    first, *rest = data.split(b"%")
+    out = [first]
+    for part in rest:
+        if len(part) >= 2 and part[0] in _HEX and part[1] in _HEX:
+            out.append(bytes((int(part[:2], 16),)))
+            out.append(part[2:])
+        else:
+            out.append(b"%")
+            out.append(part)
+    return b"".join(out)
+
+
+def base64_fragments(data: bytes) -> tuple[bytes, ...]:
+    """Base64 text that appears in the encoding of anything containing `data`, at each alignment.
+
+    Base64 encodes 3 bytes at a time, so where `data` sits (the length of `user:` before it)
+    decides how it is encoded. For each of the 3 alignments, the whole groups made only of
+    `data`'s bytes encode to the same text whatever surrounds them.
+    """
+    out = []
+    for skip in range(3):
+        whole = data[skip:]
+        whole = whole[: len(whole) - len(whole) % 3]
+        if whole:
+            encoded = _b64(whole)
+            out.append(encoded)
+            out.append(encoded.translate(_URLSAFE))
+    return tuple(dict.fromkeys(out))
+
+
+_forms_cache: dict[str, tuple[bytes, tuple[bytes, ...]]] = {}
+
+
+def _placeholder_forms(placeholder: str) -> tuple[bytes, tuple[bytes, ...]]:
+    """(lower-case raw form, base64 fragments) searched for one placeholder."""
+    forms = _forms_cache.get(placeholder)
+    if forms is None:
+        raw = placeholder.encode("ascii")
+        fragments = tuple(dict.fromkeys(base64_fragments(raw) + base64_fragments(raw.lower())))
+        forms = (raw.lower(), fragments)
+        if len(_forms_cache) < 1024:
+            _forms_cache[placeholder] = forms
+    return forms
+
+
+def _search_spaces(data: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """(texts to search case-insensitively, texts to search as-is) derived from `data`."""
+    once = _percent_decode(data)
+    twice = _percent_decode(once)
+    exact = tuple(dict.fromkeys((data, once, twice)))
+    return tuple(t.lower() for t in exact), exact
+
+
+def find_placeholders(data: bytes, known: dict) -> list:
+    """The credentials (values of `known`, placeholder -> Credential) whose placeholder `data` carries.
+
+    Raw, in any letter case, percent-encoded (once or twice) and base64-encoded (at any
+    alignment, standard or URL-safe, also inside percent-encoding). Each credential once,
+    in `known`'s order.
+    """
+    if not data or not known:
+        return []
+    lowered, exact = _search_spaces(bytes(data))
+    found = []
+    for placeholder, cred in known.items():
+        raw, fragments = _placeholder_forms(placeholder)
+        if any(raw in text for text in lowered) or any(f in text for f in fragments for text in exact):
+            if cred not in found:
+                found.append(cred)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming replacement
+# ---------------------------------------------------------------------------------------------
+
+
+class StreamReplacer:
+    """Replaces byte strings in a stream, also across chunk boundaries.
+
+    Keeps back the last len(longest)-1 bytes of what it has seen (a match may start there);
+    `flush()` at the end returns them, replaced. Earliest match first; at one position the
+    longest. Its repr never shows what it replaces.
+    """
+
+    __slots__ = ("_pairs", "_keep", "_tail")
+
+    def __init__(self, pairs):
+        self._pairs = tuple((old, new) for old, new in dict(pairs).items() if old)
+        self._keep = max((len(old) for old, _ in self._pairs), default=1) - 1
+        self._tail = b""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({len(self._pairs)} patterns, {len(self._tail)} bytes held)"
+
+    def _next(self, buf: bytes, start: int):
+        best = None
+        for old, new in self._pairs:
+            pos = buf.find(old, start)
+            if pos != -1 and (best is None or pos < best[0] or (pos == best[0] and len(old) > len(best[1]))):
+                best = (pos, old, new)
+        return best
+
+    def _run(self, buf: bytes, final: bool) -> bytes:
+        keep_from = len(buf) if final else max(0, len(buf) - self._keep)
+        out, i = [], 0
+        while True:
+            hit = self._next(buf, i)
+            if hit is None or hit[0] >= keep_from:
+                break
+            pos, old, new = hit
+            out.append(buf[i:pos])
+            out.append(new)
+            i = pos + len(old)
+        cut = max(i, keep_from)
+        out.append(buf[i:cut])
+        self._tail = buf[cut:]
+        return b"".join(out)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The replaced bytes that are safe to send now (possibly fewer than were fed)."""
+        if not self._pairs:
+            return bytes(chunk)
+        return self._run(self._tail + bytes(chunk), final=False)
+
+    def flush(self) -> bytes:
+        """The rest, at the end of the stream."""
+        return self._run(self._tail, final=True) if self._pairs else b""
+
+
+class StreamRedactor(StreamReplacer):
+    """A StreamReplacer from real values (and their encodings) back to placeholders."""
+
+    __slots__ = ()
+
+
+# ---------------------------------------------------------------------------------------------
+# The injector
+# ---------------------------------------------------------------------------------------------
+
+
+@frozen
+class InjectResult:
+    headers: list  # the headers to send: (name, value) bytes pairs; may hold real values
+    action: str  # "forward" or "block"
+    reason: str  # never a secret value
+    injected: tuple = ()  # names of the credentials put into the headers
+    exfiltration: bool = False  # a placeholder was on its way to a host it is not bound to
+    substitute_body: bool = False  # stream the body through Injector.body_substituter(host)
+    status: int = 200  # for "block": the status to answer the client with (403, 405 or 400)
+
+    @property
+    def blocked(self) -> bool:
+        return self.action == "block"
+
+
+def _result_repr(self) -> str:
+    names = [n.decode("latin-1") for n, _ in self.headers]
+    return (
+        f"InjectResult(headers=<{len(names)} headers: {', '.join(names)}>, action={self.action!r}, "
+        f"reason={self.reason!r}, injected={self.injected!r}, exfiltration={self.exfiltration}, "
+        f"substitute_body={self.substitute_body}, status={self.status})"
+    )
+
+
+InjectResult.__repr__ = _result_repr  # headers may hold real values: names only
+
+
+def _block(headers, reason: str, status: int = 403, exfiltration: bool = False) -> InjectResult:
+    return InjectResult(list(headers), "block", reason, (), exfiltration, False, status)
+
+
+def _substitute(value: bytes, placeholder: bytes, secret: bytes) -> bytes | None:
+    """`value` with the placeholder swapped for the secret, raw or inside `Basic <base64>`; None if absent."""
+    if placeholder in value:
+        return value.replace(placeholder, secret)
+    scheme, _, encoded = value.strip().partition(b" ")
+    if scheme.lower() == b"basic" and encoded:
+        try:
+            decoded = binascii.a2b_base64(encoded.strip(), strict_mode=True)
+        except (binascii.Error, ValueError):
+            return None
+        if placeholder in decoded:
+            return scheme + b" " + _b64(decoded.replace(placeholder, secret))
+    return None
+
+
+class Injector:
+    """Swaps placeholders for real values in requests to bound hosts, and back in responses.
+
+    `bindings`: placeholder -> Credential, one placeholder per credential.
+    """
+
+    __slots__ = ("_bindings", "_placeholder", "_redactions")
+
+    def __init__(self, bindings: dict):
+        names, creds, placeholder_of = set(), [], {}
+        for placeholder, cred in dict(bindings).items():
+            if not isinstance(cred, Credential):
+                raise ValueError(f"binding for a placeholder: expected a Credential, got {type(cred).__name__}")
+            if not isinstance(placeholder, str) or len(placeholder) < MIN_PLACEHOLDER_LENGTH or not (
+                set(placeholder) <= _PLACEHOLDER_CHARS
+            ):
+                raise ValueError(
+                    f"credential {cred.name}: a placeholder is at least {MIN_PLACEHOLDER_LENGTH} characters "
+                    "of A-Z a-z 0-9 - . _ ~ (use new_placeholder)"
+                )
+            if cred.name in names:
+                raise ValueError(f"credential {cred.name}: bound twice (one placeholder per credential)")
+            if placeholder in cred.value or cred.value in placeholder:
+                raise ValueError(f"credential {cred.name}: the placeholder and the value overlap")
+            names.add(cred.name)
+            creds.append(cred)
+            placeholder_of[cred.name] = placeholder
+        _check_conflicts(creds)
+        put = object.__setattr__
+        put(self, "_bindings", dict(bindings))
+        put(self, "_placeholder", placeholder_of)
+        put(self, "_redactions", _redaction_pairs(creds, placeholder_of))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Injector is immutable")
+
+    def __repr__(self):
+        return f"Injector({sorted(self._placeholder)})"
+
+    def bound(self, host: str) -> list:
+        """Credentials bound to `host`, most specifically bound first."""
+        try:
+            name = normalize_host(host)
+        except ValueError:
+            return []
+        hits = [(c.bound_by(name), i, c) for i, c in enumerate(self._bindings.values())]
+        hits = sorted((h for h in hits if h[0] is not None), key=lambda h: (_specificity(h[0]), h[1]))
+        return [c for _, _, c in hits]
+
+    def prepare_request(self, method, host, scheme_is_tls, headers, body_prefix=None, *, target=b"") -> InjectResult:
+        """The headers to send upstream, or why the request is blocked (see the module docstring).
+
+        `target`: the request target (path and query), searched for placeholders too;
+        `body_prefix`: as much of the body as the caller has read (only that is searched).
+        """
+        headers = [(bytes(n), bytes(v)) for n, v in headers]
+        why = refuse_method(method)
+        if why is not None:
+            return _block(headers, f"{method} is refused: {why}", 405)
+        try:
+            name = normalize_host(host)
+        except ValueError as exc:
+            return _block(headers, f"invalid host {host!r}: {exc}", 400)
+        bound = self.bound(name)
+        bound_names = {c.name for c in bound}
+        if isinstance(target, str):
+            target = target.encode("latin-1", "replace")
+        carried = b"\r\n".join([target or b"", *(n + b": " + v for n, v in headers), body_prefix or b""])
+        foreign = [c for c in find_placeholders(carried, self._bindings) if c.name not in bound_names]
+        if foreign:
+            listed = ", ".join(f"{c.name} (bound to {', '.join(c.hosts)})" for c in foreign)
+            return _block(
+                headers,
+                f"request to {name} carries the placeholder of credential {listed}: blocked as an exfiltration attempt",
+                403,
+                exfiltration=True,
+            )
+        if not bound:
+            return InjectResult(headers, "forward", f"no credential is bound to {name}")
+        if not scheme_is_tls:
+            plain = [c.name for c in bound if not c.allow_plaintext]
+            if plain:
+                return _block(
+                    headers,
+                    f"would send credential {', '.join(plain)} in plaintext to {name}: use https "
+                    "(or set allow_plaintext on the credential)",
+                    403,
+                )
+        injected = []
+        done: set[bytes] = set()
+        for cred in bound:
+            if cred.header_name is None or cred.header_name in done:
+                continue
+            done.add(cred.header_name)
+            candidates = [c for c in bound if c.header_name == cred.header_name]
+            headers, used = self._inject(headers, cred.header_name, candidates)
+            injected.append(used)
+        body = any(c.in_body for c in bound)
+        what = ", ".join(injected) if injected else "none in headers"
+        return InjectResult(headers, "forward", f"credentials for {name}: {what}", tuple(injected), False, body)
+
+    def _inject(self, headers: list, header_name: bytes, candidates: list) -> tuple[list, str]:
+        at, sent = None, None
+        kept = []
+        for n, v in headers:
+            if n.strip().lower() != header_name:
+                kept.append((n, v))
+                continue
+            if at is None:
+                at = len(kept)
+            for cred in candidates:
+                if sent is None:
+                    swapped = _substitute(v, self._placeholder[cred.name].encode("ascii"), cred.value.encode("ascii"))
+                    if swapped is not None:
+                        sent = (cred, (n, swapped))
+        if sent is None:
+            cred = candidates[0]
+            sent = (cred, cred.render())
+        kept.insert(len(kept) if at is None else at, sent[1])
+        return kept, sent[0].name
+
+    def body_substituter(self, host: str) -> StreamReplacer | None:
+        """Placeholder -> value in a request body to `host`, for its `in_body` credentials; None if none."""
+        pairs = [
+            (self._placeholder[c.name].encode("ascii"), c.value.encode("ascii")) for c in self.bound(host) if c.in_body
+        ]
+        return StreamReplacer(pairs) if pairs else None
+
+    def redactor(self) -> StreamRedactor:
+        """A fresh stream redactor for one response body."""
+        return StreamRedactor(self._redactions)
+
+    def redact(self, data: bytes) -> bytes:
+        """`data` with every real value (and its encodings) replaced by its placeholder."""
+        r = self.redactor()
+        return r.feed(data) + r.flush()
+
+    def redact_headers(self, headers) -> list:
+        """Response headers with every real value replaced by its placeholder."""
+        return [(bytes(n), self.redact(bytes(v))) for n, v in headers]
+
+
+def _check_conflicts(creds: list) -> None:
+    """Two credentials may not send the same header to the same host pattern."""
+    seen: dict[tuple, str] = {}
+    for cred in creds:
+        if cred.header_name is None:
+            continue
+        for pattern in cred.patterns:
+            key = (cred.header_name, pattern.kind, pattern.host)
+            other = seen.setdefault(key, cred.name)
+            if other != cred.name:
+                raise ValueError(
+                    f"credentials {other} and {cred.name} both send header "
+                    f"{cred.header_name.decode()!r} to {pattern.text!r}; bind them to different hosts"
+                )
+
+
+def _redaction_pairs(creds: list, placeholder_of: dict) -> tuple:
+    """(real form, placeholder form) for every form a response may echo a value in."""
+    pairs = {}
+    for cred in creds:
+        value, ph = cred.value.encode("ascii"), placeholder_of[cred.name].encode("ascii")
+        forms = [(value, ph), (_b64(value), _b64(ph)), (_b64(value, True), _b64(ph, True))]
+        quoted = _percent_encode(value)
+        if quoted != value:
+            forms.append((quoted, ph))
+        if cred.basic_user is not None:
+            real, fake = cred.basic_credentials(cred.value), cred.basic_credentials(placeholder_of[cred.name])
+            forms += [(_b64(real), _b64(fake)), (_b64(real, True), _b64(fake, True))]
+        for old, new in forms:
+            pairs.setdefault(old, new)
+    return tuple(pairs.items())
+
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _percent_encode(data: bytes) -> bytes:
+    return b"".join(bytes((b,)) if b in _UNRESERVED else b"%%%02X" % b for b in data)
