@@ -238,7 +238,7 @@ def cmd_run(args: list[str]) -> int:
         from .sandbox.launch import run_foreground
 
         tty = True if opts.tty else False if opts.no_tty else None
-        status = run_foreground(plan, tty=tty, network=namespaces, report_blocked=report)
+        status = run_foreground(plan, tty=tty, namespaces=namespaces, report_blocked=report)
     finally:
         if namespaces is not None:
             namespaces.close()

@@ -51,9 +51,9 @@ class Run:
     reports the pid with `started()`, and calls `finish()` with the exit status.
     """
 
-    def __init__(self, plan: Plan, network=None):
+    def __init__(self, plan: Plan, namespaces=None):
         self.plan = plan
-        self.network = network  # a NamespaceSession when the plan needs corral's namespaces
+        self.namespaces = namespaces  # a NamespaceSession when the plan needs corral's namespaces
         self.run_info = None
         self.cleanup = Cleanup(plan)
         self.pid = 0
@@ -94,10 +94,10 @@ class Run:
         ids = None
         ws = self.plan.workspace
         needs_namespaces = self.plan.network is not None or (ws is not None and ws.mode == "overlay")
-        if needs_namespaces and self.network is None:
+        if needs_namespaces and self.namespaces is None:
             self.abort()
             raise SetupError("this plan needs corral's namespaces (network proxy or overlay), none were given")
-        if self.network is not None:
+        if self.namespaces is not None:
             # bwrap starts inside corral's user namespace, where the launching user is mapped
             # differently: tell it which ids the command must see.
             run_as = self.plan.run_as if os.geteuid() == 0 else None
@@ -105,7 +105,7 @@ class Run:
         if self.plan.network is not None:
             from ..proxy.runs import describe_command
 
-            self.run_info = self.network.add_run(self.plan, describe_command(self.plan.argv))
+            self.run_info = self.namespaces.add_run(self.plan, describe_command(self.plan.argv))
         argv = bwrap_argv(self.plan, seccomp_fd=seccomp_r, status_fd=status_w, new_session=new_session,
                           data_fds=data_fds, ids=ids)
         argv[0] = exe
@@ -117,16 +117,16 @@ class Run:
         return paths_to_deny(self.plan.workspace.path, os.path.expanduser("~"), content="full")
 
     def blocked_summary(self) -> str:
-        if self.run_info is None or self.network is None:
+        if self.run_info is None or self.namespaces is None:
             return ""
-        return self.network.blocked_summary(self.run_info)
+        return self.namespaces.blocked_summary(self.run_info)
 
     def started(self, pid: int) -> None:
         self.pid = pid
         self._close_pass_fds()
         self._tell_reaper(f"bwrap {pid}\n")
-        if self.network is not None:
-            self.network.start()
+        if self.namespaces is not None:
+            self.namespaces.start()
 
     def finish(self, status: int, report=stderr_report) -> int:
         """`status` is the exit status as the shell reports it (128+N for signal N)."""
@@ -209,15 +209,15 @@ class Run:
             self.reaper_pid = 0
 
 
-def run_foreground(plan: Plan, tty: bool | None = None, network=None, report_blocked=None) -> int:
+def run_foreground(plan: Plan, tty: bool | None = None, namespaces=None, report_blocked=None) -> int:
     """The CLI's way to run: inherit stdio (or relay a pty), forward signals, return status.
-    `network`: the NamespaceSession serving this run when plan.network is set."""
+    `namespaces`: the NamespaceSession serving this run (network proxy, overlay), if any."""
     if tty is None:
         try:
             tty = os.isatty(0) and os.isatty(1)
         except OSError:
             tty = False
-    run = Run(plan, network)
+    run = Run(plan, namespaces)
     argv = run.prepare(new_session=not tty)
     master = slave = None
     try:
@@ -227,7 +227,7 @@ def run_foreground(plan: Plan, tty: bool | None = None, network=None, report_blo
             master, slave = os.openpty()
             copy_winsize(master)
         pid = _spawn(argv, dict(plan.env), run.pass_fds, plan.run_as if os.geteuid() == 0 else None, slave,
-                     network.ns if network is not None else None)
+                     namespaces.ns if namespaces is not None else None)
         run.started(pid)
         if slave is not None:
             os.close(slave)
@@ -269,7 +269,7 @@ def _pipe_with(data: bytes) -> int:
 
 def _spawn(argv: list[str], env: dict[str, str], pass_fds, run_as, tty_slave, ns=None) -> int:
     """fork/exec bwrap with only stdio and `pass_fds` open; errors come back on a pipe.
-    With `ns`, bwrap starts inside corral's network namespace."""
+    With `ns`, bwrap starts inside corral's namespaces (user, and network and/or mount)."""
     if ns is not None:
         from .netns import enter, load_libc
 
