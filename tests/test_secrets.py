@@ -656,3 +656,14 @@ def test_classify_name_without_regex_agrees_with_the_regex():
                 got = match
                 break
         assert got == expected, name
+
+
+def test_hard_links_of_a_secret_are_findings(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / ".env").write_text("PASSWORD=hunter2hunter2\n")
+    os.link(tmp_path / ".env", tmp_path / "sub" / "copy.txt")
+    (tmp_path / "free.txt").write_text("x\n")
+    os.link(tmp_path / "free.txt", tmp_path / "free-link.txt")  # a link to nothing secret
+    result = secretscan.scan_tree(str(tmp_path), cache=False)
+    by_path = {os.path.relpath(f.path, os.path.realpath(tmp_path)): f.kind for f in result.findings}
+    assert by_path == {".env": "dotenv", "sub/copy.txt": "hard-link"}

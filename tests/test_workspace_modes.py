@@ -223,3 +223,11 @@ def test_corral_state_and_caches_stay_read_only_with_a_writable_home(launcher, w
     p = helpers.run(launcher, ["run", "--allow-write", str(ws.base), "-c", script], ws.proj, env_extra=env)
     assert p.stdout.splitlines() == ["rc=1", "rc=1", "rc=0"], out_of(p)
     assert not os.path.exists(env["XDG_CACHE_HOME"] + "/corral/scan/forged.json")
+
+
+def test_hard_links_to_secret_files_are_denied_too(launcher, ws):
+    ws.write(".env", "PASSWORD=hunter2hunter2\n")  # a name rule, no recognisable token
+    os.link(ws.proj / ".env", ws.proj / "src" / "notes.txt")
+    ws.write("plain.txt", "PASSWORD=hunter2hunter2\n")  # same text, but its own file
+    p = _run(ws, "cat src/notes.txt || echo denied; cat plain.txt")
+    assert p.stdout.splitlines() == ["denied", "PASSWORD=hunter2hunter2"], out_of(p)

@@ -234,6 +234,8 @@ def _walk(root: str, *, content: bool, cache: bool, max_bytes: int, details: boo
         old = _load_cache(cpath, root, tag)
     changed = False
     seen = files_seen = reads = large = 0
+    links: dict[tuple[int, int], list[str]] = {}  # (dev, inode) -> paths, for files with nlink > 1
+    secret_inodes: set[tuple[int, int]] = set()
     match_names = secrets.match_names
     dir_rules = secrets.DIR_RULES
     scan_text = secrets.scan_text
@@ -283,6 +285,10 @@ def _walk(root: str, *, content: bool, cache: bool, max_bytes: int, details: boo
                 f = _named_finding(path, rule, reader, max_bytes, st.st_mode & _S_IFMT == _S_IFLNK)
                 if f is not None:
                     findings.append(f)
+                    if f.secret and st.st_nlink > 1:
+                        secret_inodes.add((st.st_dev, st.st_ino))
+                if st.st_nlink > 1:
+                    links.setdefault((st.st_dev, st.st_ino), []).append(path)
         if not content or not read_here:
             continue
         for name in names:
@@ -295,6 +301,8 @@ def _walk(root: str, *, content: bool, cache: bool, max_bytes: int, details: boo
                 continue
             if st.st_mode & _S_IFMT != _S_IFREG:
                 continue
+            if st.st_nlink > 1:  # another name for the same data may be a secret's
+                links.setdefault((st.st_dev, st.st_ino), []).append(path)
             size = st.st_size
             if size == 0:
                 continue
@@ -317,6 +325,8 @@ def _walk(root: str, *, content: bool, cache: bool, max_bytes: int, details: boo
                     if not details:
                         new[key] = entry
                         findings.extend(Finding(path, k, "", "content") for k in verdict)
+                        if st.st_nlink > 1:
+                            secret_inodes.add((st.st_dev, st.st_ino))
                         continue
             n = reader.read(path, size)
             if n is None:
@@ -331,6 +341,8 @@ def _walk(root: str, *, content: bool, cache: bool, max_bytes: int, details: boo
             if matches:
                 found = _content_finding(path, matches)
                 findings.extend(found)
+                if st.st_nlink > 1:
+                    secret_inodes.add((st.st_dev, st.st_ino))
                 verdict = content_secrets[key] = sorted({f.kind for f in found})
             if mt < racy and ct < racy:
                 value = [size, mt, ct, ino, verdict]
@@ -345,6 +357,13 @@ def _walk(root: str, *, content: bool, cache: bool, max_bytes: int, details: boo
             _save_cache(cpath, root, tag, {"files": new})
             if not content_skip:  # a partial walk must not erase what a full scan recorded
                 _save_cache(spath, root, tag, {"secrets": content_secrets})
+    # Hard links: every name of a secret's data is a secret (`ln .env notes.txt`).
+    found_paths = {f.path for f in findings}
+    for inode in secret_inodes:
+        for path in links.get(inode, ()):
+            if path not in found_paths:
+                findings.append(Finding(path, "hard-link", "another name (hard link) of a secret file", "name"))
+                found_paths.add(path)
     findings.sort(key=lambda f: (f.path, f.kind))
     return ScanResult(root, tuple(findings), files_seen, time.perf_counter() - t0, reads, large,
                       tuple(unreadable))
