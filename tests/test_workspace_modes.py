@@ -231,3 +231,13 @@ def test_hard_links_to_secret_files_are_denied_too(launcher, ws):
     ws.write("plain.txt", "PASSWORD=hunter2hunter2\n")  # same text, but its own file
     p = _run(ws, "cat src/notes.txt || echo denied; cat plain.txt")
     assert p.stdout.splitlines() == ["denied", "PASSWORD=hunter2hunter2"], out_of(p)
+
+
+def test_launched_from_root_nothing_is_writable(launcher, ws):
+    # From "/" the working directory is the whole system: the default grants no writes (and
+    # does not walk the whole filesystem for secrets).
+    target = ws.outside / "from-root.txt"
+    p = helpers.run(launcher, ["run", "--", "sh", "-c", f"echo x > {target}; echo rc=$?; pwd"], "/",
+                    env_extra=_state(ws), timeout=60)
+    assert p.stdout.splitlines() == ["rc=2", "/"], out_of(p)
+    assert not target.exists()

@@ -36,8 +36,9 @@ def credential_paths(ctx: LaunchContext) -> list[str]:
 
 def default_policy(ctx: LaunchContext) -> Policy:
     """No network, writes only to the working directory (and the private TMPDIR every run
-    gets), reads denied on the credential locations above."""
-    return Policy(
-        filesystem=FilesystemPolicy(allow_write=(PathRule(ctx.cwd, False, BUILTIN),)),
-        sources=(),
-    )
+    gets), reads denied on the credential locations above. Launched from `/`, the working
+    directory is the whole system: nothing is writable then (grant paths explicitly)."""
+    import os
+
+    writable = () if os.path.realpath(ctx.cwd) == "/" else (PathRule(ctx.cwd, False, BUILTIN),)
+    return Policy(filesystem=FilesystemPolicy(allow_write=writable), sources=())

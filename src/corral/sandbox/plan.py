@@ -106,10 +106,12 @@ class HostFS:
     def lexists(self, path: str) -> bool:
         return os.path.lexists(path)
 
-    def secret_files(self, workspace: str, home: str, content: str = "full") -> list[str]:
+    def secret_files(self, workspace: str | None, home: str, content: str = "full") -> list[str]:
         """Secret files to deny: found in the workspace (any depth) and the home locations."""
-        from ..workspace.secretscan import paths_to_deny
+        from ..workspace.secretscan import home_findings, paths_to_deny
 
+        if workspace is None:
+            return sorted({f.path for f in home_findings(home) if f.secret})
         return paths_to_deny(workspace, home, content=content)
 
     def shared_placeholder(self, path: str) -> bool:
@@ -248,7 +250,9 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     if fsp.deny_credentials:
         deny_read.extend((p, "credential location (deny_credentials)") for p in credential_paths(ctx))
     if fsp.deny_secrets and mode != "tmpfs":
-        for p in fs.secret_files(cwd, ctx.home, "cached" if fsp.deny_secrets == "names" else "full"):
+        # From `/` the "workspace" is the whole system: only the home locations are checked.
+        scan_root = cwd if cwd != "/" else None
+        for p in fs.secret_files(scan_root, ctx.home, "cached" if fsp.deny_secrets == "names" else "full"):
             if mode == "copy" and _under(p, cwd):
                 continue  # never copied into the staging copy in the first place
             deny_read.append((p, "secret file found by `corral scan` (deny_secrets)"))
