@@ -149,3 +149,17 @@ def test_namespace_without_transparent_mode_has_only_the_proxy_listeners(monkeyp
         assert {s.getsockname() for s in ns.listeners.values()} == {("127.0.0.1", 3128), ("127.0.0.1", 1080)}
     finally:
         ns.close()
+
+
+def test_strict_allowlist_refuses_run_time_allowances(tmp_path):
+    from corral import Policy, Sandbox
+    from corral.errors import PolicyError
+
+    policy = Policy.from_srt({"network": {"allowedDomains": ["example.com"], "deniedDomains": [],
+                                          "strictAllowlist": True},
+                              "filesystem": {"denyRead": [], "allowWrite": [], "denyWrite": []}}, cwd=str(tmp_path))
+    sb = Sandbox(policy, cwd=str(tmp_path))
+    with pytest.raises(PolicyError, match="strict_allowlist"):
+        sb.allow_domain("other.example.org")
+    assert sb.policy.network.allowed_domains == ("example.com",)
+    sb.close()

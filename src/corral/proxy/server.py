@@ -32,10 +32,9 @@ class Proxy:
     """Serves listeners on its own event loop (in a thread, or in the caller's)."""
 
     def __init__(self, rules, audit: AuditLog | None = None, host_addresses=(), parent_proxy=None,
-                 synthetic=None, strict: bool = False):
+                 synthetic=None):
         self.dialer = Dialer(rules, host_addresses, parent_proxy)
         self.audit = audit or AuditLog(None)
-        self.strict = strict
         self.synthetic = synthetic
         self.runs: dict[str, RunInfo] = {}  # by user name
         self.default_run: RunInfo | None = None

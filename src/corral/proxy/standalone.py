@@ -59,7 +59,7 @@ def serve(spec: str, net, audit_path: str | None) -> int:
     sock = listener(spec)
     path = audit_path if audit_path is not None else (default_path() if net.audit_log is None else net.audit_log)
     proxy = Proxy(rules, AuditLog(path or None), host_addresses=list(_ips(interface_addresses())),
-                  parent_proxy=net.parent_proxy, strict=net.strict_allowlist)
+                  parent_proxy=net.parent_proxy)
     sys.stderr.write(f"corral proxy: listening on {spec} (HTTP, CONNECT, SOCKS5); "
                      f"{len(rules.allowed)} allowed, {len(rules.denied)} denied entries\n")
 

@@ -131,7 +131,7 @@ class NamespaceSession:
     def _make_proxy(self):
         from ..proxy.server import Proxy
 
-        self.proxy = Proxy(self.rules, parent_proxy=self.policy.parent_proxy, strict=self.policy.strict_allowlist)
+        self.proxy = Proxy(self.rules, parent_proxy=self.policy.parent_proxy)
         return self.proxy
 
     def add_run(self, plan, command: str):
@@ -150,6 +150,8 @@ class NamespaceSession:
             self.proxy.remove_run(info)
 
     def allow(self, patterns) -> None:
+        if self.policy is not None and self.policy.strict_allowlist:
+            raise PolicyError("<api>", "network.strict_allowlist", True, "run-time allowances are refused")
         self._change(lambda r: r.with_allowed(patterns))
 
     def deny(self, patterns) -> None:
