@@ -367,6 +367,14 @@ def _compile_addresses(entries) -> tuple[tuple[str, IPv4Network | IPv6Network], 
     return tuple(nets)
 
 
+def _normalized(host: str):
+    """The canonical host, or the refusal of an invalid one."""
+    try:
+        return normalize_host(host)
+    except ValueError as exc:
+        return Decision(False, "", f"invalid host {host!r}: {exc}", BAD_HOST)
+
+
 def _where(name: str, ip, port) -> str:
     return f"[{name}]:{port}" if ip is not None and ip.version == 6 else f"{name}:{port}"
 
@@ -446,20 +454,13 @@ class Rules:
 
     def decide(self, host: str, port: int) -> Decision:
         """The decision on a name or IP literal, before any DNS lookup."""
-        try:
-            name = normalize_host(host)
-        except ValueError as exc:
-            return Decision(False, "", f"invalid host {host!r}: {exc}", BAD_HOST)
+        name = _normalized(host)
+        if isinstance(name, Decision):
+            return name
         if type(port) is not int or not 1 <= port <= 65535:
             return Decision(False, "", f"invalid port {port!r}", BAD_HOST)
         ip = parse_ip(name)
-        hit = self._deny.match(name, ip, port)
-        if hit is not None:
-            return Decision(False, hit.text, self._deny_reason(hit), DENY_RULE)
-        hit = self._allow.match(name, ip, port)
-        if hit is not None:
-            return Decision(True, hit.text, f"allowed by allowedDomains entry {hit.text!r}", ALLOW)
-        return Decision(False, "", f"{_where(name, ip, port)} is not in allowedDomains", NOT_ALLOWED)
+        return self._judge(name, ip, port, port)
 
     def decide_name(self, host: str) -> Decision:
         """Whether `host` may be reached on some port (for DNS answers, before any port is known).
@@ -467,18 +468,21 @@ class Rules:
         A deny entry with a port does not deny the name on every port, so it does not count;
         an allow entry counts whatever its port. `decide` still judges each connection.
         """
-        try:
-            name = normalize_host(host)
-        except ValueError as exc:
-            return Decision(False, "", f"invalid host {host!r}: {exc}", BAD_HOST)
-        ip = parse_ip(name)
-        hit = self._deny.match(name, ip, None)
+        name = _normalized(host)
+        if isinstance(name, Decision):
+            return name
+        return self._judge(name, parse_ip(name), None, _ANY_PORT)
+
+    def _judge(self, name: str, ip, deny_port, allow_port) -> Decision:
+        """Deny beats allow. A refusal names the port only when one was asked about."""
+        hit = self._deny.match(name, ip, deny_port)
         if hit is not None:
             return Decision(False, hit.text, self._deny_reason(hit), DENY_RULE)
-        hit = self._allow.match(name, ip, _ANY_PORT)
+        hit = self._allow.match(name, ip, allow_port)
         if hit is not None:
             return Decision(True, hit.text, f"allowed by allowedDomains entry {hit.text!r}", ALLOW)
-        return Decision(False, "", f"{name} is not in allowedDomains", NOT_ALLOWED)
+        where = _where(name, ip, deny_port) if deny_port is not None else name
+        return Decision(False, "", f"{where} is not in allowedDomains", NOT_ALLOWED)
 
     def check_resolved(self, host: str, port: int, addrs, host_addrs=frozenset()) -> Decision:
         """The decision on dialing `addrs`, the addresses `host` resolved to (or the literal itself).
