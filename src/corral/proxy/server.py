@@ -232,15 +232,20 @@ class Proxy:
             self.record(run, proto="transparent", host=host, port=port, decision="error", reason=str(f))
             _reset(client)
             return
+        await self.tunnel(run, "transparent", client, upstream, b"", host, port, address, rule, start)
+
+    async def tunnel(self, run, proto: str, client, upstream, first: bytes, host: str, port: int,
+                     address: str, rule: str, start: float) -> None:
+        """Relay an allowed connection until both sides are done, close the upstream, and
+        audit it. `first`: bytes the client sent before the tunnel was set up."""
         from .relay import relay
 
         try:
-            up, down = await relay(client, upstream, idle_timeout=IDLE_TIMEOUT)
+            up, down = await relay(client, upstream, a_first=first, idle_timeout=IDLE_TIMEOUT)
         finally:
             upstream.close()
-        self.record(run, proto="transparent", host=host, port=port, address=address, decision="allow",
-                    rule=rule, up=up, down=down,
-                    ms=int((time.monotonic() - start) * 1000))
+        self.record(run, proto=proto, host=host, port=port, address=address, decision="allow",
+                    rule=rule, up=up, down=down, ms=int((time.monotonic() - start) * 1000))
 
     # -- summary ----------------------------------------------------------------------------------
     def blocked_summary(self, run: RunInfo) -> str:
@@ -573,15 +578,11 @@ class HttpSession:
         try:
             await self._send(self.client, self.conn.send(h11.Response(status_code=200, headers=[],
                                                                        reason=b"Connection established")))
-            leftover, _closed = self.conn.trailing_data
-            from .relay import relay
-
-            up, down = await relay(self.client, upstream, a_first=bytes(leftover), idle_timeout=IDLE_TIMEOUT)
-        finally:
+        except BaseException:
             upstream.close()
-        proxy.record(run, proto="connect", host=host, port=port, address=address, decision="allow",
-                     rule=rule, up=up, down=down,
-                     ms=int((time.monotonic() - start) * 1000))
+            raise
+        leftover, _closed = self.conn.trailing_data
+        await proxy.tunnel(run, "connect", self.client, upstream, bytes(leftover), host, port, address, rule, start)
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -70,12 +70,7 @@ async def _connect(proxy, loop, client, server, run, request) -> None:
         bound = upstream.getsockname()
         server.reply(socks.SUCCEEDED, ("0.0.0.0", 0) if ":" in bound[0] else (bound[0], bound[1]))
         await loop.sock_sendall(client, server.data_to_send())
-        from .relay import relay
-        from .server import IDLE_TIMEOUT
-
-        up, down = await relay(client, upstream, a_first=server.leftover, idle_timeout=IDLE_TIMEOUT)
-    finally:
+    except BaseException:
         upstream.close()
-    proxy.record(run, proto="socks5", host=host, port=port, address=address, decision="allow",
-                 rule=rule, up=up, down=down,
-                 ms=int((time.monotonic() - start) * 1000))
+        raise
+    await proxy.tunnel(run, "socks5", client, upstream, server.leftover, host, port, address, rule, start)
