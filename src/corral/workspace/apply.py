@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from ..errors import CorralError, UsageError
 from . import protected
 from .changes import Change, ftype, is_opaque, list_changes, perm, sha256_file
+from .sessions import fsync_dir
 
 JOURNAL_VERSION = 1
 CRASH_ENV = "CORRAL_APPLY_CRASH_AFTER"
@@ -542,7 +543,7 @@ class _Journal:
         finally:
             os.close(fd)
         os.replace(tmp, session.journal)
-        _fsync_dir(session.dir)
+        fsync_dir(session.dir)
         return cls(session.journal, jid, ops, set())
 
     @classmethod
@@ -584,15 +585,7 @@ class _Journal:
 
     def remove(self, session) -> None:
         os.unlink(self.path)
-        _fsync_dir(session.dir)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(session.dir)
 
 
 class _CrashHook:

@@ -159,7 +159,7 @@ def _create(root: str, name: str, workspace: str) -> None:
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise
         else:
-            _fsync_dir(root)
+            fsync_dir(root)
     finally:
         if os.path.lexists(tmp):
             import shutil
@@ -254,7 +254,8 @@ def _write_json(path: str, data) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a rename or unlink in `path` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
