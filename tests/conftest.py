@@ -60,3 +60,23 @@ def quarantine_cleanup(launcher):
         if p.startswith(root + "/"):
             run_dir = os.path.join(root, p[len(root) + 1:].split("/")[0])
             helpers.rmtree(run_dir)
+
+
+@pytest.fixture
+def server():
+    """A threaded HTTP server on 127.0.0.1 recording what it was asked (test_network.Server)."""
+    from test_network import Server
+
+    s = Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def other():
+    """A second server that the tests never allow: it must never see a request."""
+    from test_network import Server
+
+    s = Server()
+    yield s
+    s.close()

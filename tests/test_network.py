@@ -106,19 +106,7 @@ class Server:
         self.httpd.server_close()
 
 
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def other():
-    """A second server that the tests never allow: it must never see a request."""
-    s = Server()
-    yield s
-    s.close()
+# The `server` and `other` fixtures (instances of Server) live in conftest.py.
 
 
 # ---------------------------------------------------------------------------------------

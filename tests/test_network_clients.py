@@ -26,22 +26,10 @@ from pathlib import Path
 import pytest
 
 import helpers
-from test_network import PY, Server, audit, net_run, out_of, py_run, results, state_dir
+from test_network import PY, audit, net_run, out_of, py_run, results, state_dir
 from test_network import curl as _curl
 
 
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def other():
-    s = Server()
-    yield s
-    s.close()
 
 
 def _state(ws) -> Path:
