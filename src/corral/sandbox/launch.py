@@ -72,7 +72,7 @@ class Run:
             from ..workspace.staging import build_copy
 
             try:
-                build_copy(ws.path, ws.staging, set(self._secret_paths()))
+                build_copy(ws.path, ws.staging, set(ws.left_out))
             except OSError as exc:
                 from ..workspace.staging import remove_copy
 
@@ -110,11 +110,6 @@ class Run:
                           data_fds=data_fds, ids=ids)
         argv[0] = exe
         return argv
-
-    def _secret_paths(self) -> list[str]:
-        from ..workspace.secretscan import paths_to_deny
-
-        return paths_to_deny(self.plan.workspace.path, os.path.expanduser("~"), content="full")
 
     def blocked_summary(self) -> str:
         if self.run_info is None or self.namespaces is None:

@@ -9,7 +9,7 @@ hidden (tmpfs) directories are made read-only only after everything inside them 
 from __future__ import annotations
 
 import os
-from .._values import field, frozen
+from .._values import field, frozen, replace
 
 from ..policy.defaults import credential_paths
 from ..policy.model import LaunchContext, Policy
@@ -49,6 +49,7 @@ class WorkspacePlan:
     mode: str  # bind | ro | tmpfs | copy | overlay
     path: str  # the working directory (realpath)
     staging: str = ""  # copy: the filtered copy bound at `path`
+    left_out: tuple[str, ...] = ()  # copy: secret files never copied into the staging copy
     upper: str = ""  # overlay: the session's upper and work directories
     work: str = ""
     session: str = ""  # overlay: the session name
@@ -249,13 +250,15 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
             deny_read.append((r.path, f"deny_read ({r.origin})"))
     if fsp.deny_credentials:
         deny_read.extend((p, "credential location (deny_credentials)") for p in credential_paths(ctx))
-    if fsp.deny_secrets and mode != "tmpfs":
+    if (fsp.deny_secrets and mode != "tmpfs") or mode == "copy":
         # From `/` the "workspace" is the whole system: only the home locations are checked.
         scan_root = cwd if cwd != "/" else None
-        for p in fs.secret_files(scan_root, ctx.home, "cached" if fsp.deny_secrets == "names" else "full"):
-            if mode == "copy" and _under(p, cwd):
-                continue  # never copied into the staging copy in the first place
-            deny_read.append((p, "secret file found by `corral scan` (deny_secrets)"))
+        found = fs.secret_files(scan_root, ctx.home, "cached" if fsp.deny_secrets == "names" else "full")
+        if mode == "copy":  # a copy always leaves secrets out, whatever deny_secrets says
+            workspace = replace(workspace, left_out=tuple(p for p in found if _under(p, cwd)))
+        if fsp.deny_secrets:
+            deny_read.extend((p, "secret file found by `corral scan` (deny_secrets)")
+                             for p in found if not (mode == "copy" and _under(p, cwd)))
     if globs:
         for match in fs.expand_globs([g.path for g in globs]):
             deny_read.append((match, "deny_read glob match"))
