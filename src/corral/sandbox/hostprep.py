@@ -14,40 +14,50 @@ from ..errors import SetupError
 from .plan import Placeholder, Plan
 
 
-def lock_path(path: str, uid: int | None = None) -> str:
-    """Where runs sharing the placeholder `path` take their locks (per launching user)."""
+def lock_path(directory: str, uid: int | None = None) -> str:
+    """Where runs with placeholders in `directory` take their lock (per launching user)."""
     import zlib
 
     uid = os.geteuid() if uid is None else uid
-    data = path.encode("utf-8", "surrogateescape")
+    data = directory.encode("utf-8", "surrogateescape")
     # crc32 + adler32 + length: a collision only makes two runs share a lock (more cautious)
     return f"/tmp/.corral-placeholders-{uid}/{zlib.crc32(data):08x}{zlib.adler32(data):08x}{len(data):x}"
 
 
 def in_use(path: str) -> bool:
-    """True while some run holds `path` as its placeholder (concurrent runs share them)."""
-    return os.path.exists(lock_path(path))
+    """True while `path` is a placeholder some running sandbox holds (runs share them)."""
+    if not os.path.exists(lock_path(os.path.dirname(path))):
+        return False
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    kind = "dir" if (st.st_mode & 0o170000) == 0o040000 else "file"
+    return _looks_like_placeholder(Placeholder(path, kind), st)
 
 
 class Cleanup:
     """Placeholders are shared by concurrent runs in the same directory: each run holds a
-    shared flock on the placeholder's lock file; the last one to leave removes it. Removing
-    it under a running sandbox would detach that sandbox's read-only bind of it."""
+    shared flock on the directory's lock file; the last one to leave removes them. Removing
+    one under a running sandbox would detach that sandbox's read-only bind of it. One lock
+    per directory, not per file: a run has ~20 placeholders in one or two directories."""
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.created: list[tuple[Placeholder, int, int]] = []  # (placeholder, dev, ino)
-        self.locks: dict[str, int] = {}  # placeholder path -> lock descriptor (held shared)
+        self.locks: dict[str, int] = {}  # directory -> lock descriptor (held shared)
         self.left: dict[str, int] = {}  # placeholders left to runs still using them -> inode
-        # Seconds to wait for other holders of a placeholder's lock. The reaper waits a little:
+        # Seconds to wait for other holders of a directory's lock. The reaper waits a little:
         # corral, killed, may still be closing its descriptors when the reaper starts.
         self.patience = 0.0
         self.done = False
 
-    def _lock_shared(self, path: str) -> None:
+    def _lock_shared(self, directory: str) -> None:
         import fcntl
 
-        lp = lock_path(path)
+        if directory in self.locks:
+            return
+        lp = lock_path(directory)
         os.makedirs(os.path.dirname(lp), mode=0o700, exist_ok=True)
         while True:
             fd = os.open(lp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
@@ -57,7 +67,7 @@ class Cleanup:
             except FileNotFoundError:
                 same = False
             if same:  # not removed by a run that left just now
-                self.locks[path] = fd
+                self.locks[directory] = fd
                 return
             os.close(fd)
 
@@ -67,7 +77,7 @@ class Cleanup:
             shared = ph.path != self.plan.tmpdir
             try:
                 if shared:
-                    self._lock_shared(ph.path)
+                    self._lock_shared(os.path.dirname(ph.path))
                 try:
                     if ph.kind == "dir":
                         os.mkdir(ph.path, 0o700 if ph.path == self.plan.tmpdir else 0o555)
@@ -81,9 +91,7 @@ class Cleanup:
                     st = os.lstat(ph.path)
                     if _looks_like_placeholder(ph, st):
                         self.created.append((ph, st.st_dev, st.st_ino))
-                    else:  # a real file: the plan keeps it read-only, nothing to share
-                        os.close(self.locks.pop(ph.path))
-                    continue
+                    continue  # else a real file: the plan keeps it read-only, nothing to share
                 st = os.lstat(ph.path)
                 if owner and ph.path == self.plan.tmpdir:
                     os.chown(ph.path, owner[0], owner[1])
@@ -96,29 +104,34 @@ class Cleanup:
             self.created.append((ph, st.st_dev, st.st_ino))
 
     def remove_placeholders(self) -> list[str]:
-        import fcntl
-
-        problems = []
-        for ph, dev, ino in reversed(self.created):
-            lock = None
-            if ph.path != self.plan.tmpdir:
-                held = self.locks.pop(ph.path, None)
-                if held is not None:
-                    os.close(held)  # drops our shared lock
-                try:
-                    lock = os.open(lock_path(ph.path), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-                    if not _lock_exclusive(lock, self.patience):
-                        os.close(lock)
-                        self.left[ph.path] = ino
-                        continue  # another run still relies on it: the last one removes it
-                except FileNotFoundError:
-                    lock = None
+        problems: list[str] = []
+        by_dir: dict[str, list[tuple[Placeholder, int, int]]] = {}
+        for entry in reversed(self.created):
+            ph = entry[0]
+            if ph.path == self.plan.tmpdir:
+                self._remove_one(*entry, problems)
+            else:
+                by_dir.setdefault(os.path.dirname(ph.path), []).append(entry)
+        for directory, entries in by_dir.items():
+            held = self.locks.pop(directory, None)
+            if held is not None:
+                os.close(held)  # drops our shared lock
             try:
-                self._remove_one(ph, dev, ino, problems)
+                lock = os.open(lock_path(directory), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                lock = None
+            if lock is not None and not _lock_exclusive(lock, self.patience):
+                os.close(lock)
+                for ph, _dev, ino in entries:  # another run still relies on them: the last
+                    self.left[ph.path] = ino  # one out removes them
+                continue
+            try:
+                for entry in entries:
+                    self._remove_one(*entry, problems)
             finally:
                 if lock is not None:
                     try:
-                        os.unlink(lock_path(ph.path))
+                        os.unlink(lock_path(directory))
                     except FileNotFoundError:
                         pass
                     os.close(lock)
