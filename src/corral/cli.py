@@ -222,6 +222,15 @@ def cmd_run(args: list[str]) -> int:
         # Shared while mounted: `corral apply`/`discard` must not edit the upper layer now.
         held.enter_context(opened.lock(exclusive=False))
         session = (opened.name, opened.upper, opened.work)
+    boundary = None
+    from .sandbox import boundary as credential_boundary
+
+    if credential_boundary.needed(policy):
+        # Before the proxy process forks: it inherits the real values, the sandbox never sees them.
+        boundary = credential_boundary.resolve(policy, dict(os.environ), ctx)
+        if report is not None:
+            for line in boundary.warnings:
+                report(line)
     namespaces = None
     if (policy.network.enabled or session is not None) and not opts.dry_run:
         from .sandbox.namespaces import NamespaceSession
@@ -229,10 +238,10 @@ def cmd_run(args: list[str]) -> int:
         # Started first: the namespace helper works while the plan is built.
         overlays = [(os.path.realpath(ctx.cwd), session[1], session[2], os.path.realpath(ctx.cwd))] if session else []
         namespaces = NamespaceSession(policy.network if policy.network.enabled else None, in_child=True,
-                                      report=report, overlays=overlays)
+                                      report=report, overlays=overlays, boundary=boundary)
     try:
         plan = build_plan(policy, ctx, opts.command, dict(os.environ), run_id=run_id, session=session,
-                          output=output)
+                          output=output, boundary=boundary)
         if opts.dry_run:
             return dry_run(plan, policy.network.allowed_domains)
         from .sandbox.launch import run_foreground

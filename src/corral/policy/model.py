@@ -67,6 +67,64 @@ class ParentProxy:
 
 
 @frozen
+class TlsPolicy:
+    """TLS termination: the proxy reads (and may rewrite) HTTPS to the terminated hosts.
+
+    A host is terminated when `terminate` covers it (`"*"`: every allowed host) or a credential
+    is bound to it, and `exclude` does not cover it; everything else stays an opaque tunnel."""
+
+    terminate: tuple[str, ...] = ()  # host patterns; ("*",) = all
+    exclude: tuple[str, ...] = ()  # pinned / mTLS hosts: opaque tunnels under the domain rules
+    ca: str = "user"  # "user" (per-user CA under the XDG data dir) | "ephemeral" | "files"
+    ca_cert: str | None = None  # with ca = "files"
+    ca_key: str | None = None
+    extra_ca: tuple[str, ...] = ()  # PEM files trusted inside the sandbox and for upstreams
+    max_tunnels: int = 256  # terminated connections at once
+    handshake_timeout: float = 10.0  # seconds
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.terminate)
+
+
+@frozen
+class CredentialSpec:
+    """A credential the sandbox uses without holding it (resolved at launch, never stored).
+
+    Exactly one source: `from_env` (a variable of the launcher's environment), `from_file` (a
+    file; with `extract`, the spans regex group 1 captures), `from_command` (argv; its stdout).
+    Inside the sandbox, `env` (when set) holds a placeholder, and `mask_file` (when set) is
+    shown as a read-only copy with placeholders instead of the secret(s)."""
+
+    name: str  # identifier in messages and audit events
+    hosts: tuple[str, ...]  # host patterns the value may be sent to
+    from_env: str | None = None
+    from_file: str | None = None
+    from_command: tuple[str, ...] = ()
+    extract: str | None = None  # regex; group 1 is the secret (every distinct capture)
+    on_no_match: str = "deny"  # extract matched nothing: "deny" (withhold) | "warn" (pass real value) | "error"
+    env: str | None = None  # variable inside the sandbox holding the placeholder (None: none)
+    env_template: str | None = None  # the variable's full value with `extract` spans masked (env source)
+    mask_file: str | None = None  # file shown inside with placeholders
+    header: str | None = None  # "x-api-key: {value}"; None with basic_user None: swap where the client put it
+    basic_user: str | None = None  # Authorization: Basic base64(basic_user:value)
+    in_body: bool = False
+    allow_plaintext: bool = False
+    origin: str = field(default="", compare=False)  # "<file>:credentials.envVars[0]"
+
+
+@frozen
+class Endpoint:
+    """A base-URL endpoint: plain HTTP inside the sandbox, verified TLS to `upstream`."""
+
+    name: str
+    upstream: str  # "https://api.anthropic.com" (a path prefix is kept)
+    credential: str | None = None  # a CredentialSpec name, bound to the upstream's host
+    env: str | None = None  # variable set inside to the endpoint's base URL
+    origin: str = field(default="", compare=False)
+
+
+@frozen
 class NetworkPolicy:
     # Empty allowed_domains and proxy = False: the sandbox has no network at all.
     allowed_domains: tuple[str, ...] = ()
@@ -79,6 +137,11 @@ class NetworkPolicy:
     proxy: bool = False  # start the proxy even with nothing allowed (audit what is tried)
     audit_log: str | None = None  # None: $XDG_STATE_HOME/corral/audit.jsonl; "": no log
     allow_unix_sockets: bool = False  # lift the seccomp block on socket(AF_UNIX)
+    tls: TlsPolicy = field(default_factory=TlsPolicy)
+    http_rules: tuple[str, ...] = ()  # httprules compact strings: "deny POST github.com/*/*.git/git-receive-pack"
+    require_host_match: bool = True  # terminated requests: Host must agree with SNI/CONNECT (else 421)
+    refuse_opaque_tunnels: bool = False  # refuse CONNECTs that are not terminated TLS
+    strip_response_headers: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -102,6 +165,8 @@ class Policy:
     process: ProcessPolicy = field(default_factory=ProcessPolicy)
     # The files this policy was read from; they are protected from writes like rc files.
     sources: tuple[str, ...] = ()
+    credentials: tuple[CredentialSpec, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
 
     def with_filesystem(self, **changes) -> "Policy":
         return replace(self, filesystem=replace(self.filesystem, **changes))

@@ -53,6 +53,7 @@ MIN_VALUE_LENGTH = 8  # shorter values would redact innocent bytes out of every 
 MIN_PLACEHOLDER_LENGTH = 16
 PLACEHOLDER_PREFIX = "corral-ph-"
 DEFAULT_HEADER = "Authorization: Bearer {value}"
+ANYWHERE = "*"  # header mode: swap the placeholder wherever the client put it in the headers
 
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -88,12 +89,15 @@ class Credential:
     `header`: a template with one `{value}` (`"x-api-key: {value}"`); `basic_user`: send
     `Authorization: Basic base64(basic_user:value)` instead (git over https:
     `basic_user="x-access-token"`); neither, and not `in_body`: `Authorization: Bearer {value}`.
+    `header="*"` (`ANYWHERE`): send nothing of its own; swap the placeholder for the value in
+    whichever request header the client put it (raw, or inside `Basic base64(user:...)`), as
+    srt's masked credentials work.
     `in_body`: also swap the placeholder for the value in request bodies to bound hosts.
     `allow_plaintext`: may be sent over plain http.
     """
 
     __slots__ = ("name", "value", "hosts", "header", "basic_user", "in_body", "allow_plaintext",
-                 "patterns", "header_name", "_display", "_prefix", "_suffix")
+                 "patterns", "header_name", "anywhere", "_display", "_prefix", "_suffix")
 
     def __init__(self, name, value, hosts, header=None, basic_user=None, in_body=False, allow_plaintext=False):
         put = object.__setattr__
@@ -129,6 +133,9 @@ class Credential:
                 raise ValueError(f"{where}: basic_user must be printable ASCII without ':'")
             template = None
             display, prefix, suffix = b"Authorization", b"Basic ", b""
+        elif header == ANYWHERE:
+            template = ANYWHERE
+            display = prefix = suffix = None
         else:
             template = header if header is not None else (None if in_body else DEFAULT_HEADER)
             display = prefix = suffix = None
@@ -142,7 +149,8 @@ class Credential:
         put(self, "in_body", bool(in_body))
         put(self, "allow_plaintext", bool(allow_plaintext))
         put(self, "patterns", tuple(patterns))
-        put(self, "header_name", display.lower() if display else None)  # lower-case bytes; None: body only
+        put(self, "header_name", display.lower() if display else None)  # lower-case bytes; None: no own header
+        put(self, "anywhere", template == ANYWHERE)
         put(self, "_display", display)
         put(self, "_prefix", prefix)
         put(self, "_suffix", suffix)
@@ -300,17 +308,29 @@ def find_placeholders(data: bytes, known: dict) -> list:
 class StreamReplacer:
     """Replaces byte strings in a stream, also across chunk boundaries.
 
-    Keeps back the last len(longest)-1 bytes of what it has seen (a match may start there);
-    `flush()` at the end returns them, replaced. Earliest match first; at one position the
-    longest. Its repr never shows what it replaces.
+    Keeps back only a tail that could be the start of a match (at most len(longest)-1 bytes),
+    so a stream of events (server-sent events) is not delayed by it; `flush()` at the end
+    returns the rest, replaced. Earliest match first; at one position the longest. Its repr
+    never shows what it replaces.
     """
 
-    __slots__ = ("_pairs", "_keep", "_tail")
+    __slots__ = ("_pairs", "_keep", "_tail", "_firsts", "count")
 
     def __init__(self, pairs):
         self._pairs = tuple((old, new) for old, new in dict(pairs).items() if old)
         self._keep = max((len(old) for old, _ in self._pairs), default=1) - 1
+        self._firsts = frozenset(old[0] for old, _ in self._pairs)
         self._tail = b""
+        self.count = 0  # replacements made (for the audit log)
+
+    def _hold_from(self, buf: bytes) -> int:
+        """Where the tail that may begin a match starts (len(buf): nothing to hold)."""
+        for j in range(max(0, len(buf) - self._keep), len(buf)):
+            if buf[j] in self._firsts:
+                tail = buf[j:]
+                if any(old.startswith(tail) for old, _ in self._pairs):
+                    return j
+        return len(buf)
 
     def __repr__(self):
         return f"{type(self).__name__}({len(self._pairs)} patterns, {len(self._tail)} bytes held)"
@@ -324,13 +344,14 @@ class StreamReplacer:
         return best
 
     def _run(self, buf: bytes, final: bool) -> bytes:
-        keep_from = len(buf) if final else max(0, len(buf) - self._keep)
+        keep_from = len(buf) if final else self._hold_from(buf)
         out, i = [], 0
         while True:
             hit = self._next(buf, i)
             if hit is None or hit[0] >= keep_from:
                 break
             pos, old, new = hit
+            self.count += 1
             out.append(buf[i:pos])
             out.append(new)
             i = pos + len(old)
@@ -504,6 +525,10 @@ class Injector:
             candidates = [c for c in bound if c.header_name == cred.header_name]
             headers, used = self._inject(headers, cred.header_name, candidates)
             injected.append(used)
+        swappers = [c for c in bound if c.anywhere]
+        if swappers:
+            headers, swapped = self._swap_anywhere(headers, swappers)
+            injected += swapped
         body = any(c.in_body for c in bound)
         what = ", ".join(injected) if injected else "none in headers"
         return InjectResult(headers, "forward", f"credentials for {name}: {what}", tuple(injected), False, body)
@@ -527,6 +552,22 @@ class Injector:
             sent = (cred, cred.render())
         kept.insert(len(kept) if at is None else at, sent[1])
         return kept, sent[0].name
+
+    def _swap_anywhere(self, headers: list, creds: list) -> tuple[list, list]:
+        used = []
+        for cred in creds:
+            placeholder = self._placeholder[cred.name].encode("ascii")
+            secret = cred.value.encode("ascii")
+            out = []
+            for n, v in headers:
+                swapped = _substitute(v, placeholder, secret)
+                if swapped is not None:
+                    v = swapped
+                    if cred.name not in used:
+                        used.append(cred.name)
+                out.append((n, v))
+            headers = out
+        return headers, used
 
     def body_substituter(self, host: str) -> StreamReplacer | None:
         """Placeholder -> value in a request body to `host`, for its `in_body` credentials; None if none."""

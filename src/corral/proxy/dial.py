@@ -30,12 +30,12 @@ class Dialer:
             raise Blocked(decision)
         return decision
 
-    async def dial(self, host: str, port: int) -> tuple[socket.socket, str, str]:
+    async def dial(self, host: str, port: int, rules=None) -> tuple[socket.socket, str, str]:
         """A connected non-blocking socket to an allowed destination, the address used and the
-        rule that allowed it."""
+        rule that allowed it. `rules`: instead of the proxy's own (a base-URL endpoint's)."""
         from .addresses import normalize_host, parse_ip
 
-        rules = self.rules  # one snapshot for the whole decision
+        rules = rules or self.rules  # one snapshot for the whole decision
         decision = rules.decide(host, port)
         if not decision.allowed:
             raise Blocked(decision)

@@ -35,6 +35,9 @@ class Proxy:
                  synthetic=None):
         self.dialer = Dialer(rules, host_addresses, parent_proxy)
         self.audit = audit or AuditLog(None)
+        self.gate = None  # gate.Gate: HTTP rules and credentials for the requests it can read
+        self.terminator = None  # terminate.Terminator: TLS termination, when on
+        self.endpoints: dict[int, object] = {}  # listening port -> endpoints.Endpoint
         self.synthetic = synthetic
         self.runs: dict[str, RunInfo] = {}  # by user name
         self.default_run: RunInfo | None = None
@@ -113,6 +116,8 @@ class Proxy:
         _raise_fd_limit()
         handlers = {"http": self._http_client, "socks": self._http_client, "any": self._http_client,
                     "transparent": self._transparent_client}
+        if self.terminator is not None:
+            self.terminator.warm()
         accepting = []
         for name, sock in listeners.items():
             sock.setblocking(False)
@@ -120,6 +125,8 @@ class Proxy:
                 from .resolver import serve_dns
 
                 accepting.append(asyncio.ensure_future(serve_dns(self, sock)))
+            elif name.startswith("endpoint"):
+                accepting.append(asyncio.ensure_future(self._accept(sock, self._endpoint_client, name)))
             else:
                 accepting.append(asyncio.ensure_future(self._accept(sock, handlers[name], name)))
         self._ready.set()
@@ -158,7 +165,8 @@ class Proxy:
         try:
             await handler(client, name)
         except (asyncio.CancelledError, ConnectionError, TimeoutError, asyncio.TimeoutError):
-            pass
+            if os.environ.get("CORRAL_DEBUG"):
+                import traceback; traceback.print_exc()
         except Exception as exc:  # a bug in one connection: log it, keep serving
             import sys
 
@@ -190,8 +198,26 @@ class Proxy:
 
             await socks_session(self, client, first)
             return
-        await HttpSession(self, client).run(first)
+        from .streams import SockStream
 
+        await HttpSession(self, SockStream(client, loop)).run(first)
+
+    # -- base-URL endpoints -----------------------------------------------------------------------
+    async def _endpoint_client(self, client: socket.socket, name: str) -> None:
+        from .streams import SockStream
+
+        port = client.getsockname()[1]
+        origin = self.endpoint_at("127.0.0.1", port, self.default_run)
+        if origin is None:
+            return
+        await HttpSession(self, SockStream(client), origin).run(b"")
+
+    def endpoint_at(self, host: str, port: int, run):
+        """The Origin of the endpoint listening at host:port inside the sandbox, or None."""
+        endpoint = self.endpoints.get(port)
+        if endpoint is None or host not in ("127.0.0.1", "localhost"):
+            return None
+        return endpoint.origin(self, run)
     # -- transparent ------------------------------------------------------------------------------
     async def _transparent_client(self, client: socket.socket, name: str) -> None:
         from ..sandbox.netns import original_destination
@@ -234,10 +260,37 @@ class Proxy:
             return
         await self.tunnel(run, "transparent", client, upstream, b"", host, port, address, rule, start)
 
+    def tunnel_refusal(self, host: str) -> str:
+        """Why a tunnel to `host` is refused before it is dialled ("" when it is not)."""
+        term = self.terminator
+        must = self.gate is not None and self.gate.must_inspect(host)
+        if term is None:
+            return "an HTTP rule or credential applies to this host, but TLS termination is off" if must else ""
+        if term.excluded(host) and (must or term.refuse_opaque):
+            return ("the host is excluded from TLS termination, but an HTTP rule or credential applies to it"
+                    if must else "the host is excluded from TLS termination and opaque tunnels are refused")
+        return ""
+
     async def tunnel(self, run, proto: str, client, upstream, first: bytes, host: str, port: int,
                      address: str, rule: str, start: float) -> None:
-        """Relay an allowed connection until both sides are done, close the upstream, and
-        audit it. `first`: bytes the client sent before the tunnel was set up."""
+        """An allowed connection: terminate its TLS when the policy says so, else relay it."""
+        refusal = self.tunnel_refusal(host)
+        if refusal:
+            upstream.close()
+            self.record(run, proto=proto, host=host, port=port, decision="block", reason=refusal)
+            return
+        term = self.terminator
+        if term is not None and term.covers(host, self.gate is not None and self.gate.must_inspect(host)):
+            from .terminate import serve
+
+            await serve(self, run, proto, client, upstream, first, host, port, address, rule, start)
+            return
+        await self.relay_opaque(run, proto, client, upstream, first, host, port, address, rule, start)
+
+    async def relay_opaque(self, run, proto: str, client, upstream, first: bytes, host: str, port: int,
+                           address: str, rule: str, start: float) -> None:
+        """Relay until both sides are done, close the upstream, and audit it. `first`: bytes the
+        client sent before the tunnel was set up."""
         from .relay import relay
 
         try:
@@ -257,23 +310,48 @@ class Proxy:
         return f"corral: blocked network access to {shown}{more} (see `corral audit --blocked`)"
 
 
-class HttpSession:
-    """One client connection to the HTTP proxy: requests checked one by one."""
+class Origin:
+    """The fixed destination of a connection whose requests come in origin-form: a terminated
+    TLS connection (`proto` "https") or a base-URL endpoint ("endpoint").
 
-    def __init__(self, proxy: Proxy, client: socket.socket):
+    `open`: a coroutine function giving a fresh (stream, address, rule) to the destination,
+    used when the previous upstream connection has gone away."""
+
+    def __init__(self, run, proto: str, host: str, port: int, open, tls: bool = True, sni=None,
+                 upstream=None, address: str = "", rule: str = ""):
+        self.run, self.proto, self.host, self.port, self.open = run, proto, host, port, open
+        self.tls, self.sni = tls, sni
+        self.first = (upstream, address, rule) if upstream is not None else None
+
+
+class HttpSession:
+    """One client connection: requests read, checked and forwarded one by one.
+
+    `client`: a stream (`streams.SockStream` or `TlsStream`). `origin`: None for the forward
+    proxy (absolute-form requests, each to the host it names), else an `Origin`."""
+
+    def __init__(self, proxy: Proxy, client, origin: Origin | None = None):
         import h11
 
         self.h11 = h11
         self.proxy = proxy
         self.client = client
+        self.origin = origin
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self.loop = asyncio.get_running_loop()
-        self.upstream = None  # (key, socket, h11 client connection, address)
+        self.upstream = None  # (key, stream, h11 client connection, address)
         self.closing = False
+        if origin is not None and origin.first is not None:
+            stream, address, _rule = origin.first
+            self.upstream = ((origin.host, origin.port), stream, self._client_conn(), address)
+
+    def _client_conn(self):
+        return self.h11.Connection(self.h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
 
     async def run(self, first: bytes) -> None:
         h11 = self.h11
-        self.conn.receive_data(first)
+        if first:  # h11 reads b"" as the end of the connection
+            self.conn.receive_data(first)
         try:
             while True:
                 try:
@@ -294,18 +372,18 @@ class HttpSession:
             self._drop_upstream()
 
     # -- plumbing -----------------------------------------------------------------------------
-    async def _next(self, conn, sock, timeout):
+    async def _next(self, conn, stream, timeout):
         h11 = self.h11
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
                 async with asyncio.timeout(timeout):  # cheaper than wait_for: no Task per read
-                    data = await self.loop.sock_recv(sock, RECV)
-                if sock is not self.client and data:
+                    data = await stream.recv(RECV)
+                if stream is not self.client and data and not stream.tls:
                     # ACK the upstream at once: a server that writes head and body separately
                     # (Nagle) would otherwise wait for our delayed ACK, ~40 ms per response.
                     try:
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+                        stream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
                     except OSError:
                         pass
                 conn.receive_data(data)
@@ -313,10 +391,6 @@ class HttpSession:
             if event is h11.PAUSED:
                 return None
             return event
-
-    async def _send(self, sock, data: bytes) -> None:
-        if data:
-            await self.loop.sock_sendall(sock, data)
 
     async def _respond(self, status: int, reason: str, body: str, extra=(), close: bool = True) -> None:
         h11 = self.h11
@@ -330,7 +404,7 @@ class HttpSession:
             data += self.conn.send(h11.Data(data=payload)) + self.conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             return
-        await self._send(self.client, data)
+        await self.client.send(data)
         if close:
             await self._linger()
 
@@ -338,12 +412,12 @@ class HttpSession:
         """Half-close, then discard what the client is still sending for a moment: closing
         with unread input would reset the connection and destroy the answer in flight."""
         try:
-            self.client.shutdown(socket.SHUT_WR)
+            await self.client.shutdown_write()
             deadline = self.loop.time() + 1.0
             left = 1 << 20
             while left > 0 and self.loop.time() < deadline:
                 async with asyncio.timeout(deadline - self.loop.time()):
-                    chunk = await self.loop.sock_recv(self.client, 65536)
+                    chunk = await self.client.recv(65536)
                 if not chunk:
                     break
                 left -= len(chunk)
@@ -374,11 +448,14 @@ class HttpSession:
     async def _request(self, request) -> bool:
         h11 = self.h11
         proxy = self.proxy
-        run = proxy._run_for(*self._credentials(request))
-        if run is False:
-            await self._respond(407, "Proxy Authentication Required", "corral proxy: wrong proxy credentials\n",
-                                extra=[(b"proxy-authenticate", b'Basic realm="corral"')])
-            return False
+        if self.origin is None:
+            run = proxy._run_for(*self._credentials(request))
+            if run is False:
+                await self._respond(407, "Proxy Authentication Required", "corral proxy: wrong proxy credentials\n",
+                                    extra=[(b"proxy-authenticate", b'Basic realm="corral"')])
+                return False
+        else:
+            run = self.origin.run
         if len(request.headers) > MAX_HEADERS or sum(len(n) + len(v) + 4 for n, v in request.headers) > MAX_HEAD:
             # h11 bounds only heads that arrive in pieces; one that arrives whole is checked here.
             await self._respond(431, "Request Header Fields Too Large",
@@ -394,80 +471,162 @@ class HttpSession:
             await self._respond(400, "Bad Request", "corral proxy: both Content-Length and Transfer-Encoding "
                                 "(request smuggling attempt?)\n")
             return False
-        if method == "CONNECT":
-            await self._connect(run, target)
-            return False
-        from .urls import split_absolute
+        origin = self.origin
+        if origin is None:
+            if method == "CONNECT":
+                await self._connect(run, target)
+                return False
+            from .urls import split_absolute
 
-        try:
-            host, port, path = split_absolute(target)
-        except ValueError as exc:
-            await self._respond(400, "Bad Request", f"corral proxy: {exc}\n")
-            return False
+            try:
+                host, port, path = split_absolute(target)
+            except ValueError as exc:
+                await self._respond(400, "Bad Request", f"corral proxy: {exc}\n")
+                return False
+            origin = proxy.endpoint_at(host, port, run)  # a base-URL endpoint reached through the proxy
+            if origin is not None:
+                host, port = origin.host, origin.port
+        else:
+            if method == "CONNECT" or not (target.startswith("/") or (method == "OPTIONS" and target == "*")):
+                await self._respond(400, "Bad Request", f"corral proxy: expected an origin-form request "
+                                    f"(a path) on this connection, got {method} {target[:200]!r}\n")
+                return False
+            host, port, path = origin.host, origin.port, target
+        proto = origin.proto if origin is not None else "http"
+        tls_upstream = origin.tls if origin is not None else False
         start = time.monotonic()
+        headers_in = request.headers
+        verdict = None
+        gate = proxy.gate
+        if gate is not None and gate.inspecting:
+            verdict = gate.check(method, host, port, path, list(request.headers), tls=tls_upstream,
+                                 origin_form=origin is not None and origin is self.origin and proto == "https",
+                                 sni=origin.sni if origin is not None else None,
+                                 host_header=_header(request.headers, b"host"))
+            if not verdict.allowed:
+                proxy.record(run, proto=proto, host=host, port=port, method=method, path=path, decision="block",
+                             rule=verdict.rule, reason=verdict.reason, status=verdict.status,
+                             exfiltration=verdict.exfiltration or None)
+                await self._refuse(verdict)
+                return await self._discard_body() and self.conn.our_state is h11.DONE
+            headers_in = verdict.headers
         try:
-            key, sock, up, address, rule = await self._upstream_for(host, port)
+            key, stream, up, address, rule = await self._upstream_for(host, port, origin)
         except Blocked as b:
-            proxy.record(run, proto="http", host=host, port=port, method=method, path=path, decision="block",
+            proxy.record(run, proto=proto, host=host, port=port, method=method, path=path, decision="block",
                          rule=b.decision.rule, reason=b.decision.reason, status=403)
             await self._blocked(host, port, b.decision)
             return await self._discard_body() and self.conn.our_state is h11.DONE
         except DialFailed as f:
-            proxy.record(run, proto="http", host=host, port=port, method=method, path=path, decision="error",
+            proxy.record(run, proto=proto, host=host, port=port, method=method, path=path, decision="error",
                          reason=str(f), status=502)
             await self._respond(502, "Bad Gateway", f"corral proxy: cannot reach {_hostport(host, port)}: {f}\n")
             return False
-        headers = _forward_headers(request.headers, _authority(host, port))
+        if verdict is not None and verdict.rule:
+            rule = f"{rule}; {verdict.rule}" if rule else verdict.rule
+        upgrade = _header(request.headers, b"upgrade")
+        headers = _forward_headers(headers_in, _authority(host, port, tls_upstream), upgrade=upgrade is not None)
         if self.conn.client_is_waiting_for_100_continue:
-            await self._send(self.client, self.conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            await self.client.send(self.conn.send(h11.InformationalResponse(status_code=100, headers=[])))
             headers = [(n, v) for n, v in headers if n != b"expect"]
+        injector = gate.injector if gate is not None else None
+        redactor = injector.redactor() if verdict is not None and verdict.redact else None
+        if redactor is not None:
+            # Compressed bodies would hide an echoed value from the redactor.
+            headers = [(n, v) for n, v in headers if n != b"accept-encoding"] + [(b"accept-encoding", b"identity")]
+        substituter = injector.body_substituter(host) if verdict is not None and verdict.substitute_body else None
+        if substituter is not None and cl:
+            headers = [(n, v) for n, v in headers if n != b"content-length"] + [(b"transfer-encoding", b"chunked")]
+        scan = _BodyScan(verdict.foreign) if verdict is not None and verdict.foreign else None
         up_bytes = down_bytes = 0
+        redacted = 0
+        status = 0
         try:
-            await self._send(sock, up.send(h11.Request(method=request.method, target=path.encode(), headers=headers)))
+            await stream.send(up.send(h11.Request(method=request.method, target=path.encode(), headers=headers)))
             while True:  # request body
                 event = await self._next(self.conn, self.client, IDLE_TIMEOUT)
                 if isinstance(event, h11.Data):
-                    up_bytes += len(event.data)
-                    await self._send(sock, up.send(event))
+                    data = bytes(event.data)
+                    up_bytes += len(data)
+                    if scan is not None and scan.found(data):
+                        self._drop_upstream()
+                        proxy.record(run, proto=proto, host=host, port=port, method=method, path=path,
+                                     decision="block", status=403, exfiltration=True,
+                                     reason=f"the request body carries the placeholder of credential "
+                                            f"{', '.join(scan.names)}, which is not bound to {host}")
+                        if self.conn.our_state is h11.SEND_RESPONSE:
+                            await self._respond(403, "Forbidden", f"corral proxy: request to {host} blocked: its body "
+                                                f"carries a credential placeholder not bound to {host}\n")
+                        return False
+                    if substituter is not None:
+                        data = substituter.feed(data)
+                    if data:
+                        await stream.send(up.send(h11.Data(data=data)))
                 elif isinstance(event, h11.EndOfMessage):
-                    await self._send(sock, up.send(h11.EndOfMessage()))
+                    if substituter is not None:
+                        rest = substituter.flush()
+                        if rest:
+                            await stream.send(up.send(h11.Data(data=rest)))
+                    await stream.send(up.send(h11.EndOfMessage()))
                     break
                 else:
                     self._drop_upstream()
                     return False
-            status = 0
             while True:  # response
-                event = await self._next(up, sock, IDLE_TIMEOUT)
+                event = await self._next(up, stream, IDLE_TIMEOUT)
                 if isinstance(event, h11.InformationalResponse):
+                    if event.status_code == 101 and upgrade is not None:
+                        return await self._switch(run, proto, host, port, address, rule, method, path, event, start)
                     continue
                 if isinstance(event, h11.Response):
                     status = event.status_code
-                    length = _spliceable_length(request.method, event)
+                    out_headers = _response_headers(event.headers, gate.strip if gate is not None else ())
+                    length = None
+                    if redactor is None and not self.client.tls and not stream.tls:
+                        length = _spliceable_length(request.method, event)
                     if length is not None:
-                        await self._splice_response(request, event, length)
+                        await self._splice_response(request, event, out_headers, length)
                         down_bytes = length
                         break
-                    await self._send(self.client, self.conn.send(h11.Response(
-                        status_code=event.status_code, reason=event.reason,
-                        headers=_response_headers(event.headers))))
+                    if redactor is not None:
+                        before = out_headers
+                        out_headers = injector.redact_headers(out_headers)
+                        redacted += sum(a != b for a, b in zip(before, out_headers))
+                        if request.method != b"HEAD" and status not in (204, 304):
+                            # The body's length changes when a value is replaced: h11 re-frames it.
+                            out_headers = [(n, v) for n, v in out_headers if n != b"content-length"]
+                    await self.client.send(self.conn.send(h11.Response(
+                        status_code=event.status_code, reason=event.reason, headers=out_headers)))
                 elif isinstance(event, h11.Data):
-                    down_bytes += len(event.data)
-                    await self._send(self.client, self.conn.send(event))
+                    data = bytes(event.data)
+                    down_bytes += len(data)
+                    if redactor is not None:
+                        out = redactor.feed(data)
+                        redacted += _replaced(redactor)
+                        data = out
+                    if data:
+                        await self.client.send(self.conn.send(h11.Data(data=data)))
                 elif isinstance(event, h11.EndOfMessage):
-                    await self._send(self.client, self.conn.send(h11.EndOfMessage()))
+                    if redactor is not None:
+                        rest = redactor.flush()
+                        redacted += _replaced(redactor)
+                        if rest:
+                            await self.client.send(self.conn.send(h11.Data(data=rest)))
+                    await self.client.send(self.conn.send(h11.EndOfMessage()))
                     break
                 else:
                     raise DialFailed("upstream closed the connection mid-response")
         except (h11.RemoteProtocolError, h11.LocalProtocolError, DialFailed, OSError) as exc:
             self._drop_upstream()
-            proxy.record(run, proto="http", host=host, port=port, address=address, method=method, path=path,
+            proxy.record(run, proto=proto, host=host, port=port, address=address, method=method, path=path,
                          decision="error", reason=f"upstream: {exc}", up=up_bytes, down=down_bytes)
             if self.conn.our_state is h11.SEND_RESPONSE:
                 await self._respond(502, "Bad Gateway", f"corral proxy: upstream error: {exc}\n")
             return False
-        proxy.record(run, proto="http", host=host, port=port, address=address, method=method, path=path,
-                     decision="allow", rule=rule, status=status, up=up_bytes,
-                     down=down_bytes, ms=int((time.monotonic() - start) * 1000))
+        proxy.record(run, proto=proto, host=host, port=port, address=address, method=method, path=path,
+                     decision="allow", rule=rule, status=status, up=up_bytes, down=down_bytes,
+                     injected=list(verdict.injected) if verdict is not None and verdict.injected else None,
+                     redacted=redacted or None, ms=int((time.monotonic() - start) * 1000))
         if self.upstream is None or self.upstream[2] is not up:
             return True  # the body was spliced: both sides already have fresh protocol state
         if up.our_state is h11.DONE and up.their_state is h11.DONE:
@@ -476,24 +635,58 @@ class HttpSession:
             self._drop_upstream()
         return True
 
-    async def _splice_response(self, request, response, length: int) -> None:
+    async def _switch(self, run, proto, host, port, address, rule, method, path, response, start) -> bool:
+        """The upstream agreed to switch protocols (WebSocket): relay both ways from now on."""
+        h11 = self.h11
+        from .streams import relay_streams
+
+        key, stream, up, _address = self.upstream
+        self.upstream = None
+        try:
+            await self.client.send(self.conn.send(h11.InformationalResponse(
+                status_code=101, reason=response.reason, headers=_response_headers(response.headers, (), upgrade=True))))
+            pending_up = bytes(up.trailing_data[0])
+            pending_client = bytes(self.conn.trailing_data[0])
+            if pending_up:
+                await self.client.send(pending_up)
+            if pending_client:
+                await stream.send(pending_client)
+            sent, received = await relay_streams(self.client, stream, IDLE_TIMEOUT)
+        finally:
+            stream.close()
+        self.proxy.record(run, proto=proto, host=host, port=port, address=address, method=method, path=path,
+                          decision="allow", rule=rule, status=101, up=sent, down=received,
+                          ms=int((time.monotonic() - start) * 1000))
+        return False
+
+    async def _refuse(self, verdict) -> None:
+        text = f"blocked; status={verdict.status}; reason={verdict.reason}"
+        if verdict.rule:
+            text += f"; rule={verdict.rule}"
+        rule = f" (rule: {verdict.rule})" if verdict.rule else ""
+        reasons = {400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed", 421: "Misdirected Request"}
+        await self._respond(verdict.status, reasons.get(verdict.status, "Forbidden"),
+                            f"corral proxy: request blocked: {verdict.reason}{rule}\n",
+                            extra=[(b"x-corral-decision", _ascii(text))], close=False)
+
+    async def _splice_response(self, request, response, headers, length: int) -> None:
         """Send the head ourselves and move the body with splice; h11 only framed the heads.
         Afterwards both connections get fresh h11 state (fed whatever they had buffered)."""
         h11 = self.h11
-        key, sock, up, address = self.upstream
+        key, stream, up, address = self.upstream
         keep = request.http_version == b"1.1" and not _has_token(request.headers, b"connection", b"close")
         head = [b"HTTP/1.1 %d %s\r\n" % (response.status_code, response.reason)]
-        head += [name + b": " + value + b"\r\n" for name, value in _response_headers(response.headers)]
+        head += [name + b": " + value + b"\r\n" for name, value in headers]
         if not keep:
             head.append(b"connection: close\r\n")
         buffered = bytes(up.trailing_data[0][:length])
-        await self._send(self.client, b"".join(head) + b"\r\n" + buffered)
+        await self.client.send(b"".join(head) + b"\r\n" + buffered)
         from .relay import splice_exact
 
-        await splice_exact(sock, self.client, length - len(buffered))
+        await splice_exact(stream.sock, self.client.sock, length - len(buffered))
         upstream_keeps = response.http_version == b"1.1" and not _has_token(response.headers, b"connection", b"close")
         if upstream_keeps:
-            self.upstream = (key, sock, h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD), address)
+            self.upstream = (key, stream, self._client_conn(), address)
         else:
             self._drop_upstream()
         pending = self.conn.trailing_data[0]
@@ -522,7 +715,7 @@ class HttpSession:
             if event is h11.NEED_DATA:
                 try:
                     async with asyncio.timeout(HEAD_TIMEOUT):
-                        data = await self.loop.sock_recv(self.client, RECV)
+                        data = await self.client.recv(RECV)
                 except (OSError, asyncio.TimeoutError):
                     return False
                 self.conn.receive_data(data)
@@ -535,16 +728,23 @@ class HttpSession:
         await self._respond(403, "Forbidden", _block_body(host, port, decision),
                             extra=[(b"x-corral-decision", _decision_header(decision))], close=False)
 
-    async def _upstream_for(self, host: str, port: int):
-        key = (host, port)
-        if self.upstream is not None and self.upstream[0] == key and _still_open(self.upstream[1]):
+    async def _upstream_for(self, host: str, port: int, origin: Origin | None):
+        key = (host, port) if origin is None else (origin.proto, host, port)
+        if origin is self.origin and origin is not None:
+            key = (host, port)
+        if self.upstream is not None and self.upstream[0] == key and self.upstream[1].still_open():
             # Re-check the rules: they may have changed since this connection was opened.
-            rule = self.proxy.dialer.decide(host, port).rule
+            rule = self.proxy.dialer.decide(host, port).rule if origin is None else ""
             return (*self.upstream, rule)
         self._drop_upstream()
-        sock, address, rule = await self.proxy.dialer.dial(host, port)
-        up = self.h11.Connection(self.h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
-        self.upstream = (key, sock, up, address)
+        if origin is None:
+            from .streams import SockStream
+
+            sock, address, rule = await self.proxy.dialer.dial(host, port)
+            stream = SockStream(sock, self.loop)
+        else:
+            stream, address, rule = await origin.open()
+        self.upstream = (key, stream, self._client_conn(), address)
         return (*self.upstream, rule)
 
     def _drop_upstream(self) -> None:
@@ -563,6 +763,11 @@ class HttpSession:
             await self._respond(400, "Bad Request", f"corral proxy: bad CONNECT target: {exc}\n")
             return
         start = time.monotonic()
+        refusal = proxy.tunnel_refusal(host)
+        if refusal:
+            proxy.record(run, proto="connect", host=host, port=port, decision="block", reason=refusal, status=403)
+            await self._respond(403, "Forbidden", f"corral proxy: CONNECT to {_hostport(host, port)} refused: {refusal}\n")
+            return
         try:
             upstream, address, rule = await proxy.dialer.dial(host, port)
         except Blocked as b:
@@ -576,18 +781,37 @@ class HttpSession:
             await self._respond(502, "Bad Gateway", f"corral proxy: cannot reach {_hostport(host, port)}: {f}\n")
             return
         try:
-            await self._send(self.client, self.conn.send(h11.Response(status_code=200, headers=[],
-                                                                       reason=b"Connection established")))
+            await self.client.send(self.conn.send(h11.Response(status_code=200, headers=[],
+                                                                reason=b"Connection established")))
         except BaseException:
             upstream.close()
             raise
         leftover, _closed = self.conn.trailing_data
-        await proxy.tunnel(run, "connect", self.client, upstream, bytes(leftover), host, port, address, rule, start)
+        await proxy.tunnel(run, "connect", self.client.sock, upstream, bytes(leftover), host, port, address, rule, start)
+
+
+class _BodyScan:
+    """Looks for placeholders that must not leave in a request body, across chunk boundaries."""
+
+    KEEP = 1024  # longer than any encoded form of a placeholder
+
+    def __init__(self, foreign: dict):
+        self.foreign = foreign
+        self.tail = b""
+        self.names = []
+
+    def found(self, data: bytes) -> bool:
+        from .credentials import find_placeholders
+
+        hits = find_placeholders(self.tail + data, self.foreign)
+        self.tail = (self.tail + data)[-self.KEEP:]
+        self.names = [c.name for c in hits]
+        return bool(hits)
 
 
 # -- helpers ------------------------------------------------------------------------------------
 
-def _forward_headers(headers, authority: str) -> list:
+def _forward_headers(headers, authority: str, upgrade: bool = False) -> list:
     drop = set(HOP_BY_HOP)
     for name, value in headers:
         if name == b"connection":
@@ -595,16 +819,37 @@ def _forward_headers(headers, authority: str) -> list:
     drop.discard(b"transfer-encoding")  # framing: h11 re-frames the body with it
     out = [(b"host", authority.encode("idna") if not authority.isascii() else authority.encode())]
     out += [(n, v) for n, v in headers if n not in drop and n != b"host"]
+    if upgrade:  # a protocol switch (WebSocket) is asked for hop by hop: pass it on
+        out += [(b"connection", b"upgrade")] + [(n, v) for n, v in headers if n == b"upgrade"]
     return out
 
 
-def _response_headers(headers) -> list:
+def _response_headers(headers, strip=(), upgrade: bool = False) -> list:
     drop = set(HOP_BY_HOP)
     for name, value in headers:
         if name == b"connection":
             drop.update(v.strip().lower() for v in value.split(b","))
     drop.discard(b"transfer-encoding")
-    return [(n, v) for n, v in headers if n not in drop]
+    drop.update(strip)
+    out = [(n, v) for n, v in headers if n not in drop]
+    if upgrade:
+        out += [(b"connection", b"upgrade")] + [(n, v) for n, v in headers if n == b"upgrade"]
+    return out
+
+
+def _header(headers, name: bytes) -> str | None:
+    for n, v in headers:
+        if n == name:
+            return v.decode("latin-1")
+    return None
+
+
+def _replaced(replacer) -> int:
+    """Replacements a StreamReplacer made since last asked (0 when it does not count)."""
+    n = getattr(replacer, "count", 0)
+    if n:
+        replacer.count = 0
+    return n
 
 
 def _spliceable_length(method: bytes, response) -> int | None:
@@ -624,9 +869,9 @@ def _has_token(headers, name: bytes, token: bytes) -> bool:
     return any(n == name and token in (t.strip().lower() for t in v.split(b",")) for n, v in headers)
 
 
-def _authority(host: str, port: int) -> str:
+def _authority(host: str, port: int, tls: bool = False) -> str:
     h = f"[{host}]" if ":" in host else host
-    return h if port == 80 else f"{h}:{port}"
+    return h if port == (443 if tls else 80) else f"{h}:{port}"
 
 
 def _hostport(host, port) -> str:

@@ -254,12 +254,20 @@ def run_foreground(plan: Plan, tty: bool | None = None, namespaces=None, report_
 
 
 def _pipe_with(data: bytes) -> int:
-    r, w = os.pipe()
-    try:
-        os.write(w, data)  # < 64 KiB: fits the pipe buffer, no blocking
-    finally:
-        os.close(w)
-    return r
+    if len(data) < 60000:
+        r, w = os.pipe()
+        try:
+            os.write(w, data)  # < 64 KiB: fits the pipe buffer, no blocking
+        finally:
+            os.close(w)
+        return r
+    # Larger (a CA bundle): an anonymous memory file, read by bwrap from its start.
+    fd = os.memfd_create("corral-data", os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _spawn(argv: list[str], env: dict[str, str], pass_fds, run_as, tty_slave, ns=None) -> int:

@@ -20,13 +20,15 @@ class NamespaceSession:
     delaying corral's exit, and a proxy that dies takes its listeners (the only way out)
     with it."""
 
-    def __init__(self, net=None, in_child: bool = False, report=None, overlays=()):
+    def __init__(self, net=None, in_child: bool = False, report=None, overlays=(), boundary=None):
         from . import netns
 
         self.policy = net
         self.rules = compile_rules(net) if net is not None else None
+        self.boundary = boundary  # sandbox.boundary.Boundary: what the proxy enforces for credentials
+        ports = sorted(boundary.endpoints) if boundary is not None and net is not None else ()
         self._pending = netns.start(transparent=net.transparent if net is not None else False,
-                                    network=net is not None, overlays=overlays)
+                                    network=net is not None, overlays=overlays, endpoint_ports=ports)
         self._ns = None
         self.proxy = None
         self.in_child = in_child
@@ -126,6 +128,8 @@ class NamespaceSession:
         proxy.audit = AuditLog(audit_path or None)
         proxy.dialer.host_addresses = frozenset(_ips(interface_addresses()))
         proxy.synthetic = synthetic
+        if self.boundary is not None:
+            self.boundary.configure(proxy)
         return proxy
 
     def _make_proxy(self):

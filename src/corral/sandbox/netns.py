@@ -122,7 +122,7 @@ class Pending:
             self._reap()
 
 
-def start(transparent: bool = True, network: bool = True, overlays=()) -> Pending:
+def start(transparent: bool = True, network: bool = True, overlays=(), endpoint_ports=()) -> Pending:
     """Fork the helper and write its id maps; the rest of its work runs in the background.
 
     `overlays`: (lower, upper, work, target) tuples mounted as overlayfs in a new mount
@@ -146,7 +146,7 @@ def start(transparent: bool = True, network: bool = True, overlays=()) -> Pendin
         code = 1
         try:
             parent_sock.close()
-            _child(child_sock, nft, network, tuple(overlays))
+            _child(child_sock, nft, network, tuple(overlays), tuple(endpoint_ports))
             code = 0
         except BaseException as exc:  # report anything, never unwind into corral's code
             try:
@@ -224,7 +224,7 @@ def _write(path: str, text: str) -> None:
         os.close(fd)
 
 
-def _child(sock: socket.socket, nft: str | None, network: bool, overlays) -> None:  # pragma: no cover
+def _child(sock: socket.socket, nft: str | None, network: bool, overlays, endpoint_ports=()) -> None:  # pragma: no cover
     import ctypes
 
     libc = load_libc()
@@ -251,6 +251,8 @@ def _child(sock: socket.socket, nft: str | None, network: bool, overlays) -> Non
             dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             dns.bind(("127.0.0.1", DNS_PORT))
             listeners.append(("dns", dns))
+        for port in endpoint_ports:  # base-URL endpoints: plain HTTP to corral, TLS beyond
+            listeners.append((f"endpoint{port}", _listen(socket.AF_INET, "127.0.0.1", port)))
     if overlays:
         _mount_overlays(libc, overlays)
     kinds = ["user"] + (["net"] if network else []) + (["mnt"] if overlays else [])

@@ -191,9 +191,10 @@ class _Layout:
 def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dict[str, str],
                fs: HostFS | None = None, run_id: str = "", tmp_root: str = "/tmp",
                state_home: str | None = None, session: tuple[str, str, str] | None = None,
-               output: str = "") -> Plan:
+               output: str = "", boundary=None) -> Plan:
     """`session`: (name, upper, work) of the overlay session (workspace mode "overlay").
-    `output`: a directory made writable for results (`--output`)."""
+    `output`: a directory made writable for results (`--output`). `boundary`: the launch's
+    resolved credentials (`sandbox.boundary.Boundary`): placeholders and files shown inside."""
     fs = fs or HostFS()
     fsp = policy.filesystem
     run_id = run_id or os.urandom(6).hex()
@@ -250,6 +251,11 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
             deny_read.append((r.path, f"deny_read ({r.origin})"))
     if fsp.deny_credentials:
         deny_read.extend((p, "credential location (deny_credentials)") for p in credential_paths(ctx))
+    # Always: with its key, a sandbox could sign certificates that sandboxes trust.
+    data_base = environ.get("XDG_DATA_HOME") or os.path.join(ctx.home, ".local", "share")
+    deny_read.append((os.path.join(data_base, "corral", "ca"), "corral's CA (deny always)"))
+    if boundary is not None:
+        deny_read.extend((p, "masked credential withheld (extract matched nothing)") for p in boundary.hide)
     if (fsp.deny_secrets and mode != "tmpfs") or mode == "copy":
         # From `/` the "workspace" is the whole system: only the home locations are checked.
         scan_root = cwd if cwd != "/" else None
@@ -378,12 +384,20 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
             mounts.append(Mount("bind", path, workspace.staging, why=why))
         elif decision == WS_OVERLAY:
             mounts.append(Mount("bind", path, path, why=why + " (mounted in corral's mount namespace)"))
+    if boundary is not None:
+        # After the mounts they cover (a hidden credential file), before hidden directories
+        # turn read-only (a masked file inside one is created in its tmpfs first).
+        for path, content, why in boundary.files:
+            mounts.append(Mount("data", real(path), src=content, why=why))
     for path in sorted(remount, key=_depth, reverse=True):
         mounts.append(Mount("remount-ro", path, why="hidden directory refuses writes"))
 
     env = dict(environ)
     for name in policy.process.unset_env:
         env.pop(name, None)
+    if boundary is not None:
+        for name in boundary.unset:
+            env.pop(name, None)
     env.update({"TMPDIR": tmpdir, "TMP": tmpdir, "TEMP": tmpdir, "CORRAL_SANDBOX": "1", "SANDBOX_RUNTIME": "1"})
     network = None
     if policy.network.enabled:
@@ -396,6 +410,10 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         mounts.append(Mount("data", resolv if fs.kind(resolv) == "file" else "/etc/resolv.conf",
                             src=resolv_conf(network), why="the sandbox's resolver (corral's proxy)"))
     env.update(dict(policy.process.set_env))
+    if boundary is not None:
+        env.update(boundary.env)
+        env = {k: boundary.scrub(v) for k, v in env.items()}
+        argv = [boundary.scrub(a) for a in argv]
 
     state = environ.get("XDG_STATE_HOME") or os.path.join(ctx.home, ".local", "state")
     return Plan(
