@@ -14,7 +14,7 @@ import pytest
 
 from corral.errors import PolicyError, UnsupportedFeature
 from corral.policy import srt
-from corral.policy.model import LaunchContext, PathRule
+from corral.policy.model import CredentialSpec, LaunchContext, PathRule, TlsPolicy
 from corral.policy.srt import ACCEPTED_WITHOUT_EFFECT, convert, load_srt_settings, validate
 
 CTX = LaunchContext(cwd="/work/p", home="/home/u", uid=1000, gid=1000)
@@ -331,20 +331,25 @@ UNSUPPORTED = [
     ({"network.httpProxyPort": 3128}, "network.httpProxyPort", "not supported yet"),
     ({"network.socksProxyPort": 1080}, "network.socksProxyPort", "not supported yet"),
     ({"network.mitmProxy": {"socketPath": "/m.sock", "domains": ["a.com"]}}, "network.mitmProxy", "not supported yet"),
-    ({"network.tlsTerminate": {}}, "network.tlsTerminate", "not supported yet"),
     ({"network.allowPlaintextHeaderSet": True}, "network.allowPlaintextHeaderSet", "not supported yet"),
-    ({"network.stripResponseHeaders": ["set-cookie"]}, "network.stripResponseHeaders", "not supported yet"),
-    ({"network.refuseOpaqueTunnels": True}, "network.refuseOpaqueTunnels", "not supported yet"),
-    ({"network.requireHostMatch": True}, "network.requireHostMatch", "not supported yet"),
     ({"network.ambiguousRequestTarget": "normalize"}, "network.ambiguousRequestTarget", "not supported yet"),
-    ({"credentials": {"envVars": [{"name": "K", "mode": "deny"}, {"name": "T", "mode": "mask"}],
-                      "allowPlaintextInject": True}}, "credentials.envVars[1].mode", "masking"),
-    ({"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "password (\\S+)"}],
-                      "allowPlaintextInject": True}}, "credentials.files[0].mode", "masking"),
-    ({"credentials": {"sigv4": {"presigned": "deny"}}}, "credentials.sigv4", "masking"),
+    ({"credentials": {"sigv4": {"presigned": "deny"}}}, "credentials.sigv4", "SigV4"),
     ({"credentials": {"envVars": [{"name": "A", "mode": "mask"}, {"name": "B", "mode": "mask"}],
                       "awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B"}],
-                      "allowPlaintextInject": True}}, "credentials.awsPairs", "masking"),
+                      "allowPlaintextInject": True}}, "credentials.awsPairs", "SigV4"),
+    ({"network.allowedDomains": ["a.com"], "network.tlsTerminate": {},
+      "credentials": {"envVars": [{"name": "K", "mode": "deny"}, {"name": "T", "mode": "mask", "decode": "jwt"}]}},
+     "credentials.envVars[1].decode", "JWT"),
+    ({"network.allowedDomains": ["a.com"], "network.tlsTerminate": {},
+      "credentials": {"files": [{"path": "~/.t", "mode": "mask", "decode": "jwt", "maskClaims": ["sub"]}]}},
+     "credentials.files[0].decode", "JWT"),
+    ({"network.allowedDomains": ["a.com"], "network.tlsTerminate": {},
+      "credentials": {"files": [{"path": "~/.t", "mode": "mask", "extract": "t=(\\w+)", "maskDuplicates": True}]}},
+     "credentials.files[0].maskDuplicates", "not implemented"),
+    # Valid JavaScript that Python's re cannot compile (corral matches extract with re).
+    ({"network.allowedDomains": ["a.com"], "network.tlsTerminate": {},
+      "credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "t=(?<tok>\\w+)"}]}},
+     "credentials.envVars[0].extract", "Python's re cannot compile it"),
     ({"filesystem.disabled": True}, "filesystem.disabled", "always enforces"),
     ({"enableWeakerNestedSandbox": True}, "enableWeakerNestedSandbox", "weaker nested"),
 ]
@@ -361,7 +366,7 @@ def test_unsupported(patch, key, why):
 
 def test_schema_errors_come_before_refusals():
     # An invalid file is reported as invalid even when it also asks for something unsupported.
-    data = settings(**{"network.allowedDomains": ["*"], "network.tlsTerminate": {}})
+    data = settings(**{"network.allowedDomains": ["*"], "network.httpProxyPort": 3128})
     with pytest.raises(PolicyError) as info:
         load(data)
     assert not isinstance(info.value, UnsupportedFeature)
@@ -402,6 +407,216 @@ def test_imports_stay_light():
     code = "import sys, corral.policy.srt; print(sorted({'difflib', 'ipaddress'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------------------------
+# The credential boundary: tlsTerminate, request filtering knobs, masked credentials.
+# --------------------------------------------------------------------------------------------
+
+TLS = {"network.tlsTerminate": {}}
+GH = {"network.allowedDomains": ["github.com", "*.npmjs.org:443", "127.0.0.1:8443", "[::1]:8080"], **TLS}
+
+
+def mask_env(*entries, **extra):
+    return {"credentials": {"envVars": list(entries), **extra}}
+
+
+def mask_file(*entries, **extra):
+    return {"credentials": {"files": list(entries), **extra}}
+
+
+# (name, patch, attribute path on Policy, expected value)
+BOUNDARY_MAPPINGS = [
+    ("no tlsTerminate: no termination", {}, "network.tls", TlsPolicy()),
+    ("tlsTerminate {} terminates everything with an ephemeral CA", TLS, "network.tls",
+     TlsPolicy(terminate=("*",), ca="ephemeral")),
+    ("tlsTerminate with every key",
+     {"network.tlsTerminate": {"caCertPath": "~/ca.pem", "caKeyPath": "./ca-key.pem",
+                               "excludeDomains": ["pinned.example", "*.bank.example"],
+                               "extraCaCertPaths": ["/etc/test-ca.pem", "~/more.pem"],
+                               "maxTunnels": 12, "handshakeTimeoutMs": 2500}},
+     "network.tls",
+     TlsPolicy(terminate=("*",), exclude=("pinned.example", "*.bank.example"), ca="files",
+               ca_cert="/home/u/ca.pem", ca_key="/work/p/ca-key.pem",
+               extra_ca=("/etc/test-ca.pem", "/home/u/more.pem"), max_tunnels=12, handshake_timeout=2.5)),
+    ("maxTunnels as a JSON float", {"network.tlsTerminate": {"maxTunnels": 8.0}}, "network.tls.max_tunnels", 8),
+    ("requireHostMatch absent: srt's default false", {}, "network.require_host_match", False),
+    ("requireHostMatch true", {"network.requireHostMatch": True}, "network.require_host_match", True),
+    ("refuseOpaqueTunnels", {"network.refuseOpaqueTunnels": True}, "network.refuse_opaque_tunnels", True),
+    ("stripResponseHeaders lower-cased, once each",
+     {"network.stripResponseHeaders": ["Set-Cookie", "x-Debug", "set-cookie"]},
+     "network.strip_response_headers", ("set-cookie", "x-debug")),
+    ("no credentials", {}, "credentials", ()),
+    ("deny entries make no CredentialSpec", mask_env({"name": "A", "mode": "deny"}), "credentials", ()),
+    ("masked env var with injectHosts",
+     {**GH, **mask_env({"name": "GH_TOKEN", "mode": "mask", "injectHosts": ["github.com"]})}, "credentials",
+     (CredentialSpec(name="GH_TOKEN", hosts=("github.com",), from_env="GH_TOKEN", env="GH_TOKEN"),)),
+    ("masked env var defaults to allowedDomains without ports or brackets",
+     {**GH, **mask_env({"name": "T", "mode": "mask"})}, "credentials.0.hosts",
+     ("github.com", "*.npmjs.org", "127.0.0.1", "::1")),
+    ("allowedDomains hosts listed once", {"network.allowedDomains": ["a.example.com:443", "a.example.com:8443"],
+                                          **TLS, **mask_env({"name": "T", "mode": "mask"})},
+     "credentials.0.hosts", ("a.example.com",)),
+    ("IPv6 injectHosts", {"network.allowedDomains": ["[::1]:8443"], **TLS,
+                          **mask_env({"name": "T", "mode": "mask", "injectHosts": ["::1"]})},
+     "credentials.0.hosts", ("::1",)),
+    ("onExtractNoMatch absent means deny (srt: warn)",
+     {**GH, **mask_env({"name": "T", "mode": "mask", "extract": "t=(\\w+)"})}, "credentials.0.on_no_match", "deny"),
+    ("explicit onExtractNoMatch warn is honoured",
+     {**GH, **mask_env({"name": "T", "mode": "mask", "extract": "t=(\\w+)", "onExtractNoMatch": "warn"})},
+     "credentials.0.on_no_match", "warn"),
+    ("onExtractNoMatch error", {**GH, **mask_env({"name": "T", "mode": "mask", "extract": "(x)",
+                                                  "onExtractNoMatch": "error"})},
+     "credentials.0.on_no_match", "error"),
+    ("onExtractNoMatch without extract is ignored, as srt does",
+     {**GH, **mask_env({"name": "T", "mode": "mask", "onExtractNoMatch": "warn"})}, "credentials.0.on_no_match", "deny"),
+    ("extract kept as written", {**GH, **mask_env({"name": "T", "mode": "mask", "extract": "t=(\\w+)"})},
+     "credentials.0.extract", "t=(\\w+)"),
+    ("allowPlaintextInject without tlsTerminate",
+     {"network.allowedDomains": ["a.example.com"],
+      **mask_env({"name": "T", "mode": "mask"}, allowPlaintextInject=True)},
+     "credentials",
+     (CredentialSpec(name="T", hosts=("a.example.com",), from_env="T", env="T", allow_plaintext=True),)),
+    ("origin names the entry", {**GH, **mask_env({"name": "A", "mode": "deny"}, {"name": "B", "mode": "mask"})},
+     "credentials.0.origin", f"{SRC}:credentials.envVars[1]"),
+    ("masked file", {**GH, **mask_file({"path": "~/.npmrc", "mode": "mask", "extract": "_authToken=(\\S+)",
+                                         "injectHosts": ["127.0.0.1"]})},
+     "credentials",
+     (CredentialSpec(name="FILE_0__npmrc", hosts=("127.0.0.1",), from_file="/home/u/.npmrc",
+                     mask_file="/home/u/.npmrc", extract="_authToken=(\\S+)"),)),
+    ("masked file names are identifiers",
+     {**GH, **mask_file({"path": "/x", "mode": "deny"}, {"path": "./cfg/my-tok.en.json", "mode": "mask"})},
+     "credentials.0.name", "FILE_1_my_tok_en_json"),
+    ("masked file origin", {**GH, **mask_file({"path": "./t", "mode": "mask"})},
+     "credentials.0.origin", f"{SRC}:credentials.files[0]"),
+    ("masked file is not a read deny", {**GH, **mask_file({"path": "./t", "mode": "mask"})},
+     "filesystem.deny_read", ()),
+    ("masked env var is not unset", {**GH, **mask_env({"name": "T", "mode": "mask"})}, "process.unset_env", ()),
+    ("env vars come before files", {**GH, **mask_env({"name": "T", "mode": "mask"}),
+                                    "credentials.files": [{"path": "/t", "mode": "mask"}]},
+     "credentials.1.from_file", "/t"),
+    ("maskDuplicates false is accepted", {**GH, **mask_file({"path": "/t", "mode": "mask", "maskDuplicates": False})},
+     "credentials.0.from_file", "/t"),
+    ("masking leaves the network as the domain lists say", {**GH, **mask_env({"name": "T", "mode": "mask"})},
+     "network.proxy", False),
+]
+
+
+def _attr(value, attr: str):
+    for part in attr.split("."):
+        value = value[int(part)] if part.isdigit() else getattr(value, part)
+    return value
+
+
+@pytest.mark.parametrize("name,patch,attr,expected", BOUNDARY_MAPPINGS, ids=[m[0] for m in BOUNDARY_MAPPINGS])
+def test_boundary_mapping(name, patch, attr, expected):
+    assert _attr(load(settings(**patch)), attr) == expected
+
+
+def test_spec_example_maps():
+    text = json.dumps({
+        "network": {"allowedDomains": ["127.0.0.1:8443", "localhost"], "deniedDomains": [],
+                    "tlsTerminate": {"caCertPath": "/path/ca.pem", "caKeyPath": "/path/ca-key.pem",
+                                     "excludeDomains": ["pinned.example"],
+                                     "extraCaCertPaths": ["/path/test-ca.pem"]},
+                    "requireHostMatch": True},
+        "filesystem": {"denyRead": [], "allowRead": [], "allowWrite": ["/proj"], "denyWrite": []},
+        "credentials": {
+            "envVars": [{"name": "GH_TOKEN", "mode": "mask", "injectHosts": ["127.0.0.1"]}],
+            "files": [{"path": "~/.npmrc", "mode": "mask", "extract": "_authToken=(\\S+)",
+                       "injectHosts": ["127.0.0.1"]}],
+            "allowPlaintextInject": False,
+        },
+    })
+    policy = load_srt_settings(text, SRC, CTX)
+    assert policy.network.tls == TlsPolicy(terminate=("*",), exclude=("pinned.example",), ca="files",
+                                           ca_cert="/path/ca.pem", ca_key="/path/ca-key.pem",
+                                           extra_ca=("/path/test-ca.pem",))
+    assert policy.network.require_host_match is True
+    assert [c.name for c in policy.credentials] == ["GH_TOKEN", "FILE_0__npmrc"]
+    assert all(c.hosts == ("127.0.0.1",) and not c.allow_plaintext for c in policy.credentials)
+    assert policy.credentials[1].from_file == policy.credentials[1].mask_file == "/home/u/.npmrc"
+    assert policy.credentials[0].env == "GH_TOKEN" and policy.credentials[1].env is None
+
+
+def test_boundary_policy_renders_and_loads_as_native_toml():
+    from corral.policy.native import load_toml
+    from corral.policy.render import to_toml
+
+    policy = load(settings(**{
+        "network.allowedDomains": ["github.com", "[::1]:8443"], "network.requireHostMatch": False,
+        "network.refuseOpaqueTunnels": True, "network.stripResponseHeaders": ["Set-Cookie"],
+        "network.tlsTerminate": {"caCertPath": "~/ca.pem", "caKeyPath": "~/ca.key", "excludeDomains": ["::1"],
+                                 "extraCaCertPaths": ["/e.pem"], "maxTunnels": 3, "handshakeTimeoutMs": 150},
+        "credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "t=(\\w+)", "onExtractNoMatch": "warn"}],
+                        "files": [{"path": "~/.npmrc", "mode": "mask", "injectHosts": ["github.com"]}]},
+    }))
+    again = load_toml(to_toml(policy, CTX), SRC, CTX)
+    assert again.network == policy.network
+    assert again.credentials == policy.credentials
+
+
+# (id, patch, key, value, text expected in the reason): valid srt that corral cannot map.
+BOUNDARY_ERRORS = [
+    ("mask without injectHosts or allowedDomains", {**TLS, **mask_env({"name": "T", "mode": "mask"})},
+     "credentials.envVars[0].injectHosts", None, "allowedDomains"),
+    ("masked file without injectHosts or allowedDomains", {**TLS, **mask_file({"path": "/t", "mode": "mask"})},
+     "credentials.files[0].injectHosts", None, "allowedDomains"),
+    ("masked file glob", {**GH, **mask_file({"path": "~/.config/*.tok", "mode": "mask"})},
+     "credentials.files[0].path", "~/.config/*.tok", "must be one path"),
+    ("masked file with brackets", {**GH, **mask_file({"path": "/t[1]", "mode": "mask"})},
+     "credentials.files[0].path", "/t[1]", "must be one path"),
+    ("masked file ~user", {**GH, **mask_file({"path": "~bob/.npmrc", "mode": "mask"})},
+     "credentials.files[0].path", "~bob/.npmrc", "~user"),
+    ("env var both denied and masked", {**GH, **mask_env({"name": "T", "mode": "mask"}, {"name": "T", "mode": "deny"})},
+     "credentials.envVars[0].name", "T", 'mode "deny"'),
+    ("env var masked twice", {**GH, **mask_env({"name": "T", "mode": "mask"}, {"name": "T", "mode": "mask"})},
+     "credentials.envVars[1].name", "T", "already masked by credentials.envVars[0]"),
+    ("file masked twice", {**GH, **mask_file({"path": "~/t", "mode": "mask"}, {"path": "/home/u/t", "mode": "mask"})},
+     "credentials.files[1].path", "/home/u/t", "already masked by credentials.files[0]"),
+    ("file both denied and masked", {**GH, **mask_file({"path": "/t", "mode": "deny"}, {"path": "/t", "mode": "mask"})},
+     "credentials.files[1].path", "/t", 'mode "deny"'),
+    ("injectHosts corral cannot use",
+     {"network.allowedDomains": ["*.a.example.com"], **TLS,
+      **mask_env({"name": "T", "mode": "mask", "injectHosts": ["*.*.a.example.com"]})},
+     "credentials.envVars[0].injectHosts[0]", "*.*.a.example.com", "only one leading"),
+    ("excludeDomains corral cannot use", {"network.tlsTerminate": {"excludeDomains": ["*.*.a.example.com"]}},
+     "network.tlsTerminate.excludeDomains[0]", "*.*.a.example.com", "only one leading"),
+    ("caCertPath ~user", {"network.tlsTerminate": {"caCertPath": "~bob/ca.pem", "caKeyPath": "/k"}},
+     "network.tlsTerminate.caCertPath", "~bob/ca.pem", "~user"),
+    ("extraCaCertPaths ~user", {"network.tlsTerminate": {"extraCaCertPaths": ["/a.pem", "~bob/ca.pem"]}},
+     "network.tlsTerminate.extraCaCertPaths[1]", "~bob/ca.pem", "~user"),
+    ("stripResponseHeaders not a header name", {"network.stripResponseHeaders": ["x-a", "set-cookie:"]},
+     "network.stripResponseHeaders[1]", "set-cookie:", "never match"),
+]
+
+
+@pytest.mark.parametrize("name,patch,key,value,why", BOUNDARY_ERRORS, ids=[c[0] for c in BOUNDARY_ERRORS])
+def test_boundary_errors(name, patch, key, value, why):
+    data = settings(**patch)
+    validate(data, SRC)  # valid srt settings: the mapping refuses them
+    with pytest.raises(PolicyError) as info:
+        load(data)
+    err = info.value
+    assert not isinstance(err, UnsupportedFeature)
+    assert (err.key, err.value) == (key, value)
+    assert str(err).startswith(f"{SRC}: {key} = {value!r}: ")
+    assert why in err.why
+
+
+def test_masking_without_tls_is_still_refused():
+    data = settings(**{"network.allowedDomains": ["a.example.com"], **mask_env({"name": "T", "mode": "mask"})})
+    with pytest.raises(PolicyError) as info:
+        load(data)
+    assert info.value.key == "credentials" and "tlsTerminate" in info.value.why
+
+
+def test_loading_reads_no_credential(monkeypatch, tmp_path):
+    # Sources are recorded, never read: a missing variable or file is no load-time error.
+    monkeypatch.delenv("CORRAL_TEST_ABSENT", raising=False)
+    policy = load(settings(**GH, **mask_env({"name": "CORRAL_TEST_ABSENT", "mode": "mask"}),
+                           **{"credentials.files": [{"path": str(tmp_path / "missing"), "mode": "mask"}]}))
+    assert [c.name for c in policy.credentials] == ["CORRAL_TEST_ABSENT", "FILE_0_missing"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,6 +675,10 @@ def _differential_cases():
         add(**patch)
     for patch, _, _ in UNSUPPORTED:
         add(**patch)
+    for _, patch, _, _ in BOUNDARY_MAPPINGS:
+        add(**patch)
+    for _, patch, _, _, _ in BOUNDARY_ERRORS:
+        add(**patch)  # valid srt: corral refuses them when mapping, not when validating
     for _, data, _, _, _ in INVALID:
         cases.append(data)
     return cases

@@ -32,7 +32,8 @@ class Policy(model.Policy):
 
     @classmethod
     def _wrap(cls, policy: model.Policy) -> "Policy":
-        return cls(policy.filesystem, policy.network, policy.process, policy.sources)
+        return cls(policy.filesystem, policy.network, policy.process, policy.sources, policy.credentials,
+                   policy.endpoints)
 
     @classmethod
     def default(cls, cwd: str | None = None) -> "Policy":
@@ -96,6 +97,7 @@ class Sandbox:
             self.session = (opened.name, opened.upper, opened.work)
         self._wrapped: list = []
         self._network = None  # one set of namespaces + proxy for every command of this Sandbox
+        self._boundary = None  # the credentials, resolved once: one placeholder each per Sandbox
 
     @property
     def session_name(self) -> str | None:
@@ -108,8 +110,15 @@ class Sandbox:
             real = os.path.realpath(self.cwd)
             overlays = [(real, self.session[1], self.session[2], real)] if self.session else []
             self._network = NamespaceSession(self.policy.network if self.policy.network.enabled else None,
-                                             overlays=overlays)
+                                             overlays=overlays, boundary=self._credential_boundary())
         return self._network
+
+    def _credential_boundary(self):
+        from .sandbox import boundary
+
+        if self._boundary is None and boundary.needed(self.policy):
+            self._boundary = boundary.resolve(self.policy, dict(os.environ), _context(self.cwd))
+        return self._boundary
 
     def allow_domain(self, *patterns: str) -> None:
         """Allow more destinations; applies to new connections of running and later commands."""
@@ -154,7 +163,7 @@ class Sandbox:
         if self.output:
             os.makedirs(self.output, exist_ok=True)
         return build_plan(self.policy, _context(self.cwd), list(argv), dict(os.environ), session=self.session,
-                          output=self.output)
+                          output=self.output, boundary=self._credential_boundary())
 
     def run(self, argv: list[str], **kwargs):
         """Like `subprocess.run(argv, **kwargs)`, sandboxed. Returns CompletedProcess."""

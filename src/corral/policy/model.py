@@ -57,13 +57,27 @@ class ParentProxy:
         url = self.https or self.http
         if not url:
             return None
-        rest = url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[2]
+        rest = url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[2]  # userinfo: `authorization`
         if rest.startswith("["):
             host_part, _, port = rest[1:].partition("]")
             port = port.lstrip(":")
         else:
             host_part, _, port = rest.partition(":")
         return host_part, int(port) if port.isdigit() else 3128
+
+    def authorization(self) -> bytes | None:
+        """`Proxy-Authorization` for the parent proxy, from user:password in its URL (or None)."""
+        url = self.https or self.http
+        if not url:
+            return None
+        authority = url.split("://", 1)[-1].split("/", 1)[0]
+        if "@" not in authority:
+            return None
+        import base64
+        from urllib.parse import unquote
+
+        user, _, password = authority.rpartition("@")[0].partition(":")
+        return b"Basic " + base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode())
 
 
 @frozen

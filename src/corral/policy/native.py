@@ -2,6 +2,9 @@
 
 Every key is optional; an absent key keeps the built-in default. The schema below is the
 single source of truth: loading, validation messages and the docs all follow it.
+
+Credentials (`[[credentials]]`) are only described here: where the value comes from and where
+it may go. Nothing in this module reads a credential's value; that happens at launch.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from .._values import replace
 from ..errors import PolicyError, UnsupportedFeature
 from . import paths
 from .defaults import default_policy
-from .model import LaunchContext, PathRule, Policy
+from .model import CredentialSpec, Endpoint, LaunchContext, PathRule, Policy, TlsPolicy
 
 # table -> key -> kind. Kinds are checked by `_check` below.
 SCHEMA: dict[str, dict[str, str]] = {
@@ -36,6 +39,11 @@ SCHEMA: dict[str, dict[str, str]] = {
         "audit_log": "optpath",
         "parent_proxy": "parentproxy",
         "allow_unix_sockets": "bool",
+        "http_rules": "httprules",
+        "require_host_match": "bool",
+        "refuse_opaque_tunnels": "bool",
+        "strip_response_headers": "headernames",
+        "tls": "tls",
     },
     "process": {
         "allow_nested_userns": "bool",
@@ -45,7 +53,47 @@ SCHEMA: dict[str, dict[str, str]] = {
         "env": "envtable",
     },
 }
-TOP_LEVEL = {"version": "version", **{name: "table" for name in SCHEMA}}
+# [network.tls]
+TLS_SCHEMA: dict[str, str] = {
+    "terminate": "terminate",
+    "exclude": "hosts",
+    "ca": "camode",
+    "ca_cert": "file",
+    "ca_key": "file",
+    "extra_ca": "files",
+    "max_tunnels": "tunnels",
+    "handshake_timeout": "seconds",
+}
+# [[credentials]]: `name` and `hosts` are required, and exactly one of the from_* keys.
+CREDENTIAL_SCHEMA: dict[str, str] = {
+    "name": "name",
+    "from_env": "name",
+    "from_file": "file",
+    "from_command": "argv",
+    "hosts": "hosts",
+    "header": "header",
+    "basic_user": "basicuser",
+    "in_body": "bool",
+    "allow_plaintext": "bool",
+    "extract": "regex",
+    "on_no_match": "onnomatch",
+    "env": "envopt",
+    "mask_file": "file",
+}
+CREDENTIAL_SOURCES = ("from_env", "from_file", "from_command")
+# [[endpoints]]: `name` and `upstream` are required.
+ENDPOINT_SCHEMA: dict[str, str] = {
+    "name": "endpointname",
+    "upstream": "httpsurl",
+    "credential": "name",
+    "env": "name",
+}
+ARRAYS = {"credentials": CREDENTIAL_SCHEMA, "endpoints": ENDPOINT_SCHEMA}  # [[name]] tables
+TOP_LEVEL = {"version": "version", **{name: "table" for name in SCHEMA}, **{name: "tables" for name in ARRAYS}}
+
+ON_NO_MATCH = ("deny", "warn", "error")
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_ENDPOINT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 
@@ -66,6 +114,8 @@ def from_mapping(data: dict, source: str, ctx: LaunchContext) -> Policy:
             raise PolicyError(source, key, value, f"unknown key{_suggest(key, TOP_LEVEL)}")
         if kind == "table" and not isinstance(value, dict):
             raise PolicyError(source, key, value, "expected a table ([section])")
+        if kind == "tables" and not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            raise PolicyError(source, key, value, f"expected an array of tables ([[{key}]])")
         if kind == "version" and value != 1:
             raise PolicyError(source, key, value, "only version = 1 is supported")
     policy = default_policy(ctx)
@@ -96,13 +146,135 @@ def from_mapping(data: dict, source: str, ctx: LaunchContext) -> Policy:
         from .network import compile_rules
 
         compile_rules(network, source)
+    credentials = _credentials(data.get("credentials", []), source, ctx)
+    endpoints = _endpoints(data.get("endpoints", []), credentials, source, ctx)
+    if endpoints and not network.enabled:
+        network = replace(network, proxy=True)  # endpoints are served by the proxy
     return replace(
         policy,
         filesystem=replace(fs, **fs_changes),
         network=network,
         process=replace(proc, **proc_changes),
         sources=(source,),
+        credentials=credentials,
+        endpoints=endpoints,
     )
+
+
+def _table(value, schema: dict, source: str, key: str, ctx: LaunchContext) -> dict:
+    """A sub-table's keys checked against `schema` (kind per key); absent keys stay absent."""
+    if not isinstance(value, dict):
+        raise PolicyError(source, key, value, "expected a table")
+    out = {}
+    for name, item in value.items():
+        kind = schema.get(name)
+        if kind is None:
+            raise PolicyError(source, f"{key}.{name}", item, f"unknown key{_suggest(name, schema)}")
+        out[name] = _check(kind, item, source, f"{key}.{name}", ctx)
+    return out
+
+
+def _tls(value, source: str, key: str, ctx: LaunchContext) -> TlsPolicy:
+    fields = _table(value, TLS_SCHEMA, source, key, ctx)
+    if ("ca_cert" in fields) != ("ca_key" in fields):
+        missing = "ca_key" if "ca_cert" in fields else "ca_cert"
+        raise PolicyError(source, f"{key}.{missing}", None, "missing: ca_cert and ca_key go together")
+    if "ca_cert" in fields:
+        if "ca" in fields:
+            raise PolicyError(source, f"{key}.ca", fields["ca"],
+                              "give either ca or ca_cert and ca_key (those mean a CA from files)")
+        fields["ca"] = "files"
+    return TlsPolicy(**fields)
+
+
+def _credentials(tables: list, source: str, ctx: LaunchContext) -> tuple:
+    specs: list[CredentialSpec] = []
+    seen: dict[str, str] = {}
+    env_owner: dict[str, str] = {}
+    for i, table in enumerate(tables):
+        key = f"credentials[{i}]"
+        fields = _table(table, CREDENTIAL_SCHEMA, source, key, ctx)
+        for required in ("name", "hosts"):
+            if required not in fields:
+                raise PolicyError(source, f"{key}.{required}", None, "missing: every credential needs "
+                                  "a name and the hosts it may be sent to")
+        name = fields["name"]
+        if name in seen:
+            raise PolicyError(source, f"{key}.name", name, f"already the name of {seen[name]}")
+        seen[name] = key
+        given = [k for k in CREDENTIAL_SOURCES if k in fields]
+        if len(given) != 1:
+            where = f"{key}.{given[1]}" if given else key
+            raise PolicyError(source, where, fields[given[1]] if given else table,
+                              "give exactly one of from_env, from_file, from_command")
+        if not fields["hosts"]:
+            raise PolicyError(source, f"{key}.hosts", [], "empty: list the hosts the credential may be sent to")
+        if "header" in fields and "basic_user" in fields:
+            raise PolicyError(source, f"{key}.basic_user", fields["basic_user"],
+                              "give either header or basic_user (basic auth is the Authorization header)")
+        if "on_no_match" in fields and "extract" not in fields:
+            raise PolicyError(source, f"{key}.on_no_match", fields["on_no_match"],
+                              "only applies with extract (what to do when it matches nothing)")
+        env = fields.pop("env", name)  # the variable holding the placeholder; false: none
+        # A variable set by two entries would hold only one of them: refuse the clash.
+        if env and env in env_owner:
+            raise PolicyError(source, f"{key}.env", env, f"already set by {env_owner[env]}")
+        if env:
+            env_owner[env] = key
+        fields["env"] = env or None
+        specs.append(CredentialSpec(**fields, origin=f"{source}:{key}"))
+    return tuple(specs)
+
+
+def _endpoints(tables: list, credentials: tuple, source: str, ctx: LaunchContext) -> tuple:
+    by_name = {c.name: c for c in credentials}
+    env_owner = {c.env: f"credentials[{i}]" for i, c in enumerate(credentials) if c.env}
+    out: list[Endpoint] = []
+    seen: dict[str, str] = {}
+    for i, table in enumerate(tables):
+        key = f"endpoints[{i}]"
+        fields = _table(table, ENDPOINT_SCHEMA, source, key, ctx)
+        for required in ("name", "upstream"):
+            if required not in fields:
+                raise PolicyError(source, f"{key}.{required}", None, "missing: every endpoint needs a "
+                                  "name and an upstream URL")
+        name = fields["name"]
+        if name in seen:
+            raise PolicyError(source, f"{key}.name", name, f"already the name of {seen[name]}")
+        seen[name] = key
+        cred_name = fields.get("credential")
+        if cred_name is not None:
+            cred = by_name.get(cred_name)
+            if cred is None:
+                known = f"; known: {', '.join(by_name)}" if by_name else " (there are no [[credentials]])"
+                raise PolicyError(source, f"{key}.credential", cred_name, f"no [[credentials]] entry of that name{known}")
+            _check_upstream_covered(fields["upstream"], cred, source, f"{key}.credential")
+        env = fields.get("env")
+        if env is not None:
+            if env in env_owner:
+                raise PolicyError(source, f"{key}.env", env, f"already set by {env_owner[env]}")
+            env_owner[env] = key
+        out.append(Endpoint(**fields, origin=f"{source}:{key}"))
+    return tuple(out)
+
+
+def _upstream_host(url: str) -> str:
+    from ..proxy.urls import split_authority
+
+    authority = url[len("https://"):].partition("/")[0]
+    return split_authority(authority, 443)[0]
+
+
+def _check_upstream_covered(url: str, cred: CredentialSpec, source: str, key: str) -> None:
+    from ..proxy.addresses import normalize_host
+    from ..proxy.httprules import host_in, parse_host_pattern
+
+    host = normalize_host(_upstream_host(url))
+    if not any(host_in(parse_host_pattern(h), host) for h in cred.hosts):
+        raise PolicyError(source, key, cred.name, (
+            f"that credential's hosts {list(cred.hosts)} do not cover the upstream's host "
+            f"{host!r}: add it to them, or the credential could not be sent there"
+        ))
 
 
 def _check(kind: str, value, source: str, key: str, ctx: LaunchContext):
@@ -183,7 +355,157 @@ def _check(kind: str, value, source: str, key: str, ctx: LaunchContext):
                 raise PolicyError(source, f"{key}.{name}", val, "expected a string without NUL bytes")
             pairs.append((name, val))
         return tuple(pairs)
+    if kind == "tls":
+        return _tls(value, source, key, ctx)
+    return _check_boundary(kind, value, source, key, ctx)
+
+
+def _check_boundary(kind: str, value, source: str, key: str, ctx: LaunchContext):
+    """The kinds of the credential-boundary keys ([network.tls], [[credentials]], [[endpoints]])."""
+    if kind in ("httprules", "headernames", "terminate", "hosts", "files", "argv"):
+        if not isinstance(value, list):
+            raise PolicyError(source, key, value, "expected a list")
+        if kind == "argv" and not value:
+            raise PolicyError(source, key, value, "expected a non-empty list: the command and its arguments")
+        item_kind = {"httprules": "httprule", "headernames": "headername", "terminate": "host*",
+                     "hosts": "host", "files": "file", "argv": "arg"}[kind]
+        items = [_check_boundary(item_kind, item, source, f"{key}[{i}]", ctx) for i, item in enumerate(value)]
+        if kind == "argv" and not items[0]:
+            raise PolicyError(source, f"{key}[0]", items[0], "the command must not be empty")
+        return tuple(dict.fromkeys(items)) if kind in ("headernames", "terminate", "hosts") else tuple(items)
+    if kind == "arg":
+        if not isinstance(value, str) or "\x00" in value:
+            raise PolicyError(source, key, value, "expected a string without NUL bytes")
+        return value
+    if not isinstance(value, str) and kind not in ("tunnels", "seconds", "envopt"):
+        raise PolicyError(source, key, value, "expected a string")
+    if kind == "name":
+        if not _is_env_name(value):
+            raise PolicyError(source, key, value, "expected a name of letters, digits and '_', not starting "
+                              "with a digit")
+        return value
+    if kind == "envopt":
+        if value is False or (isinstance(value, str) and _is_env_name(value)):
+            return value
+        raise PolicyError(source, key, value, "expected a variable name, or false for no variable")
+    if kind == "httprule":
+        from ..proxy.httprules import parse_rule
+
+        text = value.strip()
+        # The action is optional (allow); store it so the rule means the same to every reader.
+        words = text.split()
+        if not words:
+            raise PolicyError(source, key, value, "an empty rule; write e.g. 'deny POST github.com/**'")
+        if words[0].lower() not in ("allow", "deny"):
+            text = "allow " + text
+        try:
+            parse_rule(text)
+        except ValueError as exc:
+            raise PolicyError(source, key, value, str(exc)) from None
+        return text
+    if kind == "headername":
+        if not value or not set(value) <= _TCHAR:
+            raise PolicyError(source, key, value, "expected a header name, as in 'set-cookie'")
+        return value.lower()
+    if kind in ("host", "host*"):
+        from ..proxy.httprules import parse_host_pattern
+
+        try:
+            pattern = parse_host_pattern(value)
+        except ValueError as exc:
+            raise PolicyError(source, key, value, str(exc)) from None
+        if pattern.kind == "any" and kind == "host":
+            raise PolicyError(source, key, value, "'*' (every host) is not allowed here: list the hosts")
+        if pattern.kind == "wildcard" and "." not in pattern.host:
+            raise PolicyError(source, key, value, "a whole top-level domain: list the hosts")
+        return value
+    if kind == "file":
+        if not value or "\x00" in value:
+            raise PolicyError(source, key, value, "expected a non-empty path")
+        if paths.is_glob(value):
+            raise PolicyError(source, key, value, "expected one file, not a glob (* ? [)")
+        try:
+            return paths.expand(value, ctx)
+        except ValueError as exc:
+            raise PolicyError(source, key, value, str(exc)) from None
+    if kind == "camode":
+        if value not in ("user", "ephemeral"):
+            raise PolicyError(source, key, value, 'expected "user" or "ephemeral" (or give ca_cert and ca_key)')
+        return value
+    if kind == "tunnels":
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65536:
+            raise PolicyError(source, key, value, "expected an integer from 1 to 65536")
+        return value
+    if kind == "seconds":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise PolicyError(source, key, value, "expected a number of seconds > 0")
+        return float(value)
+    if kind == "header":
+        return _header_template(value, source, key)
+    if kind == "basicuser":
+        if not all(" " <= c <= "~" for c in value) or ":" in value:
+            raise PolicyError(source, key, value, "expected printable ASCII without ':'")
+        return value
+    if kind == "regex":
+        import re  # only when a policy has extract
+
+        try:
+            groups = re.compile(value).groups
+        except re.error as exc:
+            raise PolicyError(source, key, value, f"not a valid regular expression: {exc}") from None
+        if groups < 1:
+            raise PolicyError(source, key, value, "needs a capturing group: group 1 is the secret, as in "
+                              "'_authToken=(\\S+)'")
+        return value
+    if kind == "onnomatch":
+        if value not in ON_NO_MATCH:
+            raise PolicyError(source, key, value, 'expected "deny", "warn" or "error"')
+        return value
+    if kind == "endpointname":
+        if not value or not set(value) <= _ENDPOINT_CHARS:
+            raise PolicyError(source, key, value, "expected lower-case letters, digits, '_' and '-'")
+        return value
+    if kind == "httpsurl":
+        return _https_url(value, source, key)
     raise AssertionError(kind)
+
+
+def _header_template(value: str, source: str, key: str) -> str:
+    from ..proxy.credentials import FORBIDDEN_HEADERS
+
+    example = "as in 'x-api-key: {value}' or 'Authorization: Bearer {value}'"
+    if not all(" " <= c <= "~" for c in value):
+        raise PolicyError(source, key, value, f"expected printable ASCII, {example}")
+    name, colon, rest = value.partition(":")
+    if not colon or not name or not set(name) <= _TCHAR:
+        raise PolicyError(source, key, value, f"expected 'Header-Name: ...{{value}}...', {example}")
+    if name.lower() in FORBIDDEN_HEADERS:
+        raise PolicyError(source, key, value, f"{name!r} carries framing or routing, not credentials")
+    if rest.count("{value}") != 1:
+        raise PolicyError(source, key, value, f"needs exactly one '{{value}}', {example}")
+    return value
+
+
+def _https_url(value: str, source: str, key: str) -> str:
+    from ..proxy.addresses import normalize_host
+    from ..proxy.urls import split_authority
+
+    example = "as in 'https://api.anthropic.com' or 'https://host:8443/prefix'"
+    if not value.startswith("https://"):
+        raise PolicyError(source, key, value, f"expected an https:// URL, {example}")
+    rest = value[len("https://"):]
+    if "?" in rest or "#" in rest:
+        raise PolicyError(source, key, value, f"no query or fragment, {example}")
+    authority, _, path = rest.partition("/")
+    if "@" in authority:
+        raise PolicyError(source, key, value, "no user name or password in the URL: use [[credentials]]")
+    if not all(" " < c <= "~" for c in path):
+        raise PolicyError(source, key, value, "the path must be printable ASCII without spaces (percent-encode)")
+    try:
+        normalize_host(split_authority(authority, 443)[0])
+    except ValueError as exc:
+        raise PolicyError(source, key, value, f"{exc}, {example}") from None
+    return value
 
 
 def _path_rule(item, source: str, key: str, ctx: LaunchContext) -> PathRule:

@@ -1,11 +1,13 @@
-"""Render a Policy as native TOML (what `corral policy show` prints; loadable again)."""
+"""Render a Policy as native TOML (what `corral policy show` prints; loadable again).
+
+A policy holds no secrets, only where credentials come from, so everything is printed."""
 
 from __future__ import annotations
 
 import json
 
 from .defaults import credential_paths
-from .model import LaunchContext, PathRule, Policy
+from .model import CredentialSpec, Endpoint, LaunchContext, PathRule, Policy, TlsPolicy
 from ..workspace import protected
 
 
@@ -60,6 +62,10 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
         f"transparent = {str(net.transparent).lower()}",
         f"proxy = {str(net.proxy).lower()}",
         f"allow_unix_sockets = {str(net.allow_unix_sockets).lower()}",
+        f"http_rules = {_list([_str(r) for r in net.http_rules])}",
+        f"require_host_match = {_bool(net.require_host_match)}",
+        f"refuse_opaque_tunnels = {_bool(net.refuse_opaque_tunnels)}",
+        f"strip_response_headers = {_list([_str(h) for h in net.strip_response_headers])}",
     ]
     if net.audit_log is not None:
         lines.append(f"audit_log = {_str(net.audit_log)}")
@@ -70,6 +76,8 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
         lines += ["", "[network.parent_proxy]"]
         lines += [f"{k} = {_str(v)}" for k, v in (("http", pp.http), ("https", pp.https)) if v]
         lines.append(f"no_proxy = {_list([_str(n) for n in pp.no_proxy])}")
+    if net.tls != TlsPolicy():
+        lines += ["", "[network.tls]", *_tls(net.tls)]
     lines += [
         "",
         "[process]",
@@ -83,4 +91,60 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
     if proc.set_env:
         lines += ["", "[process.env]"]
         lines += [f"{name} = {_str(value)}" for name, value in proc.set_env]
+    for cred in policy.credentials:
+        lines += ["", "[[credentials]]", *_credential(cred)]
+    for endpoint in policy.endpoints:
+        lines += ["", "[[endpoints]]", *_endpoint(endpoint)]
     return "\n".join(lines) + "\n"
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _tls(tls: TlsPolicy) -> list[str]:
+    lines = [
+        f"terminate = {_list([_str(h) for h in tls.terminate])}",
+        f"exclude = {_list([_str(h) for h in tls.exclude])}",
+    ]
+    if tls.ca == "files":
+        lines += [f"ca_cert = {_str(tls.ca_cert)}", f"ca_key = {_str(tls.ca_key)}"]
+    else:
+        lines.append(f"ca = {_str(tls.ca)}")
+    lines += [
+        f"extra_ca = {_list([_str(p) for p in tls.extra_ca])}",
+        f"max_tunnels = {tls.max_tunnels}",
+        f"handshake_timeout = {float(tls.handshake_timeout)!r}",
+    ]
+    return lines
+
+
+def _credential(cred: CredentialSpec) -> list[str]:
+    lines = [f"name = {_str(cred.name)}"]
+    if cred.from_env is not None:
+        lines.append(f"from_env = {_str(cred.from_env)}")
+    if cred.from_file is not None:
+        lines.append(f"from_file = {_str(cred.from_file)}")
+    if cred.from_command:
+        lines.append(f"from_command = [{', '.join(_str(a) for a in cred.from_command)}]")
+    lines.append(f"hosts = {_list([_str(h) for h in cred.hosts])}")
+    if cred.header is not None:
+        lines.append(f"header = {_str(cred.header)}")
+    if cred.basic_user is not None:
+        lines.append(f"basic_user = {_str(cred.basic_user)}")
+    lines += [f"in_body = {_bool(cred.in_body)}", f"allow_plaintext = {_bool(cred.allow_plaintext)}"]
+    if cred.extract is not None:
+        lines += [f"extract = {_str(cred.extract)}", f"on_no_match = {_str(cred.on_no_match)}"]
+    lines.append(f"env = {_str(cred.env) if cred.env else 'false'}")
+    if cred.mask_file is not None:
+        lines.append(f"mask_file = {_str(cred.mask_file)}")
+    return lines
+
+
+def _endpoint(endpoint: Endpoint) -> list[str]:
+    lines = [f"name = {_str(endpoint.name)}", f"upstream = {_str(endpoint.upstream)}"]
+    if endpoint.credential is not None:
+        lines.append(f"credential = {_str(endpoint.credential)}")
+    if endpoint.env is not None:
+        lines.append(f"env = {_str(endpoint.env)}")
+    return lines

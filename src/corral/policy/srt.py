@@ -12,21 +12,35 @@ corral accepts srt's settings file as it is. Loading happens in three steps:
    corral refuses every unknown key instead, and suggests the closest known one.
    Like zod's `.optional()`, `null` is not "absent": `"httpProxyPort": null` is a type
    error in srt, so it is one here too.
-2. Refusal. A valid setting that corral cannot honour yet raises `UnsupportedFeature`
-   (see `_REFUSED`). Ignoring it would silently give the sandbox more, or other, rights
-   than the file asks for.
+2. Refusal. A valid setting that corral cannot honour raises `UnsupportedFeature` (see
+   `_REFUSED` and `_MASK_REFUSED`): an external proxy (`httpProxyPort`, `socksProxyPort`,
+   `mitmProxy`), `allowPlaintextHeaderSet`, `ambiguousRequestTarget`, AWS re-signing
+   (`awsPairs`, `sigv4`) and, on masked entries, `decode`, `maskClaims` and
+   `maskDuplicates: true`. Ignoring them would silently give the sandbox more, or other,
+   rights than the file asks for.
 3. Mapping into `Policy`. Settings that do not apply on Linux, or that corral already
    covers more strictly, are accepted and listed in `ACCEPTED_WITHOUT_EFFECT` with the
-   reason.
+   reason. The credential boundary maps as follows:
+   - `network.tlsTerminate` -> `TlsPolicy(terminate=("*",))`: every CONNECT carrying TLS is
+     terminated except `excludeDomains`; the CA is `caCertPath`/`caKeyPath` when given, else
+     ephemeral (a new one per run, as srt does).
+   - `requireHostMatch`, `refuseOpaqueTunnels`, `stripResponseHeaders` -> the NetworkPolicy
+     fields of those names; `requireHostMatch` keeps srt's default (false), not corral's.
+   - `credentials.envVars[]` / `files[]` with `mode: "mask"` -> `CredentialSpec`s bound to
+     `injectHosts` (default: the hosts of `network.allowedDomains`, ports dropped, as srt
+     does). One deliberate difference: an absent `onExtractNoMatch` means "deny" (withhold
+     the credential), where srt's "warn" passes the real value into the sandbox.
 
 Credential locations: `FilesystemPolicy.deny_credentials` stays True. corral always denies
 reads of well-known credential locations (~/.ssh, ~/.aws, ...) on top of what the file lists.
 srt has no such default, so the result is stricter, never looser.
 
-Imports: only `json` at module level. `difflib` (for suggestions) and `ipaddress` (for IP
-literals) are imported on the paths that need them. This module uses no regular expressions:
-srt's patterns are short enough to check by hand, and `extract` is JavaScript regex syntax,
-which Python's `re` would misjudge anyway.
+Imports: only `json` at module level. `difflib` (for suggestions), `ipaddress` (for IP
+literals), `re` and the proxy's host-pattern parser (for masked credentials) are imported on
+the paths that need them. Validation uses no regular expressions: srt's patterns are short
+enough to check by hand, and `extract` is JavaScript regex syntax, which Python's `re` would
+misjudge. A masked entry's `extract` is matched by corral with Python's `re`, so it must also
+compile there (checked when mapping; the rare JavaScript-only spelling is refused).
 """
 
 from __future__ import annotations
@@ -35,7 +49,16 @@ import json
 
 from ..errors import PolicyError, UnsupportedFeature
 from . import paths
-from .model import FilesystemPolicy, LaunchContext, NetworkPolicy, ParentProxy, Policy, ProcessPolicy
+from .model import (
+    CredentialSpec,
+    FilesystemPolicy,
+    LaunchContext,
+    NetworkPolicy,
+    ParentProxy,
+    Policy,
+    ProcessPolicy,
+    TlsPolicy,
+)
 
 __all__ = ["ACCEPTED_WITHOUT_EFFECT", "convert", "load_srt_settings", "validate"]
 
@@ -61,7 +84,6 @@ ACCEPTED_WITHOUT_EFFECT: dict[str, str] = {
     "network.allowLocalBinding": "the Linux sandbox has its own loopback, so binding always works "
     "and never reaches the host's localhost (srt ignores it on Linux too)",
     "network.allowMachLookup": "macOS only (XPC/Mach service names)",
-    "credentials.allowPlaintextInject": "only matters for credential masking, which corral refuses",
     "credentials.*[].extract/onExtractNoMatch/decode/maskClaims/maskDuplicates/injectHosts": "on a "
     '"deny" entry srt accepts and ignores these; so does corral',
 }
@@ -1129,7 +1151,10 @@ def validate(data, source: str = "") -> None:
 # ---------------------------------------------------------------------------------------------
 
 _NO_PROXY = "not supported yet by corral's egress proxy"
-_NO_MASKING = "credential masking (the credential boundary) is not available yet"
+_NO_SIGV4 = (
+    "AWS SigV4 re-signing is not implemented: a SigV4 signature is computed from the secret, "
+    "so masking by substitution cannot fix it up"
+)
 
 _ABSENT = object()
 
@@ -1152,14 +1177,21 @@ _REFUSED = (
     ("network.httpProxyPort", f"an external HTTP proxy is {_NO_PROXY}"),
     ("network.socksProxyPort", f"an external SOCKS proxy is {_NO_PROXY}"),
     ("network.mitmProxy", f"mitmProxy is {_NO_PROXY}"),
-    ("network.tlsTerminate", f"TLS termination is {_NO_PROXY}"),
     ("network.allowPlaintextHeaderSet", f"request filtering is {_NO_PROXY}"),
-    ("network.stripResponseHeaders", f"request filtering is {_NO_PROXY}"),
-    ("network.refuseOpaqueTunnels", f"request filtering is {_NO_PROXY}"),
-    ("network.requireHostMatch", f"request filtering is {_NO_PROXY}"),
     ("network.ambiguousRequestTarget", f"request filtering is {_NO_PROXY}"),
-    ("credentials.awsPairs", f"AWS SigV4 re-signing: {_NO_MASKING}"),
-    ("credentials.sigv4", f"AWS SigV4 re-signing: {_NO_MASKING}"),
+    ("credentials.awsPairs", _NO_SIGV4),
+    ("credentials.sigv4", _NO_SIGV4),
+)
+
+# Options of a `mode: "mask"` entry that corral does not implement (on "deny" entries srt
+# ignores them, and so does corral).
+_MASK_REFUSED = (
+    ("decode", 'JWT-aware masking (decode: "jwt") is not implemented; mask the token whole, or '
+     "pick it out with extract"),
+    ("maskClaims", "claim-level JWT masking is not implemented; mask the token whole, or pick "
+     "it out with extract"),
+    ("maskDuplicates", "masking further copies of a captured value is not implemented; make "
+     "extract capture every occurrence instead"),
 )
 
 
@@ -1179,11 +1211,11 @@ def _refuse_unsupported(data: dict, source: str) -> None:
     creds = data.get("credentials", {})
     for list_name in ("envVars", "files"):
         for i, entry in enumerate(creds.get(list_name, [])):
-            if entry["mode"] == "mask":
-                raise UnsupportedFeature(
-                    source, f"credentials.{list_name}[{i}].mode", "mask",
-                    f'{_NO_MASKING}; use mode "deny" to withhold it instead',
-                )
+            if entry["mode"] != "mask":
+                continue
+            for name, why in _MASK_REFUSED:
+                if _in_use(entry.get(name, _ABSENT)):
+                    raise UnsupportedFeature(source, f"credentials.{list_name}[{i}].{name}", entry[name], why)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1272,7 +1304,7 @@ def convert(data: dict, source: str, ctx: LaunchContext) -> Policy:
             allow_git_config=fs.get("allowGitConfig", False),
             deny_credentials=True,  # always: see the module docstring
         ),
-        network=_network(net, source),
+        network=_network(net, source, ctx),
         process=ProcessPolicy(
             allow_nested_userns=data.get("allowNestedUserNamespaces", False),
             bwrap_path=data.get("bwrapPath"),
@@ -1280,10 +1312,11 @@ def convert(data: dict, source: str, ctx: LaunchContext) -> Policy:
             set_env=_git_safe_directory_env(data.get("git", {}).get("safeDirectories", [])),
         ),
         sources=(source,),
+        credentials=_credentials(data, source, ctx),
     )
 
 
-def _network(net: dict, source: str) -> NetworkPolicy:
+def _network(net: dict, source: str, ctx: LaunchContext) -> NetworkPolicy:
     parent = None
     if net.get("parentProxy"):
         pp = net["parentProxy"]
@@ -1299,12 +1332,173 @@ def _network(net: dict, source: str) -> NetworkPolicy:
         strict_allowlist=net.get("strictAllowlist", False),
         parent_proxy=parent,
         allow_unix_sockets=net.get("allowAllUnixSockets", False),
+        tls=_tls(net["tlsTerminate"], source, ctx) if "tlsTerminate" in net else TlsPolicy(),
+        # srt's default is false; corral's own default (true) applies to native policies only.
+        require_host_match=net.get("requireHostMatch", False),
+        refuse_opaque_tunnels=net.get("refuseOpaqueTunnels", False),
+        strip_response_headers=_header_names(net.get("stripResponseHeaders", []), source),
     )
     if policy.allowed_domains or policy.denied_domains or policy.denied_addresses:
         from .network import compile_rules
 
         compile_rules(policy, source)
     return policy
+
+
+def _expand(raw: str, key: str, ctx: LaunchContext, source: str) -> str:
+    try:
+        return paths.expand(raw, ctx)
+    except ValueError as err:
+        raise PolicyError(source, key, raw, str(err)) from None
+
+
+_TCHAR = _ALPHA | _DIGITS | frozenset("!#$%&'*+-.^_`|~")  # RFC 9110 token characters
+
+
+def _header_names(names: list, source: str) -> tuple:
+    # srt takes any non-empty string; one that is not a header name could never match, so a
+    # typo ("set-cookie:") would leave the header in place without a word.
+    for i, name in enumerate(names):
+        if not set(name) <= _TCHAR:
+            raise PolicyError(source, f"network.stripResponseHeaders[{i}]", name,
+                              "not a header name (letters, digits and !#$%&'*+-.^_`|~): it could "
+                              "never match")
+    return tuple(dict.fromkeys(name.lower() for name in names))
+
+
+def _tls(tls: dict, source: str, ctx: LaunchContext) -> TlsPolicy:
+    key = "network.tlsTerminate"
+    if tls.get("caCertPath"):  # _check_ca_pair: the key is there too
+        ca = {
+            "ca": "files",
+            "ca_cert": _expand(tls["caCertPath"], f"{key}.caCertPath", ctx, source),
+            "ca_key": _expand(tls["caKeyPath"], f"{key}.caKeyPath", ctx, source),
+        }
+    else:
+        ca = {"ca": "ephemeral"}  # srt mints a CA per run when none is given
+    exclude = tls.get("excludeDomains", [])
+    for i, host in enumerate(exclude):
+        _host_pattern(host, f"{key}.excludeDomains[{i}]", source)
+    extra = tls.get("extraCaCertPaths", [])
+    timeout = tls.get("handshakeTimeoutMs")
+    return TlsPolicy(
+        terminate=("*",),  # srt terminates every CONNECT that carries TLS
+        exclude=tuple(exclude),
+        extra_ca=tuple(_expand(p, f"{key}.extraCaCertPaths[{i}]", ctx, source) for i, p in enumerate(extra)),
+        max_tunnels=int(tls.get("maxTunnels", 256)),
+        handshake_timeout=timeout / 1000 if timeout is not None else 10.0,
+        **ca,
+    )
+
+
+def _host_pattern(text: str, key: str, source: str):
+    """The proxy's reading of a host pattern; srt accepts a few it cannot use (`*.*.a.com`)."""
+    from ..proxy.httprules import parse_host_pattern
+
+    try:
+        return parse_host_pattern(text)
+    except ValueError as err:
+        raise PolicyError(source, key, text, f"corral cannot use this host pattern: {err}") from None
+
+
+def _bare_host(pattern: str) -> str:
+    """An allowedDomains entry without its port and brackets: "[::1]:443" -> "::1"."""
+    return _drop_zone(_strip_brackets(_split_domain_port(pattern)[0]))
+
+
+def _inject_hosts(entry: dict, net: dict, key: str, source: str) -> tuple:
+    if "injectHosts" in entry:
+        raw, where = entry["injectHosts"], f"{key}.injectHosts"
+    else:
+        # srt's default: every host of allowedDomains, ports dropped.
+        raw, where = net["allowedDomains"], "network.allowedDomains"
+        if not raw:
+            raise PolicyError(source, f"{key}.injectHosts", None, (
+                "absent, and network.allowedDomains (the default) is empty: the credential "
+                "could never be sent anywhere; list the hosts it is for in injectHosts (and "
+                "allow them in network.allowedDomains)"
+            ))
+    hosts = []
+    for j, text in enumerate(raw):
+        host = _bare_host(text)
+        _host_pattern(host, f"{where}[{j}]", source)  # srt already refuses "*" and "*.com"
+        if host not in hosts:
+            hosts.append(host)
+    return tuple(hosts)
+
+
+def _python_regex(pattern: str, key: str, source: str) -> None:
+    import re  # only for masked entries with extract
+
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as err:
+        groups, problem = 0, f"Python's re cannot compile it ({err})"
+    else:
+        problem = "Python's re finds no capturing group in it"
+    if groups < 1:
+        raise UnsupportedFeature(source, key, pattern, (
+            f"valid JavaScript, but corral matches extract with Python's re and {problem}; "
+            "write it with plain (...) groups and no JavaScript-only syntax such as (?<name>...)"
+        ))
+
+
+def _file_credential_name(i: int, path: str) -> str:
+    # Credential names are identifiers (they show up in placeholders and audit events).
+    base = path.rsplit("/", 1)[-1]
+    return f"FILE_{i}_" + "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in base)
+
+
+def _credentials(data: dict, source: str, ctx: LaunchContext) -> tuple:
+    """`mode: "mask"` entries as CredentialSpecs (values are read at launch, never here)."""
+    creds, net = data.get("credentials", {}), data["network"]
+    denied_env = {e["name"] for e in creds.get("envVars", []) if e["mode"] == "deny"}
+    denied_files = {
+        _expand(e["path"], f"credentials.files[{i}].path", ctx, source)
+        for i, e in enumerate(creds.get("files", []))
+        if e["mode"] == "deny" and not set(e["path"]) & _GLOB_CHARS
+    }
+    specs, seen = [], {}
+    for list_name in ("envVars", "files"):
+        for i, entry in enumerate(creds.get(list_name, [])):
+            if entry["mode"] != "mask":
+                continue
+            key = f"credentials.{list_name}[{i}]"
+            extract = entry.get("extract")
+            if extract is not None:
+                _python_regex(extract, f"{key}.extract", source)
+            common = {
+                "hosts": _inject_hosts(entry, net, key, source),
+                "extract": extract,
+                # corral fails closed: absent means withhold (srt: "warn", which passes the
+                # real value in). srt ignores it without extract, so does corral.
+                "on_no_match": entry.get("onExtractNoMatch", "deny") if extract is not None else "deny",
+                "allow_plaintext": creds.get("allowPlaintextInject", False),
+                "origin": f"{source}:{key}",
+            }
+            if list_name == "envVars":
+                raw = ident = entry["name"]
+                where, conflict = f"{key}.name", raw in denied_env
+                spec = CredentialSpec(name=raw, from_env=raw, env=raw, **common)
+            else:
+                raw, where = entry["path"], f"{key}.path"
+                if set(raw) & _GLOB_CHARS:
+                    # srt would read the name literally; a pattern here is almost surely a slip.
+                    raise PolicyError(source, where, raw, (
+                        "a masked file must be one path: glob characters (* ? [ ]) are not "
+                        'allowed with mode "mask"'
+                    ))
+                ident = _expand(raw, where, ctx, source)
+                conflict = ident in denied_files
+                spec = CredentialSpec(name=_file_credential_name(i, ident), from_file=ident,
+                                      mask_file=ident, **common)
+            if conflict:
+                raise PolicyError(source, where, raw, 'also listed with mode "deny": choose one mode')
+            if (list_name, ident) in seen:
+                raise PolicyError(source, where, raw, f"already masked by {seen[list_name, ident]}")
+            seen[list_name, ident] = key
+            specs.append(spec)
+    return tuple(specs)
 
 
 def _reject_constant(name: str):

@@ -508,7 +508,9 @@ class Injector:
         if not bound:
             return InjectResult(headers, "forward", f"no credential is bound to {name}")
         if not scheme_is_tls:
-            plain = [c.name for c in bound if not c.allow_plaintext]
+            # A credential that only swaps placeholders is at stake only when one is present.
+            carried_here = {c.name for c in find_placeholders(carried, {self._placeholder[c.name]: c for c in bound})}
+            plain = [c.name for c in bound if not c.allow_plaintext and (not c.anywhere or c.name in carried_here)]
             if plain:
                 return _block(
                     headers,

@@ -88,7 +88,10 @@ class Dialer:
         try:
             await asyncio.wait_for(loop.sock_connect(sock, sockaddr), CONNECT_TIMEOUT)
             authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            await loop.sock_sendall(sock, f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
+            auth = self.parent_proxy.authorization()
+            extra = b"Proxy-Authorization: " + auth + b"\r\n" if auth else b""
+            await loop.sock_sendall(sock, f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n".encode()
+                                    + extra + b"\r\n")
             head = b""
             while b"\r\n\r\n" not in head:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
