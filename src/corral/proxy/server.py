@@ -581,17 +581,17 @@ class HttpSession:
                 if isinstance(event, h11.Response):
                     status = event.status_code
                     out_headers = _response_headers(event.headers, gate.strip if gate is not None else ())
-                    length = None
-                    if redactor is None and not self.client.tls and not stream.tls:
-                        length = _spliceable_length(request.method, event)
-                    if length is not None:
-                        await self._splice_response(request, event, out_headers, length)
-                        down_bytes = length
-                        break
                     if redactor is not None:
                         before = out_headers
                         out_headers = injector.redact_headers(out_headers)
                         redacted += sum(a != b for a, b in zip(before, out_headers))
+                    length = _spliceable_length(request.method, event)
+                    if length is not None and (redactor is None or request.http_version == b"1.1"):
+                        await self._raw_response(request, event, out_headers, length, redactor)
+                        redacted += _replaced(redactor) if redactor is not None else 0
+                        down_bytes = length
+                        break
+                    if redactor is not None:
                         if request.method != b"HEAD" and status not in (204, 304):
                             # The body's length changes when a value is replaced: h11 re-frames it.
                             out_headers = [(n, v) for n, v in out_headers if n != b"content-length"]
@@ -669,21 +669,46 @@ class HttpSession:
                             f"corral proxy: request blocked: {verdict.reason}{rule}\n",
                             extra=[(b"x-corral-decision", _ascii(text))], close=False)
 
-    async def _splice_response(self, request, response, headers, length: int) -> None:
-        """Send the head ourselves and move the body with splice; h11 only framed the heads.
-        Afterwards both connections get fresh h11 state (fed whatever they had buffered)."""
+    async def _raw_response(self, request, response, headers, length: int, redactor) -> None:
+        """Send the head ourselves and move the body past h11, which only framed the heads:
+        with splice between plain sockets, else in large chunks (re-framed as chunked when
+        redaction may change its length). Afterwards both connections get fresh h11 state
+        (fed whatever they had buffered)."""
         h11 = self.h11
         key, stream, up, address = self.upstream
         keep = request.http_version == b"1.1" and not _has_token(request.headers, b"connection", b"close")
+        if redactor is not None:
+            headers = [(n, v) for n, v in headers if n != b"content-length"] + [(b"transfer-encoding", b"chunked")]
         head = [b"HTTP/1.1 %d %s\r\n" % (response.status_code, response.reason)]
         head += [name + b": " + value + b"\r\n" for name, value in headers]
         if not keep:
             head.append(b"connection: close\r\n")
+        head = b"".join(head) + b"\r\n"
         buffered = bytes(up.trailing_data[0][:length])
-        await self.client.send(b"".join(head) + b"\r\n" + buffered)
-        from .relay import splice_exact
+        left = length - len(buffered)
+        if redactor is None and not self.client.tls and not stream.tls:
+            await self.client.send(head + buffered)
+            from .relay import splice_exact
 
-        await splice_exact(stream.sock, self.client.sock, length - len(buffered))
+            await splice_exact(stream.sock, self.client.sock, left)
+        else:
+            def frame(data: bytes) -> bytes:
+                if redactor is None:
+                    return data
+                data = redactor.feed(data)
+                return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+
+            await self.client.send(head + frame(buffered))
+            while left > 0:
+                async with asyncio.timeout(IDLE_TIMEOUT):
+                    data = await stream.recv(min(RECV, left))
+                if not data:
+                    raise DialFailed("upstream closed the connection mid-response")
+                left -= len(data)
+                await self.client.send(frame(data))
+            if redactor is not None:
+                rest = redactor.flush()
+                await self.client.send((b"%x\r\n%s\r\n" % (len(rest), rest) if rest else b"") + b"0\r\n\r\n")
         upstream_keeps = response.http_version == b"1.1" and not _has_token(response.headers, b"connection", b"close")
         if upstream_keeps:
             self.upstream = (key, stream, self._client_conn(), address)

@@ -117,7 +117,21 @@ class TlsStream:
                 return b""
             if not data:
                 self._eof = True
-            return data
+                return data
+            # One read gives one TLS record (16 KiB at most): drain what is already buffered,
+            # so the layers above see large chunks instead of many small ones.
+            parts = [data]
+            size = len(data)
+            while size < n:
+                try:
+                    more = self.obj.read(n - size)
+                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    break
+                if not more:
+                    break
+                parts.append(more)
+                size += len(more)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def send(self, data: bytes) -> None:
         if not data:

@@ -28,7 +28,7 @@ class Boundary:
         self.env: dict[str, str] = {}  # set inside the sandbox
         self.unset: list[str] = []  # withheld from the sandbox
         self.files: list[tuple[str, str, str]] = []  # (path, content shown instead, why), read-only
-        self.hide: list[str] = []  # files made unreadable (a masked file whose secret was withheld)
+        self.hide: list[str] = []  # files made unreadable: credential source files, withheld masks
         self.warnings: list[str] = []
         self.injector = None
         self.bindings: dict = {}  # placeholder -> proxy.credentials.Credential
@@ -129,6 +129,8 @@ def _read_source(spec, environ: dict, b: Boundary) -> str | None:
         b.unset.append(spec.from_env)  # replaced by a placeholder (in spec.env) or withheld
         return value
     if spec.from_file:
+        if spec.mask_file != spec.from_file:
+            b.hide.append(spec.from_file)  # the source file itself is never readable inside
         try:
             with open(spec.from_file, "rb") as fh:
                 data = fh.read(1 << 20)

@@ -255,7 +255,7 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     data_base = environ.get("XDG_DATA_HOME") or os.path.join(ctx.home, ".local", "share")
     deny_read.append((os.path.join(data_base, "corral", "ca"), "corral's CA (deny always)"))
     if boundary is not None:
-        deny_read.extend((p, "masked credential withheld (extract matched nothing)") for p in boundary.hide)
+        deny_read.extend((p, "credential source (the proxy holds its value)") for p in boundary.hide)
     if (fsp.deny_secrets and mode != "tmpfs") or mode == "copy":
         # From `/` the "workspace" is the whole system: only the home locations are checked.
         scan_root = cwd if cwd != "/" else None
