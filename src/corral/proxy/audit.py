@@ -100,10 +100,22 @@ def format_row(rec: dict) -> str:
         "address": rec.get("address", ""),
         "up": _size(rec.get("up")),
         "down": _size(rec.get("down")),
-        "why": rec.get("reason") or rec.get("rule") or "",
+        "why": _why(rec),
     }
     return "  ".join(values[name][:width].ljust(width) if i < len(COLUMNS) - 1 else values[name]
                      for i, (name, width) in enumerate(COLUMNS)).rstrip()
+
+
+def _why(rec: dict) -> str:
+    why = rec.get("reason") or rec.get("rule") or ""
+    if rec.get("exfiltration"):
+        why = "EXFILTRATION ATTEMPT: " + why
+    extra = []
+    if rec.get("injected"):
+        extra.append("injected " + ",".join(rec["injected"]))
+    if rec.get("redacted"):
+        extra.append(f"redacted {rec['redacted']}")
+    return "; ".join([why] + extra) if why and extra else why or "; ".join(extra)
 
 
 def header() -> str:

@@ -377,8 +377,10 @@ class HttpSession:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                async with asyncio.timeout(timeout):  # cheaper than wait_for: no Task per read
-                    data = await stream.recv(RECV)
+                data = stream.recv_nowait(RECV)  # often already there: no timer, no future
+                if data is None:
+                    async with asyncio.timeout(timeout):  # cheaper than wait_for: no Task per read
+                        data = await stream.recv(RECV)
                 if stream is not self.client and data and not stream.tls:
                     # ACK the upstream at once: a server that writes head and body separately
                     # (Nagle) would otherwise wait for our delayed ACK, ~40 ms per response.
@@ -585,7 +587,9 @@ class HttpSession:
                         before = out_headers
                         out_headers = injector.redact_headers(out_headers)
                         redacted += sum(a != b for a, b in zip(before, out_headers))
-                    length = _spliceable_length(request.method, event)
+                    # Over TLS every Content-Length body goes the raw way: head and body leave
+                    # in one write (one TLS record run) instead of one per h11 event.
+                    length = _spliceable_length(request.method, event, 0 if self.client.tls or stream.tls else SPLICE_MIN)
                     if length is not None and (redactor is None or request.http_version == b"1.1"):
                         await self._raw_response(request, event, out_headers, length, redactor)
                         redacted += _replaced(redactor) if redactor is not None else 0
@@ -877,8 +881,8 @@ def _replaced(replacer) -> int:
     return n
 
 
-def _spliceable_length(method: bytes, response) -> int | None:
-    """The Content-Length of a body worth splicing, or None (chunked, small, no body)."""
+def _spliceable_length(method: bytes, response, minimum: int = SPLICE_MIN) -> int | None:
+    """The Content-Length of a body worth moving past h11, or None (chunked, small, no body)."""
     if method == b"HEAD" or response.status_code in (204, 304):
         return None
     length = None
@@ -887,7 +891,7 @@ def _spliceable_length(method: bytes, response) -> int | None:
             return None
         if name == b"content-length":
             length = int(value)  # h11 validated it
-    return length if length is not None and length >= SPLICE_MIN else None
+    return length if length is not None and length >= minimum else None
 
 
 def _has_token(headers, name: bytes, token: bytes) -> bool:

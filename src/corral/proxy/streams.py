@@ -25,6 +25,13 @@ class SockStream:
     async def recv(self, n: int = RECV) -> bytes:
         return await self.loop.sock_recv(self.sock, n)
 
+    def recv_nowait(self, n: int = RECV) -> bytes | None:
+        """What can be read without waiting; None when nothing is there yet."""
+        try:
+            return self.sock.recv(n)
+        except (BlockingIOError, InterruptedError):
+            return None
+
     async def send(self, data: bytes) -> None:
         if data:
             await self.loop.sock_sendall(self.sock, data)
@@ -99,6 +106,52 @@ class TlsStream:
                 if not await self._fill():
                     raise ConnectionResetError("the peer closed the connection during the TLS handshake")
 
+    def recv_nowait(self, n: int = RECV) -> bytes | None:
+        """What can be read without waiting; None when nothing is there yet (or when the
+        TLS layer owes the peer bytes first: `recv` then does the full dance)."""
+        ssl = self._ssl
+        if self._eof:
+            return b""
+        while True:
+            try:
+                data = self.obj.read(n)
+            except ssl.SSLWantReadError:
+                if self.outgoing.pending:
+                    return None
+                try:
+                    raw = self.sock.recv(RECV)
+                except (BlockingIOError, InterruptedError):
+                    return None
+                if not raw:
+                    self.incoming.write_eof()
+                else:
+                    self.incoming.write(raw)
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                self._eof = True
+                return b""
+            if not data:
+                self._eof = True
+                return data
+            return self._drain(data, n)
+
+    def _drain(self, data: bytes, n: int) -> bytes:
+        # One read gives one TLS record (16 KiB at most): take what is already buffered too,
+        # so the layers above see large chunks instead of many small ones.
+        ssl = self._ssl
+        parts = [data]
+        size = len(data)
+        while size < n:
+            try:
+                more = self.obj.read(n - size)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                break
+            if not more:
+                break
+            parts.append(more)
+            size += len(more)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
     async def recv(self, n: int = RECV) -> bytes:
         ssl = self._ssl
         if self._eof:
@@ -118,20 +171,7 @@ class TlsStream:
             if not data:
                 self._eof = True
                 return data
-            # One read gives one TLS record (16 KiB at most): drain what is already buffered,
-            # so the layers above see large chunks instead of many small ones.
-            parts = [data]
-            size = len(data)
-            while size < n:
-                try:
-                    more = self.obj.read(n - size)
-                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                    break
-                if not more:
-                    break
-                parts.append(more)
-                size += len(more)
-            return parts[0] if len(parts) == 1 else b"".join(parts)
+            return self._drain(data, n)
 
     async def send(self, data: bytes) -> None:
         if not data:

@@ -107,6 +107,8 @@ class Terminator:
 
     def warm(self) -> None:
         """Pay for imports, the first mint and the upstream context before the first client."""
+        import h11  # noqa: F401 - the first request must not pay for it
+
         _ = self.minter
         _ = self.upstream_context
 

@@ -17,7 +17,10 @@ def mount_args(plan: Plan, data_fds: dict[int, int] | None = None) -> list[str]:
     for i, m in enumerate(plan.mounts):
         if m.op == "data":
             fd = (data_fds or {}).get(i)
-            out += ["--ro-bind-data", "FD" if fd is None else str(fd), m.dest]
+            # Readable by every uid inside (bwrap's default is 0600: a program that drops to
+            # another user would lose the resolver and the CA bundle). The content is never secret.
+            out += ["--perms", f"{m.perms if m.perms is not None else 0o644:04o}",
+                    "--ro-bind-data", "FD" if fd is None else str(fd), m.dest]
         elif m.op in ("ro-bind", "bind"):
             out += [f"--{m.op}", m.src, m.dest]
         elif m.op == "dev-null":
