@@ -544,32 +544,50 @@ class HttpSession:
         redacted = 0
         status = 0
         try:
-            await stream.send(up.send(h11.Request(method=request.method, target=path.encode(), headers=headers)))
+            head = up.send(h11.Request(method=request.method, target=path.encode(), headers=headers))
+            if scan is None:
+                await stream.send(head)
+                head = None
+            held = b""  # body bytes read and scanned but not forwarded yet (scan only)
             while True:  # request body
                 event = await self._next(self.conn, self.client, IDLE_TIMEOUT)
                 if isinstance(event, h11.Data):
                     data = bytes(event.data)
                     up_bytes += len(data)
-                    if scan is not None and scan.found(data):
-                        self._drop_upstream()
-                        proxy.record(run, proto=proto, host=host, port=port, method=method, path=path,
-                                     decision="block", status=403, exfiltration=True,
-                                     reason=f"the request body carries the placeholder of credential "
-                                            f"{', '.join(scan.names)}, which is not bound to {host}")
-                        if self.conn.our_state is h11.SEND_RESPONSE:
-                            await self._respond(403, "Forbidden", f"corral proxy: request to {host} blocked: its body "
-                                                f"carries a credential placeholder not bound to {host}\n")
-                        return False
+                    if scan is not None:
+                        if scan.found(data):
+                            # Nothing of this request has left yet (the head waits for the
+                            # body's start, the body's last bytes are held): drop it whole.
+                            self._drop_upstream()
+                            proxy.record(run, proto=proto, host=host, port=port, method=method, path=path,
+                                         decision="block", status=403, exfiltration=True,
+                                         reason=f"the request body carries the placeholder of credential "
+                                                f"{', '.join(scan.names)}, which is not bound to {host}")
+                            if self.conn.our_state is h11.SEND_RESPONSE:
+                                await self._respond(403, "Forbidden", f"corral proxy: request to {host} blocked: its "
+                                                    f"body carries a credential placeholder not bound to {host}\n")
+                            return False
+                        held += data
+                        if head is not None and len(held) < _BodyScan.PREFIX:
+                            continue
+                        # A placeholder split across writes must not leave in parts: keep the tail.
+                        data, held = held[:-_BodyScan.KEEP], held[-_BodyScan.KEEP:]
+                    if head is not None:
+                        await stream.send(head)
+                        head = None
                     if substituter is not None:
                         data = substituter.feed(data)
                     if data:
                         await stream.send(up.send(h11.Data(data=data)))
                 elif isinstance(event, h11.EndOfMessage):
+                    out = head or b""
+                    head = None
+                    data, held = held, b""
                     if substituter is not None:
-                        rest = substituter.flush()
-                        if rest:
-                            await stream.send(up.send(h11.Data(data=rest)))
-                    await stream.send(up.send(h11.EndOfMessage()))
+                        data = substituter.feed(data) + substituter.flush()
+                    if data:
+                        out += up.send(h11.Data(data=data))
+                    await stream.send(out + up.send(h11.EndOfMessage()))
                     break
                 else:
                     self._drop_upstream()
@@ -823,6 +841,7 @@ class _BodyScan:
     """Looks for placeholders that must not leave in a request body, across chunk boundaries."""
 
     KEEP = 1024  # longer than any encoded form of a placeholder
+    PREFIX = 64 * 1024  # the request head waits until this much of the body was scanned (or its end)
 
     def __init__(self, foreign: dict):
         self.foreign = foreign
