@@ -224,8 +224,11 @@ class Sandbox:
             i = full.index(str(fd), full.index("--ro-bind-data"))
             data_path = f"{plan.tmpdir}.{fd}.data"
             with open(data_path, "wb") as fh:
-                fh.write(os.read(fd, 1 << 20))
-            full[i - 1:i + 1] = ["--ro-bind", data_path]
+                os.fchmod(fh.fileno(), 0o644)
+                while chunk := os.read(fd, 1 << 20):
+                    fh.write(chunk)
+            start = i - 3 if full[i - 3] == "--perms" else i - 1  # --perms only goes with data mounts
+            full[start:i + 1] = ["--ro-bind", data_path]
             self._wrapped.append((None, data_path))
         program = os.read(seccomp_fd, 1 << 20)
         run._close_pass_fds()
@@ -239,6 +242,14 @@ class Sandbox:
         full[i + 1] = "9"
         j = full.index("--json-status-fd")
         del full[j : j + 2]
+        boundary = self._credential_boundary()
+        if boundary is not None:
+            # The runner's environment holds the real values: withhold them, set the placeholders.
+            k = full.index("--chdir")
+            for name in boundary.unset:
+                full[k:k] = ["--unsetenv", name]
+            for name, value in boundary.env.items():
+                full[k:k] = ["--setenv", name, value]
         prefix = []
         if network is not None:
             # The runner starts this argv with its own environment: carry the proxy settings.
