@@ -382,7 +382,10 @@ def cmd_audit(args: list[str]) -> int:
 PROXY_USAGE = """\
 usage: corral proxy --listen unix:PATH|tcp:HOST:PORT [--policy FILE] [--audit PATH]
   Run only the egress proxy (HTTP, CONNECT and SOCKS5 on one listener) under a policy's
-  network rules, for containers and VMs that reach it through a socket or port.
+  network rules, for containers and VMs that reach it through a socket or port. With
+  credentials, TLS termination or HTTP rules in the policy, those apply too: the
+  placeholders to hand to the client are printed on stderr, and the client must trust
+  corral's CA (the per-user one: $XDG_DATA_HOME/corral/ca/ca.pem).
 """
 
 
@@ -398,8 +401,12 @@ def cmd_proxy(args: list[str]) -> int:
     ctx = launch_context()
     policy = load.load(opts.get("--policy") or opts.get("--settings") or opts.get("-s"), ctx)
     from .proxy.standalone import serve
+    from .sandbox import boundary as credential_boundary
 
-    return serve(listen, policy.network, opts.get("--audit"))
+    boundary = None
+    if credential_boundary.needed(policy):
+        boundary = credential_boundary.resolve(policy, dict(os.environ), ctx)
+    return serve(listen, policy.network, opts.get("--audit"), boundary)
 
 
 def cmd_doctor(_args: list[str]) -> int:

@@ -97,9 +97,10 @@ class Credential:
     """
 
     __slots__ = ("name", "value", "hosts", "header", "basic_user", "in_body", "allow_plaintext",
-                 "patterns", "header_name", "anywhere", "_display", "_prefix", "_suffix")
+                 "patterns", "header_name", "anywhere", "family", "_display", "_prefix", "_suffix")
 
-    def __init__(self, name, value, hosts, header=None, basic_user=None, in_body=False, allow_plaintext=False):
+    def __init__(self, name, value, hosts, header=None, basic_user=None, in_body=False, allow_plaintext=False,
+                 family=None):
         put = object.__setattr__
         if not isinstance(name, str) or not name or not set(name) <= _NAME_CHARS or name[0].isdigit():
             raise ValueError(f"credential name {name!r}: expected a variable name (letters, digits, '_')")
@@ -151,6 +152,9 @@ class Credential:
         put(self, "patterns", tuple(patterns))
         put(self, "header_name", display.lower() if display else None)  # lower-case bytes; None: no own header
         put(self, "anywhere", template == ANYWHERE)
+        # Values taken from one source (several `extract` captures) may share a header: the
+        # one whose placeholder the client presents is sent, else the first.
+        put(self, "family", family or name)
         put(self, "_display", display)
         put(self, "_prefix", prefix)
         put(self, "_suffix", suffix)
@@ -600,8 +604,8 @@ def _check_conflicts(creds: list) -> None:
             continue
         for pattern in cred.patterns:
             key = (cred.header_name, pattern.kind, pattern.host)
-            other = seen.setdefault(key, cred.name)
-            if other != cred.name:
+            other, family = seen.setdefault(key, (cred.name, cred.family))
+            if other != cred.name and family != cred.family:
                 raise ValueError(
                     f"credentials {other} and {cred.name} both send header "
                     f"{cred.header_name.decode()!r} to {pattern.text!r}; bind them to different hosts"

@@ -42,6 +42,7 @@ class Dialer:
         name = normalize_host(host)
         literal = parse_ip(name)
         loop = asyncio.get_running_loop()
+        parent = self.parent_proxy.for_host(name) if self.parent_proxy is not None else None
         if literal is not None:
             addrs = [literal]
         else:
@@ -49,14 +50,16 @@ class Dialer:
                 infos = await asyncio.wait_for(
                     loop.getaddrinfo(name, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP), CONNECT_TIMEOUT)
             except (OSError, asyncio.TimeoutError) as exc:
-                raise DialFailed(f"cannot resolve {name}: {getattr(exc, 'strerror', None) or exc}") from None
+                if parent is None:
+                    raise DialFailed(f"cannot resolve {name}: {getattr(exc, 'strerror', None) or exc}") from None
+                infos = ()  # behind a corporate proxy only the proxy may resolve outside names
             import ipaddress
 
             addrs = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
-        checked = rules.check_resolved(name, port, addrs, self.host_addresses)
-        if not checked.allowed:
-            raise Blocked(checked)
-        parent = self.parent_proxy.for_host(name) if self.parent_proxy is not None else None
+        if addrs:  # what resolves here is checked; a name only the parent resolves is its to check
+            checked = rules.check_resolved(name, port, addrs, self.host_addresses)
+            if not checked.allowed:
+                raise Blocked(checked)
         if parent is not None:
             return await self._via_parent(parent, name, port), f"via {parent[0]}:{parent[1]}", decision.rule
         last: Exception | None = None

@@ -45,7 +45,7 @@ def listener(spec: str) -> socket.socket:
     return sock
 
 
-def serve(spec: str, net, audit_path: str | None) -> int:
+def serve(spec: str, net, audit_path: str | None, boundary=None) -> int:
     import asyncio
     import signal
 
@@ -62,6 +62,14 @@ def serve(spec: str, net, audit_path: str | None) -> int:
                   parent_proxy=net.parent_proxy)
     sys.stderr.write(f"corral proxy: listening on {spec} (HTTP, CONNECT, SOCKS5); "
                      f"{len(rules.allowed)} allowed, {len(rules.denied)} denied entries\n")
+    if boundary is not None:
+        boundary.configure(proxy)
+        proxy.endpoints = {}  # endpoints listen inside a sandbox's namespace only
+        for name, value in boundary.env.items():
+            if value.startswith("corral-ph-") or "corral-ph-" in value:
+                sys.stderr.write(f"corral proxy: credential placeholder: {name}={value}\n")
+        for line in boundary.warnings:
+            sys.stderr.write(line + "\n")
 
     async def main():
         loop = asyncio.get_running_loop()

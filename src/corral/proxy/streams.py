@@ -101,7 +101,13 @@ class TlsStream:
                 self.obj.do_handshake()
                 await self._flush()
                 return
-            except ssl.SSLWantReadError:
+            except ssl.SSLError as exc:
+                if not isinstance(exc, ssl.SSLWantReadError):
+                    try:  # the alert OpenSSL wrote tells the peer why
+                        await self._flush()
+                    except OSError:
+                        pass
+                    raise
                 await self._flush()
                 if not await self._fill():
                     raise ConnectionResetError("the peer closed the connection during the TLS handshake")

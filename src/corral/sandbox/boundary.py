@@ -81,7 +81,7 @@ def resolve(policy, environ: dict, ctx) -> Boundary:
                 header = "*"  # swap the placeholder wherever the client puts it
             try:
                 cred = Credential(name, value, spec.hosts, header=header, basic_user=spec.basic_user,
-                                  in_body=spec.in_body, allow_plaintext=spec.allow_plaintext)
+                                  in_body=spec.in_body, allow_plaintext=spec.allow_plaintext, family=spec.name)
             except ValueError as exc:
                 raise PolicyError(spec.origin or "<policy>", f"credentials.{spec.name}", None, str(exc)) from None
             placeholder = new_placeholder(name)
@@ -115,7 +115,7 @@ def resolve(policy, environ: dict, ctx) -> Boundary:
 
         b.gate = Gate(None, None, False, net.strip_response_headers)
     if net.tls.enabled or b.gate is not None and b.gate.inspecting:
-        _setup_tls(policy, ctx, b)
+        _setup_tls(policy, ctx, b, environ)
     if policy.endpoints:
         _setup_endpoints(policy, b)
     return b
@@ -214,7 +214,7 @@ def _extract(spec, text: str, b: Boundary):
     return values, shown
 
 
-def _setup_tls(policy, ctx, b: Boundary) -> None:
+def _setup_tls(policy, ctx, b: Boundary, environ: dict) -> None:
     from ..proxy.terminate import Terminator
     from ..proxy import tlsca
 
@@ -225,7 +225,7 @@ def _setup_tls(policy, ctx, b: Boundary) -> None:
     elif tls.ca == "ephemeral":
         ca = tlsca.CertificateAuthority.ephemeral()
     else:
-        ca = tlsca.CertificateAuthority.load_or_create(_data_dir(ctx))
+        ca = tlsca.CertificateAuthority.load_or_create(os.path.dirname(ca_dir(ctx, environ)))
     for path in tls.extra_ca:
         if not os.path.isfile(path):
             raise PolicyError(where, "network.tls.extra_ca", path, "no such file")
@@ -243,13 +243,8 @@ def _setup_tls(policy, ctx, b: Boundary) -> None:
         b.env[name] = system[0]
 
 
-def _data_dir(ctx) -> str:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(ctx.home, ".local", "share")
-    return os.path.join(base, "corral")
-
-
 def ca_dir(ctx, environ) -> str:
-    """Where the per-user CA lives (denied to every sandbox)."""
+    """Where the per-user CA lives (build_plan denies the same path to every sandbox)."""
     base = environ.get("XDG_DATA_HOME") or os.path.join(ctx.home, ".local", "share")
     return os.path.join(base, "corral", "ca")
 
