@@ -30,7 +30,7 @@ from corral.proxy.gate import Gate
 from corral.proxy.server import Proxy
 from corral.proxy.terminate import Terminator
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+assert shutil.which("curl"), "curl is not installed (scripts/install.sh installs it)"
 
 TIMEOUT = 15
 REAL = "par-test-" + "6b" * 16
