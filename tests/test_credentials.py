@@ -1049,3 +1049,63 @@ def test_credential_from_command(launcher, ws, test_ca, tls_server):
     assert [r.get("injected") for r in recs] == [["CMD_TOKEN"]], recs
     assert any(line.startswith("CMD_TOKEN=corral-ph-") for line in p.stdout.splitlines()), out_of(p)
     assert_no_leak(ws, p, value)
+
+
+# ---------------------------------------------------------------------------------------
+# The CA the user brings, srt's plaintext-only mode, rules on hosts that are not terminated
+# ---------------------------------------------------------------------------------------
+
+def test_own_ca_signs_the_leaves_and_its_key_is_unreadable_inside(launcher, ws, test_ca, tls_server):
+    """srt's caCertPath/caKeyPath: the sandbox sees leaves issued by that CA, and cannot read
+    its key (with it, the sandbox could sign certificates sandboxes trust)."""
+    from tlsservers import TestCA, _pem_key
+
+    own = TestCA(ws.base / "own-ca", common_name="corral test own CA")
+    key_path = ws.base / "own-ca" / "ca-key.pem"
+    key_path.write_bytes(_pem_key(own.key))
+    key_path.chmod(0o600)
+    ws.chown()
+    settings = srt(ws, [tls_server.hostport], ca=test_ca)
+    settings["network"]["tlsTerminate"].update(caCertPath=str(own.path), caKeyPath=str(key_path))
+    script = (f'{CURL} -o /dev/null -w "code=%{{http_code}}\\n" --cacert {own.path} {tls_server.url("/echo")}\n'
+              f'cat {key_path} >/dev/null 2>&1 && echo "key=readable" || echo "key=refused"\n'
+              f'grep -c "PRIVATE KEY" {key_path} 2>/dev/null; true')
+    p = cred_run(ws, script, settings)
+    assert one(p.stdout, "code=") == "200", out_of(p)  # only the own CA was trusted: it issued the leaf
+    assert one(p.stdout, "key=") == "refused", out_of(p)
+    assert "PRIVATE KEY" not in p.stdout and _pem_key(own.key).decode() not in p.stdout
+    assert [g.path for g in tls_server.got()] == ["/echo"]
+
+
+def test_srt_plaintext_inject_without_tls_terminate(launcher, ws, test_ca, tls_server, plain_server):
+    """srt without tlsTerminate, allowPlaintextInject: true: plain HTTP gets the real value;
+    HTTPS to the bound host is an ordinary opaque tunnel (not terminated, not refused)."""
+    gh = real("gh")
+    settings = srt(ws, [tls_server.hostport, plain_server.hostport], tls=False,
+                   env_vars=[mask_env("GH_TOKEN")], plaintext=True)
+    script = (f'{CURL} -o /dev/null -w "plain=%{{http_code}}\\n" {plain_server.url("/p")} -H "Authorization: Bearer $GH_TOKEN"\n'
+              f'{CURL} -o /dev/null -w "tls=%{{http_code}}\\n" --cacert {test_ca.path} {tls_server.url("/echo")} '
+              '-H "Authorization: Bearer $GH_TOKEN"')
+    p = cred_run(ws, script, settings, env_extra={"GH_TOKEN": gh})
+    assert (one(p.stdout, "plain="), one(p.stdout, "tls=")) == ("200", "200"), (out_of(p), audit(ws))
+    assert [h["headers"].get("authorization") for h in plain_server.hits] == [f"Bearer {gh}"]
+    # the tunnel was opaque: the test server saw the placeholder the client sent, not the value
+    (got,) = tls_server.got()
+    assert PH_RE.fullmatch(got.header("authorization").split(" ", 1)[1]), got.header("authorization")
+    protos = {(r.get("proto"), r.get("port")) for r in audit(ws) if r.get("decision") == "allow"}
+    assert ("connect", tls_server.port) in protos and ("https", tls_server.port) not in protos, audit(ws)
+    assert_no_leak(ws, p, gh)
+
+
+def test_http_rules_refuse_a_host_whose_tls_is_not_terminated(launcher, ws, test_ca, tls_server):
+    """An HTTP rule cannot be enforced inside an opaque tunnel: a ruled host excluded from
+    termination is refused at CONNECT, and the server never sees a connection's request."""
+    policy = native(ws, [tls_server.hostport], ca=test_ca, http_rules=["GET 127.0.0.1/**"],
+                    extra='exclude = ["127.0.0.1"]\n')
+    script = (f'{CURL} -o /dev/null -w "code=%{{http_code}} connect=%{{http_connect}}\\n" '
+              f'--cacert {test_ca.path} {tls_server.url("/echo")}; true')
+    p = cred_run(ws, script, policy)
+    assert "connect=403" in one(p.stdout, "code="), out_of(p)
+    assert tls_server.got() == []
+    blocked = [r for r in audit(ws) if r.get("decision") == "block" and r.get("port") == tls_server.port]
+    assert blocked and "HTTP rules" in blocked[0]["reason"], audit(ws)

@@ -427,7 +427,7 @@ def mask_file(*entries, **extra):
 
 # (name, patch, attribute path on Policy, expected value)
 BOUNDARY_MAPPINGS = [
-    ("no tlsTerminate: no termination", {}, "network.tls", TlsPolicy()),
+    ("no tlsTerminate: no termination", {}, "network.tls", TlsPolicy(auto=False)),
     ("tlsTerminate {} terminates everything with an ephemeral CA", TLS, "network.tls",
      TlsPolicy(terminate=("*",), ca="ephemeral")),
     ("tlsTerminate with every key",

@@ -95,6 +95,9 @@ class TlsPolicy:
     extra_ca: tuple[str, ...] = ()  # PEM files trusted inside the sandbox and for upstreams
     max_tunnels: int = 256  # terminated connections at once
     handshake_timeout: float = 10.0  # seconds
+    # Also terminate the hosts credentials and HTTP rules apply to. srt settings without
+    # tlsTerminate turn it off: srt then injects over plain HTTP only (allowPlaintextInject).
+    auto: bool = True
 
     @property
     def enabled(self) -> bool:

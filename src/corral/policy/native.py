@@ -63,6 +63,7 @@ TLS_SCHEMA: dict[str, str] = {
     "extra_ca": "files",
     "max_tunnels": "tunnels",
     "handshake_timeout": "seconds",
+    "auto": "flag",
 }
 # [[credentials]]: `name` and `hosts` are required, and exactly one of the from_* keys.
 CREDENTIAL_SCHEMA: dict[str, str] = {
@@ -362,6 +363,10 @@ def _check(kind: str, value, source: str, key: str, ctx: LaunchContext):
 
 def _check_boundary(kind: str, value, source: str, key: str, ctx: LaunchContext):
     """The kinds of the credential-boundary keys ([network.tls], [[credentials]], [[endpoints]])."""
+    if kind == "flag":
+        if not isinstance(value, bool):
+            raise PolicyError(source, key, value, "expected true or false")
+        return value
     if kind in ("httprules", "headernames", "terminate", "hosts", "files", "argv"):
         if not isinstance(value, list):
             raise PolicyError(source, key, value, "expected a list")

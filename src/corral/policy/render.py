@@ -116,6 +116,8 @@ def _tls(tls: TlsPolicy) -> list[str]:
         f"max_tunnels = {tls.max_tunnels}",
         f"handshake_timeout = {float(tls.handshake_timeout)!r}",
     ]
+    if not tls.auto:
+        lines.append("auto = false")
     return lines
 
 

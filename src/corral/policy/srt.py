@@ -1332,7 +1332,7 @@ def _network(net: dict, source: str, ctx: LaunchContext) -> NetworkPolicy:
         strict_allowlist=net.get("strictAllowlist", False),
         parent_proxy=parent,
         allow_unix_sockets=net.get("allowAllUnixSockets", False),
-        tls=_tls(net["tlsTerminate"], source, ctx) if "tlsTerminate" in net else TlsPolicy(),
+        tls=_tls(net["tlsTerminate"], source, ctx) if "tlsTerminate" in net else TlsPolicy(auto=False),
         # srt's default is false; corral's own default (true) applies to native policies only.
         require_host_match=net.get("requireHostMatch", False),
         refuse_opaque_tunnels=net.get("refuseOpaqueTunnels", False),

@@ -49,10 +49,13 @@ class Gate:
         return self.http_rules is not None or self.injector is not None
 
     def must_inspect(self, host: str) -> bool:
-        """Whether `host`'s requests must be read: an HTTP rule or a credential applies to it."""
-        if self.http_rules is not None and self.http_rules.covers(host):
-            return True
-        return self.injector is not None and bool(self.injector.bound(host))
+        """Whether `host`'s requests should be read: an HTTP rule or a credential applies to it."""
+        return self.ruled(host) or (self.injector is not None and bool(self.injector.bound(host)))
+
+    def ruled(self, host: str) -> bool:
+        """Whether an HTTP rule applies to `host`: then traffic that cannot be read is refused
+        (a credential alone does not need that: its placeholder is worthless unread)."""
+        return self.http_rules is not None and self.http_rules.covers(host)
 
     def check(self, method: str, host: str, port: int, target: str, headers: list, *, tls: bool,
               origin_form: bool = False, sni: str | None = None, host_header: str | None = None) -> Verdict:

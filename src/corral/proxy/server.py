@@ -263,12 +263,12 @@ class Proxy:
     def tunnel_refusal(self, host: str) -> str:
         """Why a tunnel to `host` is refused before it is dialled ("" when it is not)."""
         term = self.terminator
-        must = self.gate is not None and self.gate.must_inspect(host)
+        ruled = self.gate is not None and self.gate.ruled(host)
         if term is None:
-            return "an HTTP rule or credential applies to this host, but TLS termination is off" if must else ""
-        if term.excluded(host) and (must or term.refuse_opaque):
-            return ("the host is excluded from TLS termination, but an HTTP rule or credential applies to it"
-                    if must else "the host is excluded from TLS termination and opaque tunnels are refused")
+            return "HTTP rules apply to this host, but TLS termination is off" if ruled else ""
+        if term.excluded(host) and (ruled or term.refuse_opaque):
+            return ("the host is excluded from TLS termination, but HTTP rules apply to it"
+                    if ruled else "the host is excluded from TLS termination and opaque tunnels are refused")
         return ""
 
     async def tunnel(self, run, proto: str, client, upstream, first: bytes, host: str, port: int,

@@ -6,8 +6,8 @@ the first bytes. A TLS ClientHello to a host that is terminated gets a leaf cert
 by corral's CA for the name the client asked for (SNI, else the host connected to); the
 upstream's own certificate is verified against the system store plus the configured extra
 CAs, and a failure is answered with 502, never skipped. Anything else (ssh over CONNECT,
-excluded hosts) stays an opaque tunnel, unless the host must be inspected (an HTTP rule or a
-credential applies to it) or opaque tunnels are refused: then the connection is closed.
+excluded hosts) stays an opaque tunnel, unless HTTP rules apply to the host (they could not be
+enforced) or opaque tunnels are refused: then the connection is closed.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ async def serve(proxy, run, proto: str, client, upstream, first: bytes, host: st
 
     term = proxy.terminator
     loop = asyncio.get_running_loop()
-    must = proxy.gate is not None and proxy.gate.must_inspect(host)
+    must = proxy.gate is not None and proxy.gate.ruled(host)
     try:
         if not first:
             async with asyncio.timeout(term.handshake_timeout):
@@ -170,7 +170,7 @@ async def serve(proxy, run, proto: str, client, upstream, first: bytes, host: st
         return
     if first[0] != TLS_HANDSHAKE:
         if must or term.refuse_opaque:
-            why = ("an HTTP rule or credential applies to it" if must else "opaque tunnels are refused")
+            why = ("HTTP rules apply to the host" if must else "opaque tunnels are refused")
             proxy.record(run, proto=proto, host=host, port=port, decision="block", status=403,
                          reason=f"the connection carries no TLS and cannot be inspected; {why}")
             upstream.close()

@@ -114,7 +114,7 @@ def resolve(policy, environ: dict, ctx) -> Boundary:
         from ..proxy.gate import Gate
 
         b.gate = Gate(None, None, False, net.strip_response_headers)
-    if net.tls.enabled or b.gate is not None and b.gate.inspecting:
+    if net.tls.enabled or (net.tls.auto and b.gate is not None and b.gate.inspecting):
         _setup_tls(policy, ctx, b, environ)
     if policy.endpoints:
         _setup_endpoints(policy, b)
@@ -222,6 +222,7 @@ def _setup_tls(policy, ctx, b: Boundary, environ: dict) -> None:
     where = policy.sources[0] if policy.sources else "<policy>"
     if tls.ca == "files":
         ca = tlsca.CertificateAuthority.from_files(tls.ca_cert, tls.ca_key)
+        b.hide.append(tls.ca_key)  # with the key a sandbox could sign what sandboxes trust
     elif tls.ca == "ephemeral":
         ca = tlsca.CertificateAuthority.ephemeral()
     else:
