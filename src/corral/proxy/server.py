@@ -23,6 +23,8 @@ IDLE_TIMEOUT = 300.0  # an idle keep-alive connection or tunnel is closed after 
 MAX_HEAD = 32 * 1024
 MAX_HEADERS = 100
 SPLICE_MIN = 64 * 1024  # bodies at least this large (Content-Length) bypass Python: splice
+FIRST_BYTES_WAIT = 0.5  # a client that sends nothing in this long waits for the server (ssh): relayed
+TLS_FIRST_BYTES_WAIT = 2.0
 RECV = 256 * 1024
 HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-authorization", b"proxy-connection", b"te",
                         b"trailer", b"upgrade", b"proxy-authenticate"))
@@ -273,19 +275,67 @@ class Proxy:
 
     async def tunnel(self, run, proto: str, client, upstream, first: bytes, host: str, port: int,
                      address: str, rule: str, start: float) -> None:
-        """An allowed connection: terminate its TLS when the policy says so, else relay it."""
+        """An allowed connection: terminate its TLS, read its plain HTTP, or relay it opaquely,
+        as the policy says and its first bytes tell."""
         refusal = self.tunnel_refusal(host)
         if refusal:
             upstream.close()
             self.record(run, proto=proto, host=host, port=port, decision="block", reason=refusal)
             return
-        term = self.terminator
-        if term is not None and term.covers(host, self.gate is not None and self.gate.must_inspect(host)):
-            from .terminate import serve
+        term, gate = self.terminator, self.gate
+        terminate = term is not None and term.covers(host, gate is not None and gate.must_inspect(host))
+        inspect = gate is not None and gate.inspecting
+        if terminate or inspect:
+            if not first:
+                # A TLS client speaks at once; a slow machine gets more time before a
+                # terminated host's connection is taken for server-speaks-first (ssh: port 22).
+                wait = TLS_FIRST_BYTES_WAIT if terminate and port != 22 else FIRST_BYTES_WAIT
+                first = await self._first_bytes(client, wait)
+                if first is None:  # the client hung up
+                    upstream.close()
+                    return
+            if terminate and first[:1] == b"\x16":  # a TLS handshake record
+                from .terminate import serve
 
-            await serve(self, run, proto, client, upstream, first, host, port, address, rule, start)
-            return
+                await serve(self, run, proto, client, upstream, first, host, port, address, rule, start)
+                return
+            if inspect and _looks_like_http(first):
+                await self._plain_http(run, client, upstream, first, host, port, address, rule)
+                return
+            ruled = gate is not None and gate.ruled(host)
+            if ruled or (term is not None and term.refuse_opaque):
+                why = "HTTP rules apply to the host" if ruled else "opaque tunnels are refused"
+                upstream.close()
+                self.record(run, proto=proto, host=host, port=port, decision="block", status=403,
+                            reason=f"the connection carries neither TLS nor HTTP and cannot be inspected; {why}")
+                return
         await self.relay_opaque(run, proto, client, upstream, first, host, port, address, rule, start)
+
+    async def _first_bytes(self, client, wait: float) -> bytes | None:
+        """What the client sends first; b"" when it waits for the server to speak (ssh, smtp)."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(wait):
+                data = await loop.sock_recv(client, 16384)
+        except asyncio.TimeoutError:
+            return b""
+        except OSError:
+            return None
+        return data or None
+
+    async def _plain_http(self, run, client, upstream, first: bytes, host: str, port: int, address: str,
+                          rule: str) -> None:
+        """Plain HTTP inside a tunnel (SOCKS, CONNECT, a redirected port 80): read like any
+        request the proxy sees, so credentials and HTTP rules hold there too."""
+        from .streams import SockStream
+
+        async def reopen():
+            sock, addr, why = await self.dialer.dial(host, port)
+            return SockStream(sock), addr, why
+
+        origin = Origin(run, "http", host, port, reopen, tls=False, upstream=SockStream(upstream), address=address,
+                        rule=rule)
+        await HttpSession(self, SockStream(client), origin).run(first)
 
     async def relay_opaque(self, run, proto: str, client, upstream, first: bytes, host: str, port: int,
                            address: str, rule: str, start: float) -> None:
@@ -911,6 +961,14 @@ def _spliceable_length(method: bytes, response, minimum: int = SPLICE_MIN) -> in
         if name == b"content-length":
             length = int(value)  # h11 validated it
     return length if length is not None and length >= minimum else None
+
+
+_HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"TRACE ", b"TRACK ",
+                 b"PROPFIND ", b"MKCOL ", b"COPY ", b"MOVE ", b"LOCK ", b"UNLOCK ", b"REPORT ", b"SEARCH ")
+
+
+def _looks_like_http(data: bytes) -> bool:
+    return data.startswith(_HTTP_METHODS)
 
 
 def _has_token(headers, name: bytes, token: bytes) -> bool:

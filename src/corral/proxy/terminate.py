@@ -2,12 +2,10 @@
 forwarded over a second, verified TLS connection.
 
 After a CONNECT (or SOCKS5, or a redirected connection) to an allowed host the proxy peeks at
-the first bytes. A TLS ClientHello to a host that is terminated gets a leaf certificate minted
-by corral's CA for the name the client asked for (SNI, else the host connected to); the
-upstream's own certificate is verified against the system store plus the configured extra
-CAs, and a failure is answered with 502, never skipped. Anything else (ssh over CONNECT,
-excluded hosts) stays an opaque tunnel, unless HTTP rules apply to the host (they could not be
-enforced) or opaque tunnels are refused: then the connection is closed.
+the first bytes (`Proxy.tunnel`). A TLS ClientHello to a host that is terminated gets a leaf
+certificate minted by corral's CA for the name the client asked for (SNI, else the host
+connected to); the upstream's own certificate is verified against the system store plus the
+configured extra CAs, and a failure is answered with 502, never skipped.
 """
 
 from __future__ import annotations
@@ -148,35 +146,14 @@ async def open_upstream_tls(terminator, sock, host: str, port: int, timeout: flo
 
 async def serve(proxy, run, proto: str, client, upstream, first: bytes, host: str, port: int,
                 address: str, rule: str, start: float) -> None:
-    """One CONNECT-ed (or SOCKS, or redirected) connection to an allowed host: terminate its TLS
-    or, when it carries none, relay it opaquely (or refuse that)."""
+    """Terminate the TLS of one CONNECT-ed (or SOCKS, or redirected) connection to an allowed
+    host; `first`: the client's first bytes (its ClientHello, or the start of it)."""
     import ssl
 
     from .server import HttpSession, Origin
     from .streams import TlsStream
 
     term = proxy.terminator
-    loop = asyncio.get_running_loop()
-    must = proxy.gate is not None and proxy.gate.ruled(host)
-    try:
-        if not first:
-            async with asyncio.timeout(term.handshake_timeout):
-                first = await loop.sock_recv(client, 16384)
-        if not first:
-            upstream.close()
-            return
-    except (OSError, asyncio.TimeoutError):
-        upstream.close()
-        return
-    if first[0] != TLS_HANDSHAKE:
-        if must or term.refuse_opaque:
-            why = ("HTTP rules apply to the host" if must else "opaque tunnels are refused")
-            proxy.record(run, proto=proto, host=host, port=port, decision="block", status=403,
-                         reason=f"the connection carries no TLS and cannot be inspected; {why}")
-            upstream.close()
-            return
-        await proxy.relay_opaque(run, proto, client, upstream, first, host, port, address, rule, start)
-        return
     if term.active >= term.max_tunnels:
         proxy.record(run, proto=proto, host=host, port=port, decision="block", status=503,
                      reason=f"the limit of {term.max_tunnels} TLS-terminated connections at once is reached "
