@@ -82,7 +82,22 @@ def doctor() -> list[tuple[str, bool, str]]:
     seccomp = _read("/proc/sys/kernel/seccomp/actions_avail")
     checks.append(("seccomp filters", bool(seccomp), seccomp or "not available"))
     checks.append(_network_check())
+    checks.append(_tls_check())
     return checks
+
+
+def _tls_check() -> tuple[str, bool, str]:
+    """TLS termination needs a system CA bundle to mount the sandbox's bundle over."""
+    from ..proxy.tlsca import SYSTEM_BUNDLE_PATHS
+
+    found = [p for p in SYSTEM_BUNDLE_PATHS if os.path.isfile(p)]
+    if not found:
+        return ("TLS termination", False, "no system CA bundle (install ca-certificates); credentials "
+                "bound to HTTPS hosts cannot be injected")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    ca = os.path.join(base, "corral", "ca", "ca.pem")
+    state = f"per-user CA {ca}" if os.path.isfile(ca) else "per-user CA made on first use"
+    return ("TLS termination", True, f"bundle mounted over {', '.join(found)}; {state}")
 
 
 def _network_check() -> tuple[str, bool, str]:
