@@ -10,8 +10,8 @@ configured extra CAs, and a failure is answered with 502, never skipped.
 
 from __future__ import annotations
 
-import asyncio
-
+# asyncio is imported where it is used: the launcher builds a Terminator before it forks the
+# proxy process, and must not pay ~35 ms for an event loop it never runs.
 TLS_HANDSHAKE = 0x16  # the record type a ClientHello arrives in
 
 
@@ -135,6 +135,8 @@ def _launcher_extra_cas() -> tuple:
 
 async def open_upstream_tls(terminator, sock, host: str, port: int, timeout: float):
     """TLS to the real server over `sock`, its certificate verified for `host`."""
+    import asyncio
+
     from .streams import TlsStream
 
     stream = TlsStream(sock, terminator.upstream_context, server_side=False, server_hostname=host,
@@ -148,6 +150,7 @@ async def serve(proxy, run, proto: str, client, upstream, first: bytes, host: st
                 address: str, rule: str, start: float) -> None:
     """Terminate the TLS of one CONNECT-ed (or SOCKS, or redirected) connection to an allowed
     host; `first`: the client's first bytes (its ClientHello, or the start of it)."""
+    import asyncio
     import ssl
 
     from .server import HttpSession, Origin
@@ -208,6 +211,7 @@ async def serve(proxy, run, proto: str, client, upstream, first: bytes, host: st
 
 
 def _why(exc) -> str:
+    import asyncio
     import ssl
 
     if isinstance(exc, ssl.SSLCertVerificationError):
