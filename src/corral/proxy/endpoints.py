@@ -41,7 +41,6 @@ class Endpoint:
             except (ssl.SSLError, OSError, TimeoutError) as exc:
                 sock.close()
                 raise DialFailed(f"TLS to {self.host}:{self.port} failed: {_why(exc)}") from None
-            self.tls.keep_session(self.host, self.port, stream)
             return stream, address, f"endpoint {self.name}"
 
         return Origin(run, "endpoint", self.host, self.port, open_upstream, tls=True)

@@ -75,6 +75,10 @@ class TlsStream:
         self.obj = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
                                     server_hostname=server_hostname, session=session)
         self._eof = False
+        # Towards servers: ACK at once. A server that writes in pieces (TLS 1.3 session tickets
+        # after the handshake, a head then a body) would otherwise wait on our delayed ACK
+        # (Nagle), ~40 ms each time.
+        self.quickack = not server_side
 
     @property
     def server_name(self):
@@ -91,6 +95,8 @@ class TlsStream:
         if not data:
             self.incoming.write_eof()
             return False
+        if self.quickack:
+            _quickack(self.sock)
         self.incoming.write(data)
         return True
 
@@ -131,6 +137,8 @@ class TlsStream:
                 if not raw:
                     self.incoming.write_eof()
                 else:
+                    if self.quickack:
+                        _quickack(self.sock)
                     self.incoming.write(raw)
                 continue
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -211,6 +219,13 @@ class TlsStream:
             return True
         except OSError:
             return False
+
+
+def _quickack(sock) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    except OSError:
+        pass
 
 
 async def pump(src, dst, idle_timeout: float) -> int:
