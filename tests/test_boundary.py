@@ -194,11 +194,20 @@ def test_nothing_present_means_no_injector(ctx):
     assert b.active
 
 
-def test_too_short_value_is_a_policy_error_without_the_value(ctx):
+def test_short_value_is_kept_outside_with_a_warning_without_the_value(ctx):
     short = "abc12"
+    b = bnd.resolve(policy(spec()), {"GH_TOKEN": short}, ctx)
+    assert PH_RE.format(slug="gh-token") and b.env["GH_TOKEN"] != short
+    assert short not in repr(b.env) and "GH_TOKEN" not in b.env.values()
+    (warning,) = b.warnings
+    assert "GH_TOKEN" in warning and "not redacted" in warning and short not in warning
+
+
+def test_control_characters_in_a_value_are_a_policy_error_without_the_value(ctx):
+    bad = "tok-" + "7f" * 8 + "\x01x"
     with pytest.raises(PolicyError) as err:
-        bnd.resolve(policy(spec()), {"GH_TOKEN": short}, ctx)
-    assert "GH_TOKEN" in str(err.value) and short not in str(err.value)
+        bnd.resolve(policy(spec()), {"GH_TOKEN": bad}, ctx)
+    assert "GH_TOKEN" in str(err.value) and bad not in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def no_secret_in(*texts) -> bool:
 CREDENTIAL_ERRORS = [
     (dict(name="9X", value=VALUE, hosts=("a.example",)), "expected a variable name"),
     (dict(name="GH-TOKEN", value=VALUE, hosts=("a.example",)), "expected a variable name"),
-    (dict(name="T", value="short", hosts=("a.example",)), "shorter than 8"),
+    (dict(name="T", value="", hosts=("a.example",)), "the value is empty"),
     (dict(name="T", value=VALUE + "\r\nX-Evil: 1", hosts=("a.example",)), "control, non-ASCII"),
     (dict(name="T", value=VALUE + "\u00e9", hosts=("a.example",)), "control, non-ASCII"),
     (dict(name="T", value=" " + VALUE, hosts=("a.example",)), "surrounding space"),
@@ -471,3 +471,13 @@ def test_importing_credentials_is_cheap_and_opens_nothing():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[] []"
+
+
+def test_a_short_value_is_injected_but_never_redacted():
+    """Values under MIN_REDACT_LENGTH still stay outside the sandbox and are injected; echoes
+    of them are not redacted (a 5-character value would hit innocent bytes everywhere)."""
+    cred = Credential("PIN", "h4x0r", ("a.example",), header="x-pin: {value}")
+    inj = Injector({"corral-ph-pin-" + "0" * 32: cred})
+    sent = inj.prepare_request("GET", "a.example", True, [])
+    assert sent.headers == [(b"x-pin", b"h4x0r")]
+    assert inj.redact(b"echo h4x0r") == b"echo h4x0r"

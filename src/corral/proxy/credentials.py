@@ -49,7 +49,7 @@ from .._values import frozen
 from .addresses import normalize_host
 from .httprules import host_in, parse_host_pattern, refuse_method
 
-MIN_VALUE_LENGTH = 8  # shorter values would redact innocent bytes out of every response
+MIN_REDACT_LENGTH = 8  # shorter values are injected but not redacted: that would hit innocent bytes
 MIN_PLACEHOLDER_LENGTH = 16
 PLACEHOLDER_PREFIX = "corral-ph-"
 DEFAULT_HEADER = "Authorization: Bearer {value}"
@@ -109,8 +109,8 @@ class Credential:
             raise ValueError(f"{where}: the value must be a string, got {type(value).__name__}")
         if not _printable_ascii(value) or value != value.strip():
             raise ValueError(f"{where}: the value has control, non-ASCII or surrounding space characters")
-        if len(value) < MIN_VALUE_LENGTH:
-            raise ValueError(f"{where}: the value is shorter than {MIN_VALUE_LENGTH} characters")
+        if not value:
+            raise ValueError(f"{where}: the value is empty")
         hosts = (hosts,) if isinstance(hosts, str) else tuple(hosts)
         if not hosts:
             raise ValueError(f"{where}: no hosts; a credential is bound to the hosts it may be sent to")
@@ -616,6 +616,8 @@ def _redaction_pairs(creds: list, placeholder_of: dict) -> tuple:
     """(real form, placeholder form) for every form a response may echo a value in."""
     pairs = {}
     for cred in creds:
+        if len(cred.value) < MIN_REDACT_LENGTH:
+            continue
         value, ph = cred.value.encode("ascii"), placeholder_of[cred.name].encode("ascii")
         forms = [(value, ph), (_b64(value), _b64(ph)), (_b64(value, True), _b64(ph, True))]
         quoted = _percent_encode(value)

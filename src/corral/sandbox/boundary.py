@@ -62,7 +62,7 @@ def needed(policy) -> bool:
 
 def resolve(policy, environ: dict, ctx) -> Boundary:
     """Read the credentials' sources and set up TLS; raise PolicyError/SetupError naming the problem."""
-    from ..proxy.credentials import Credential, Injector, new_placeholder
+    from ..proxy.credentials import MIN_REDACT_LENGTH, Credential, Injector, new_placeholder
 
     b = Boundary()
     net = policy.network
@@ -86,6 +86,9 @@ def resolve(policy, environ: dict, ctx) -> Boundary:
                 raise PolicyError(spec.origin or "<policy>", f"credentials.{spec.name}", None, str(exc)) from None
             placeholder = new_placeholder(name)
             b.bindings[placeholder] = cred
+            if len(value) < MIN_REDACT_LENGTH:
+                b.warnings.append(f"corral: warning: credential {name} is shorter than {MIN_REDACT_LENGTH} "
+                                  "characters: it is injected, but responses echoing it are not redacted")
             placeholders[value] = placeholder
         masked = shown(placeholders)
         if spec.env:
