@@ -1137,3 +1137,16 @@ def test_plain_http_inside_a_socks_tunnel_is_read_too(launcher, ws, test_ca, pla
         assert_no_leak(ws, p, gh)
     finally:
         other.close()
+
+
+def test_launcher_trusted_ca_is_kept_inside_for_excluded_hosts(launcher, ws, test_ca, tls_server):
+    """The launcher trusts a CA through SSL_CERT_FILE (no extraCaCertPaths): corral's bundle,
+    which the sandbox's SSL_CERT_FILE now names, keeps it, so an excluded (opaque) host still
+    verifies inside; and the proxy uses it for the upstreams it terminates."""
+    port = tls_server.port
+    settings = srt(ws, [tls_server.hostport, f"localhost:{port}"], exclude=["127.0.0.1"])
+    script = (f'{CURL} -o /dev/null -w "excluded=%{{http_code}}\\n" https://127.0.0.1:{port}/echo?e=1; true\n'
+              f'{CURL} -o /dev/null -w "terminated=%{{http_code}}\\n" https://localhost:{port}/echo?t=1; true')
+    p = cred_run(ws, script, settings, env_extra={"SSL_CERT_FILE": str(test_ca.path)})
+    assert (one(p.stdout, "excluded="), one(p.stdout, "terminated=")) == ("200", "200"), (out_of(p), audit(ws))
+    assert sorted(tls_server.paths()) == ["/echo?e=1", "/echo?t=1"]

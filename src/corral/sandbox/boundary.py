@@ -236,6 +236,7 @@ def _setup_tls(policy, ctx, b: Boundary, environ: dict) -> None:
     b.terminator = Terminator(ca, tls.terminate, tls.exclude, tls.extra_ca, tls.max_tunnels,
                               tls.handshake_timeout, policy.network.refuse_opaque_tunnels)
     bundle = tlsca.trust_bundle(ca, tls.extra_ca).decode("ascii", "replace")
+    bundle += "".join(c for c in _launcher_certificates(environ) if c.strip() not in bundle)
     system = [p for p in tlsca.SYSTEM_BUNDLE_PATHS if os.path.isfile(p)]
     if not system:
         raise SetupError("TLS termination needs a system CA bundle to mount the sandbox's bundle over "
@@ -245,6 +246,40 @@ def _setup_tls(policy, ctx, b: Boundary, environ: dict) -> None:
         b.files.append((path, bundle, "CA bundle: the system's CAs and corral's (TLS termination)"))
     for name in tlsca.TRUST_ENV_VARS:
         b.env[name] = system[0]
+
+
+def _launcher_certificates(environ: dict) -> list[str]:
+    """The certificates the launcher's own CA variables add (a corporate or test CA): the
+    sandbox's variables now point at corral's bundle, so what they trusted goes into it."""
+    from ..proxy import tlsca
+
+    seen = {os.path.realpath(p) for p in tlsca.SYSTEM_BUNDLE_PATHS if os.path.isfile(p)}
+    out = []
+    for name in tlsca.TRUST_ENV_VARS:
+        path = environ.get(name)
+        if not path or not os.path.isfile(path) or os.path.realpath(path) in seen:
+            continue
+        seen.add(os.path.realpath(path))
+        try:
+            with open(path, encoding="ascii", errors="replace") as fh:
+                text = fh.read(8 << 20)
+        except OSError:
+            continue
+        out += _pem_certificates(text)
+    return out
+
+
+def _pem_certificates(text: str) -> list[str]:
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    blocks = []
+    at = text.find(begin)
+    while at != -1:
+        stop = text.find(end, at)
+        if stop == -1:
+            break
+        blocks.append(text[at:stop + len(end)] + "\n")
+        at = text.find(begin, stop)
+    return blocks
 
 
 def ca_dir(ctx, environ) -> str:
