@@ -390,9 +390,10 @@ class HttpSession:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self.loop = asyncio.get_running_loop()
         self.upstream = None  # (key, stream, h11 client connection, address)
+        self.upstream_rule = ""  # the rule that allowed it
         self.closing = False
         if origin is not None and origin.first is not None:
-            stream, address, _rule = origin.first
+            stream, address, self.upstream_rule = origin.first
             self.upstream = ((origin.host, origin.port), stream, self._client_conn(), address)
 
     def _client_conn(self):
@@ -826,13 +827,14 @@ class HttpSession:
                             extra=[(b"x-corral-decision", _decision_header(decision))], close=False)
 
     async def _upstream_for(self, host: str, port: int, origin: Origin | None):
-        key = (host, port) if origin is None else (origin.proto, host, port)
-        if origin is self.origin and origin is not None:
-            key = (host, port)
+        # An endpoint reached through the forward proxy is kept apart from a plain connection
+        # to the same host and port.
+        key = (host, port) if origin is None or origin is self.origin else (origin.proto, host, port)
         if self.upstream is not None and self.upstream[0] == key and self.upstream[1].still_open():
+            if origin is not None:  # a tunnel's or endpoint's destination was decided when it opened
+                return (*self.upstream, self.upstream_rule)
             # Re-check the rules: they may have changed since this connection was opened.
-            rule = self.proxy.dialer.decide(host, port).rule if origin is None else ""
-            return (*self.upstream, rule)
+            return (*self.upstream, self.proxy.dialer.decide(host, port).rule)
         self._drop_upstream()
         if origin is None:
             from .streams import SockStream
@@ -842,6 +844,7 @@ class HttpSession:
         else:
             stream, address, rule = await origin.open()
         self.upstream = (key, stream, self._client_conn(), address)
+        self.upstream_rule = rule
         return (*self.upstream, rule)
 
     def _drop_upstream(self) -> None:
