@@ -481,3 +481,19 @@ def test_a_short_value_is_injected_but_never_redacted():
     sent = inj.prepare_request("GET", "a.example", True, [])
     assert sent.headers == [(b"x-pin", b"h4x0r")]
     assert inj.redact(b"echo h4x0r") == b"echo h4x0r"
+
+
+def test_placeholder_in_the_url_is_swapped_for_bound_hosts_only():
+    """`?key=<placeholder>` (APIs that take keys in the URL): the value goes into the target for a
+    bound host over TLS; the same URL to another host is an exfiltration block."""
+    cred = Credential("API_KEY", "k3y-" + "5e" * 10, ("api.example",), header="*")
+    ph = "corral-ph-api-key-" + "1" * 32
+    inj = Injector({ph: cred})
+    target = f"/v1/q?key={ph}&x=1".encode()
+    bound = inj.prepare_request("GET", "api.example", True, [], target=target)
+    assert bound.target == f"/v1/q?key={cred.value}&x=1".encode() and bound.injected == ("API_KEY",)
+    assert cred.value not in repr(bound)
+    untouched = inj.prepare_request("GET", "api.example", True, [], target=b"/v1/q?x=1")
+    assert untouched.target is None and untouched.injected == ()
+    other = inj.prepare_request("GET", "other.example", True, [], target=target)
+    assert other.blocked and other.exfiltration and other.target is None

@@ -395,6 +395,7 @@ class InjectResult:
     exfiltration: bool = False  # a placeholder was on its way to a host it is not bound to
     substitute_body: bool = False  # stream the body through Injector.body_substituter(host)
     status: int = 200  # for "block": the status to answer the client with (403, 405 or 400)
+    target: bytes | None = None  # the request target to send instead (a placeholder swapped in it)
 
     @property
     def blocked(self) -> bool:
@@ -532,12 +533,22 @@ class Injector:
             headers, used = self._inject(headers, cred.header_name, candidates)
             injected.append(used)
         swappers = [c for c in bound if c.anywhere]
+        new_target = None
         if swappers:
             headers, swapped = self._swap_anywhere(headers, swappers)
             injected += swapped
+            # Also in the URL (`?key=<placeholder>`, as some APIs take keys); only to bound hosts.
+            for cred in swappers:
+                ph = self._placeholder[cred.name].encode("ascii")
+                current = new_target if new_target is not None else target
+                if current and ph in current:
+                    new_target = current.replace(ph, cred.value.encode("ascii"))
+                    if cred.name not in injected:
+                        injected.append(cred.name)
         body = any(c.in_body for c in bound)
         what = ", ".join(injected) if injected else "none in headers"
-        return InjectResult(headers, "forward", f"credentials for {name}: {what}", tuple(injected), False, body)
+        return InjectResult(headers, "forward", f"credentials for {name}: {what}", tuple(injected), False, body,
+                            target=new_target)
 
     def _inject(self, headers: list, header_name: bytes, candidates: list) -> tuple[list, str]:
         at, sent = None, None

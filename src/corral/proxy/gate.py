@@ -23,6 +23,7 @@ class Verdict:
     substitute_body: bool = False  # stream the body through the injector's body substituter
     redact: bool = False  # the response may echo a real value: redact it
     foreign: dict = None  # placeholder -> Credential that must not appear in this request's body
+    target: str | None = None  # the request target to send instead (may hold a real value)
 
 
 def _verdict_repr(self) -> str:  # headers may hold real values: never shown
@@ -85,8 +86,9 @@ class Gate:
             return Verdict(False, result.status, result.reason, rule, None, (), result.exfiltration)
         bound = injector.bound(host)
         foreign = {p: c for p, c in injector._bindings.items() if c not in bound}
+        target = result.target.decode("latin-1") if result.target is not None else None
         return Verdict(True, 200, result.reason, rule, result.headers, result.injected, False,
-                       result.substitute_body, bool(bound), foreign or None)
+                       result.substitute_body, bool(bound), foreign or None, target)
 
 
 def _host_mismatch(host: str, port: int, sni: str | None, host_header: str | None) -> str:

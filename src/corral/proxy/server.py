@@ -563,6 +563,7 @@ class HttpSession:
                 await self._refuse(verdict)
                 return await self._discard_body() and self.conn.our_state is h11.DONE
             headers_in = verdict.headers
+        sent_target = verdict.target if verdict is not None and verdict.target is not None else path
         try:
             key, stream, up, address, rule = await self._upstream_for(host, port, origin)
         except Blocked as b:
@@ -595,7 +596,7 @@ class HttpSession:
         redacted = 0
         status = 0
         try:
-            head = up.send(h11.Request(method=request.method, target=path.encode(), headers=headers))
+            head = up.send(h11.Request(method=request.method, target=sent_target.encode("latin-1"), headers=headers))
             if scan is None:
                 await stream.send(head)
                 head = None
