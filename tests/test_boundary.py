@@ -577,3 +577,11 @@ def test_several_captures_share_one_header_template(ctx, tmp_path):
     assert sent.headers == [(b"authorization", f"Bearer {NPM2}".encode())]
     none = b.injector.prepare_request("GET", "registry.npmjs.org", True, [])
     assert none.headers == [(b"Authorization", f"Bearer {NPM1}".encode())]
+
+
+def test_a_short_value_is_not_scrubbed_out_of_other_text(ctx):
+    """Scrubbing a 3-character value would corrupt PATH and friends: only the credential's own
+    variable is replaced."""
+    b = bnd.resolve(policy(spec()), {"GH_TOKEN": "bin"}, ctx)
+    assert b.scrub("/usr/bin:/bin") == "/usr/bin:/bin"
+    assert b.env["GH_TOKEN"] != "bin" and "GH_TOKEN" in b.unset

@@ -49,8 +49,11 @@ class Boundary:
     def scrub(self, text: str) -> str:
         """`text` with every real value replaced by its placeholder: a value the launcher's
         shell expanded into an argument, or that sits in another variable too, is not let in."""
+        from ..proxy.credentials import MIN_REDACT_LENGTH
+
         for placeholder, cred in self.bindings.items():
-            if cred.value in text:
+            # A very short value would also match innocent text (a PATH entry, a flag).
+            if len(cred.value) >= MIN_REDACT_LENGTH and cred.value in text:
                 text = text.replace(cred.value, placeholder)
         return text
 
