@@ -25,6 +25,7 @@ MAX_HEADERS = 100
 SPLICE_MIN = 64 * 1024  # bodies at least this large (Content-Length) bypass Python: splice
 FIRST_BYTES_WAIT = 0.5  # a client that sends nothing in this long waits for the server (ssh): relayed
 TLS_FIRST_BYTES_WAIT = 2.0
+SERVER_SPEAKS_FIRST = frozenset((21, 22, 25, 110, 143, 587, 3306))  # ftp ssh smtp pop3 imap submission mysql
 RECV = 256 * 1024
 HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-authorization", b"proxy-connection", b"te",
                         b"trailer", b"upgrade", b"proxy-authenticate"))
@@ -288,8 +289,8 @@ class Proxy:
         if terminate or inspect:
             if not first:
                 # A TLS client speaks at once; a slow machine gets more time before a
-                # terminated host's connection is taken for server-speaks-first (ssh: port 22).
-                wait = TLS_FIRST_BYTES_WAIT if terminate and port != 22 else FIRST_BYTES_WAIT
+                # terminated host's connection is taken for one where the server speaks first.
+                wait = TLS_FIRST_BYTES_WAIT if terminate and port not in SERVER_SPEAKS_FIRST else FIRST_BYTES_WAIT
                 first = await self._first_bytes(client, wait)
                 if first is None:  # the client hung up
                     upstream.close()
