@@ -309,3 +309,20 @@ def test_inspecting():
 def test_strip_response_headers_are_lower_case_bytes():
     g = Gate(None, None, strip_response_headers=("X-Powered-By", b"Server"))
     assert g.strip == frozenset({b"x-powered-by", b"server"})
+
+
+def test_verdicts_name_the_placeholders_for_the_audit_log():
+    """Injected and exfiltration verdicts carry the placeholders involved (never the values)."""
+    from corral.proxy.credentials import Credential, Injector
+    from corral.proxy.gate import Gate
+
+    value = "tok-gate-" + "3c" * 12
+    ph = "corral-ph-tok-" + "9" * 32
+    gate = Gate(None, Injector({ph: Credential("TOK", value, ("api.example",), header="*")}))
+    sent = gate.check("GET", "api.example", 443, "/", [(b"authorization", f"Bearer {ph}".encode())], tls=True)
+    assert sent.allowed and sent.injected == ("TOK",) and sent.placeholders == (ph,)
+    leak = gate.check("GET", "evil.example", 443, f"/?t={ph}", [], tls=True)
+    assert not leak.allowed and leak.exfiltration and leak.placeholders == (ph,)
+    assert value not in repr(sent) + repr(leak) + repr(sent.placeholders) + repr(leak.placeholders)
+    plain = gate.check("GET", "other.example", 443, "/", [], tls=True)
+    assert plain.allowed and plain.placeholders == ()

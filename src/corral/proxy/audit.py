@@ -11,7 +11,7 @@ import os
 import time
 
 FIELDS = ("time", "run", "command", "proto", "host", "port", "address", "decision", "rule",
-          "reason", "method", "path", "status", "injected", "redacted", "exfiltration", "up", "down", "ms")
+          "reason", "method", "path", "status", "injected", "placeholders", "redacted", "exfiltration", "up", "down", "ms")
 
 
 def default_path(environ=os.environ) -> str:

@@ -396,6 +396,7 @@ class InjectResult:
     substitute_body: bool = False  # stream the body through Injector.body_substituter(host)
     status: int = 200  # for "block": the status to answer the client with (403, 405 or 400)
     target: bytes | None = None  # the request target to send instead (a placeholder swapped in it)
+    involved: tuple = ()  # names of the credentials whose placeholders the request carried (audit)
 
     @property
     def blocked(self) -> bool:
@@ -414,8 +415,8 @@ def _result_repr(self) -> str:
 InjectResult.__repr__ = _result_repr  # headers may hold real values: names only
 
 
-def _block(headers, reason: str, status: int = 403, exfiltration: bool = False) -> InjectResult:
-    return InjectResult(list(headers), "block", reason, (), exfiltration, False, status)
+def _block(headers, reason: str, status: int = 403, exfiltration: bool = False, involved=()) -> InjectResult:
+    return InjectResult(list(headers), "block", reason, (), exfiltration, False, status, involved=tuple(involved))
 
 
 def _substitute(value: bytes, placeholder: bytes, secret: bytes) -> bytes | None:
@@ -509,6 +510,7 @@ class Injector:
                 f"request to {name} carries the placeholder of credential {listed}: blocked as an exfiltration attempt",
                 403,
                 exfiltration=True,
+                involved=[c.name for c in foreign],
             )
         if not bound:
             return InjectResult(headers, "forward", f"no credential is bound to {name}")
@@ -585,6 +587,10 @@ class Injector:
                 out.append((n, v))
             headers = out
         return headers, used
+
+    def placeholder(self, name: str) -> str | None:
+        """The placeholder of credential `name` (not secret: for the audit log)."""
+        return self._placeholder.get(name)
 
     def body_substituter(self, host: str) -> StreamReplacer | None:
         """Placeholder -> value in a request body to `host`, for its `in_body` credentials; None if none."""

@@ -24,6 +24,7 @@ class Verdict:
     redact: bool = False  # the response may echo a real value: redact it
     foreign: dict = None  # placeholder -> Credential that must not appear in this request's body
     target: str | None = None  # the request target to send instead (may hold a real value)
+    placeholders: tuple = ()  # of the credentials injected, or carried towards the wrong host (audit)
 
 
 def _verdict_repr(self) -> str:  # headers may hold real values: never shown
@@ -83,12 +84,18 @@ class Gate:
             return Verdict(True, 200, "", rule, list(headers))
         result = injector.prepare_request(method, host, tls, headers, None, target=target)
         if result.blocked:
-            return Verdict(False, result.status, result.reason, rule, None, (), result.exfiltration)
+            return Verdict(False, result.status, result.reason, rule, None, (), result.exfiltration,
+                           placeholders=_placeholders(injector, result.involved))
         bound = injector.bound(host)
         foreign = {p: c for p, c in injector._bindings.items() if c not in bound}
         target = result.target.decode("latin-1") if result.target is not None else None
         return Verdict(True, 200, result.reason, rule, result.headers, result.injected, False,
-                       result.substitute_body, bool(bound), foreign or None, target)
+                       result.substitute_body, bool(bound), foreign or None, target,
+                       _placeholders(injector, result.injected))
+
+
+def _placeholders(injector, names) -> tuple:
+    return tuple(p for p in (injector.placeholder(n) for n in names) if p)
 
 
 def _host_mismatch(host: str, port: int, sni: str | None, host_header: str | None) -> str:

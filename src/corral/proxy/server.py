@@ -560,7 +560,8 @@ class HttpSession:
             if not verdict.allowed:
                 proxy.record(run, proto=proto, host=host, port=port, method=method, path=path, decision="block",
                              rule=verdict.rule, reason=verdict.reason, status=verdict.status,
-                             exfiltration=verdict.exfiltration or None)
+                             exfiltration=verdict.exfiltration or None,
+                             placeholders=list(verdict.placeholders) or None)
                 await self._refuse(verdict)
                 return await self._discard_body() and self.conn.our_state is h11.DONE
             headers_in = verdict.headers
@@ -614,6 +615,7 @@ class HttpSession:
                             self._drop_upstream()
                             proxy.record(run, proto=proto, host=host, port=port, method=method, path=path,
                                          decision="block", status=403, exfiltration=True,
+                                         placeholders=list(scan.placeholders),
                                          reason=f"the request body carries the placeholder of credential "
                                                 f"{', '.join(scan.names)}, which is not bound to {host}")
                             if self.conn.our_state is h11.SEND_RESPONSE:
@@ -701,6 +703,7 @@ class HttpSession:
         proxy.record(run, proto=proto, host=host, port=port, address=address, method=method, path=path,
                      decision="allow", rule=rule, status=status, up=up_bytes, down=down_bytes,
                      injected=list(verdict.injected) if verdict is not None and verdict.injected else None,
+                     placeholders=list(verdict.placeholders) if verdict is not None and verdict.placeholders else None,
                      redacted=redacted or None, ms=int((time.monotonic() - start) * 1000))
         if self.upstream is None or self.upstream[2] is not up:
             return True  # the body was spliced: both sides already have fresh protocol state
@@ -902,6 +905,7 @@ class _BodyScan:
         self.foreign = foreign
         self.tail = b""
         self.names = []
+        self.placeholders = []
 
     def found(self, data: bytes) -> bool:
         from .credentials import find_placeholders
@@ -909,6 +913,7 @@ class _BodyScan:
         hits = find_placeholders(self.tail + data, self.foreign)
         self.tail = (self.tail + data)[-self.KEEP:]
         self.names = [c.name for c in hits]
+        self.placeholders = [p for p, c in self.foreign.items() if c in hits]
         return bool(hits)
 
 
