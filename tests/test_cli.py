@@ -113,3 +113,40 @@ def test_dry_run_with_network_shows_the_way_out(tmp_path):
     plain = subprocess.run([sys.executable, "-m", "corral", "run", "--dry-run", "--", "true"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=30)
     assert "--unshare-net" in plain.stdout and "resolv.conf" not in plain.stdout
+
+
+BAD_MOUNT = r"""
+import os, sys
+from corral import Sandbox
+from corral._values import replace
+from corral.errors import SetupError
+from corral.sandbox.launch import run_foreground
+from corral.sandbox.plan import Mount
+
+sb = Sandbox(cwd=sys.argv[1])
+plan = sb.plan(["sh", "-c", sys.argv[2]])
+if sys.argv[3] == "bad":  # a mount bwrap cannot do: it fails after reporting its child pid
+    plan = replace(plan, mounts=plan.mounts + (Mount("ro-bind", "/tmp/x-corral-missing-mount", "/nonexistent-src"),))
+try:
+    print("STATUS", run_foreground(plan, tty=False), flush=True)
+except SetupError as exc:
+    print("SETUP", str(exc).splitlines()[0], flush=True)
+"""
+
+
+@pytest.mark.parametrize("case, script, expect", [
+    ("bad", "exit 0", "SETUP bubblewrap could not set up the sandbox"),
+    ("good", "exit 1", "STATUS 1"),  # the command's own 1 stays the command's
+    ("good", "kill -9 $$", "STATUS 137"),
+])
+def test_bwrap_setup_failure_after_clone_is_corral_error(launcher, ws, case, script, expect):
+    """A mount bwrap fails on (after it reported its child pid) is corral's error (the CLI's
+    125), not the command's exit status 1; the command's own exits and signals are unchanged."""
+    import subprocess
+    import sys as _sys
+
+    path = ws.write(ws.base / "badmount.py", BAD_MOUNT)
+    ws.chown()
+    p = subprocess.run([*launcher.prefix, _sys.executable, str(path), str(ws.proj), script, case],
+                       cwd=str(ws.proj), env=launcher.env, capture_output=True, text=True, timeout=60)
+    assert expect in p.stdout, (p.stdout, p.stderr)

@@ -126,7 +126,7 @@ class Run:
     def finish(self, status: int, report=stderr_report) -> int:
         """`status` is the exit status as the shell reports it (128+N for signal N)."""
         self._close_pass_fds()
-        setup_ok = self._read_status()
+        setup_ok = self._read_status(status)
         self.cleanup.run(report)
         self._release_reaper()
         if not setup_ok:
@@ -160,18 +160,26 @@ class Run:
                 pass
         self.pass_fds = ()
 
-    def _read_status(self) -> bool:
-        """True when bwrap got as far as starting the sandbox (it reported a child pid)."""
+    def _read_status(self, status: int) -> bool:
+        """True when bwrap set the sandbox up and ran the command.
+
+        bwrap reports `child-pid` before it mounts anything, and `exit-code` when the command
+        has ended; with a child pid but no exit code and exit status 1, bwrap failed while
+        setting up (a mount) and printed why. Killed by a signal, bwrap reports nothing more."""
         if self.status_r < 0:
             return True
         os.set_blocking(self.status_r, False)
+        data = b""
         try:
-            data = os.read(self.status_r, 65536)
+            while chunk := os.read(self.status_r, 65536):
+                data += chunk
         except BlockingIOError:
-            data = b""
+            pass
         os.close(self.status_r)
         self.status_r = -1
-        return b'"child-pid"' in data
+        if b'"exit-code"' in data:
+            return True
+        return b'"child-pid"' in data and status != 1
 
     def _start_reaper(self) -> None:
         r, w = os.pipe()
