@@ -599,54 +599,19 @@ class HttpSession:
         status = 0
         try:
             head = up.send(h11.Request(method=request.method, target=sent_target.encode("latin-1"), headers=headers))
-            if scan is None:
-                await stream.send(head)
-                head = None
-            held = b""  # body bytes read and scanned but not forwarded yet (scan only)
-            while True:  # request body
-                event = await self._next(self.conn, self.client, IDLE_TIMEOUT)
-                if isinstance(event, h11.Data):
-                    data = bytes(event.data)
-                    up_bytes += len(data)
-                    if scan is not None:
-                        if scan.found(data):
-                            # Nothing of this request has left yet (the head waits for the
-                            # body's start, the body's last bytes are held): drop it whole.
-                            self._drop_upstream()
-                            proxy.record(run, proto=proto, host=host, port=port, method=method, path=path,
-                                         decision="block", status=403, exfiltration=True,
-                                         placeholders=list(scan.placeholders),
-                                         reason=f"the request body carries the placeholder of credential "
-                                                f"{', '.join(scan.names)}, which is not bound to {host}")
-                            if self.conn.our_state is h11.SEND_RESPONSE:
-                                await self._respond(403, "Forbidden", f"corral proxy: request to {host} blocked: its "
-                                                    f"body carries a credential placeholder not bound to {host}\n")
-                            return False
-                        held += data
-                        if head is not None and len(held) < _BodyScan.PREFIX:
-                            continue
-                        # A placeholder split across writes must not leave in parts: keep the tail.
-                        data, held = held[:-_BodyScan.KEEP], held[-_BodyScan.KEEP:]
-                    if head is not None:
-                        await stream.send(head)
-                        head = None
-                    if substituter is not None:
-                        data = substituter.feed(data)
-                    if data:
-                        await stream.send(up.send(h11.Data(data=data)))
-                elif isinstance(event, h11.EndOfMessage):
-                    out = head or b""
-                    head = None
-                    data, held = held, b""
-                    if substituter is not None:
-                        data = substituter.feed(data) + substituter.flush()
-                    if data:
-                        out += up.send(h11.Data(data=data))
-                    await stream.send(out + up.send(h11.EndOfMessage()))
-                    break
-                else:
-                    self._drop_upstream()
-                    return False
+            outcome, up_bytes = await self._forward_body(stream, up, head, scan, substituter)
+            if outcome == "exfiltration":
+                proxy.record(run, proto=proto, host=host, port=port, method=method, path=path,
+                             decision="block", status=403, exfiltration=True,
+                             placeholders=list(scan.placeholders),
+                             reason=f"the request body carries the placeholder of credential "
+                                    f"{', '.join(scan.names)}, which is not bound to {host}")
+                if self.conn.our_state is h11.SEND_RESPONSE:
+                    await self._respond(403, "Forbidden", f"corral proxy: request to {host} blocked: its "
+                                        f"body carries a credential placeholder not bound to {host}\n")
+                return False
+            if outcome == "aborted":
+                return False
             while True:  # response
                 event = await self._next(up, stream, IDLE_TIMEOUT)
                 if isinstance(event, h11.InformationalResponse):
@@ -712,6 +677,49 @@ class HttpSession:
         else:
             self._drop_upstream()
         return True
+
+    async def _forward_body(self, stream, up, head: bytes, scan, substituter) -> tuple[str, int]:
+        """Send the request head and body upstream: "sent", "exfiltration" (nothing of the
+        request has left: the head waits for the body's start, the body's last bytes are
+        held, so a placeholder split across writes never leaves in parts) or "aborted"."""
+        h11 = self.h11
+        sent = 0
+        if scan is None:
+            await stream.send(head)
+            head = None
+        held = b""  # body bytes read and scanned but not forwarded yet (scan only)
+        while True:
+            event = await self._next(self.conn, self.client, IDLE_TIMEOUT)
+            if isinstance(event, h11.Data):
+                data = bytes(event.data)
+                sent += len(data)
+                if scan is not None:
+                    if scan.found(data):
+                        self._drop_upstream()
+                        return "exfiltration", sent
+                    held += data
+                    if head is not None and len(held) < _BodyScan.PREFIX:
+                        continue
+                    data, held = held[:-_BodyScan.KEEP], held[-_BodyScan.KEEP:]
+                if head is not None:
+                    await stream.send(head)
+                    head = None
+                if substituter is not None:
+                    data = substituter.feed(data)
+                if data:
+                    await stream.send(up.send(h11.Data(data=data)))
+            elif isinstance(event, h11.EndOfMessage):
+                out = head or b""
+                data = held
+                if substituter is not None:
+                    data = substituter.feed(data) + substituter.flush()
+                if data:
+                    out += up.send(h11.Data(data=data))
+                await stream.send(out + up.send(h11.EndOfMessage()))
+                return "sent", sent
+            else:
+                self._drop_upstream()
+                return "aborted", sent
 
     async def _switch(self, run, proto, host, port, address, rule, method, path, response, start) -> bool:
         """The upstream agreed to switch protocols (WebSocket): relay both ways from now on."""
