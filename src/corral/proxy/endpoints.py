@@ -27,7 +27,7 @@ class Endpoint:
         return self._rules[1]
 
     def origin(self, proxy, run):
-        from .server import Origin
+        from .http_session import Origin
 
         async def open_upstream():
             import ssl

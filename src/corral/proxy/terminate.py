@@ -140,7 +140,7 @@ async def serve(proxy, run, proto: str, client, upstream, first: bytes, host: st
     import asyncio
     import ssl
 
-    from .server import HttpSession, Origin
+    from .http_session import HttpSession, Origin
     from .streams import TlsStream
 
     term = proxy.terminator
