@@ -90,6 +90,8 @@ class NamespaceSession:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_IGN)  # the parent decides when the proxy stops
         _set_name("corral-proxy")
+        if self.boundary is not None and self.boundary.bindings:
+            _not_dumpable()
         proxy = self._configure()
 
         async def main():
@@ -211,6 +213,20 @@ def _ips(texts):
             yield ipaddress.ip_address(t.split("%")[0])
         except ValueError:
             pass
+
+
+def _not_dumpable() -> None:
+    """The proxy holds real credential values: no core dump of it, and no ptrace or
+    /proc/PID/mem for other processes of the same user (PR_SET_DUMPABLE 0)."""
+    import resource
+
+    from .netns import load_libc
+
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ValueError, OSError):
+        pass
+    load_libc().prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
 
 
 def _set_name(name: str) -> None:
