@@ -1150,3 +1150,52 @@ def test_launcher_trusted_ca_is_kept_inside_for_excluded_hosts(launcher, ws, tes
     p = cred_run(ws, script, settings, env_extra={"SSL_CERT_FILE": str(test_ca.path)})
     assert (one(p.stdout, "excluded="), one(p.stdout, "terminated=")) == ("200", "200"), (out_of(p), audit(ws))
     assert sorted(tls_server.paths()) == ["/echo?e=1", "/echo?t=1"]
+
+
+def test_the_proxy_holding_values_is_not_dumpable(launcher, ws, test_ca, tls_server):
+    """While a run with a masked credential is going, its proxy process (which holds the real
+    value) makes no core dump and, for an unprivileged launcher, its /proc files are root's:
+    other processes of the same user cannot read its memory or environment."""
+    gh = real("gh")
+    settings = srt(ws, [tls_server.hostport], ca=test_ca, env_vars=[mask_env("GH_TOKEN")])
+    path = ws.write(ws.base / "settings.json", json.dumps(settings))
+    state = state_dir(ws)
+    env = {"XDG_STATE_HOME": str(state), "GH_TOKEN": gh}
+    proc = subprocess.Popen(launcher.argv(["run", "-q", "--settings", str(path), "--", "sleep", "4"]),
+                            cwd=str(ws.proj), env={**launcher.env, **env}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        found = []
+
+        def proxy_pids():
+            found[:] = [int(d) for d in os.listdir("/proc") if d.isdigit() and _comm(d) == "corral-proxy"
+                        and _under(int(d), proc.pid)]
+            return found
+
+        assert helpers.wait_for(proxy_pids, timeout=10), "no corral-proxy process under the run"
+        (pid,) = found
+        limits = Path(f"/proc/{pid}/limits").read_text()
+        assert re.search(r"Max core file size\s+0\s+0", limits), limits
+        if launcher.uid != 0:
+            assert os.stat(f"/proc/{pid}/environ").st_uid == 0  # not dumpable: root's, not the user's
+    finally:
+        proc.wait(timeout=30)
+
+
+def _comm(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _under(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return False
