@@ -122,6 +122,29 @@ class Conn:
             got += n
         return got
 
+    def read_line(self):
+        while b"\r\n" not in self.pending:
+            n = self.sock.recv_into(self.view, 65536)
+            if n == 0:
+                raise Fail("connection closed inside a chunked body")
+            self.pending += self.buf[:n]
+        line, _, self.pending = self.pending.partition(b"\r\n")
+        return bytes(line)
+
+    def read_chunked(self):
+        got = 0
+        while True:
+            size = int(self.read_line().split(b";")[0].strip(), 16)
+            if size == 0:
+                while self.read_line():  # trailers, then the empty line
+                    pass
+                return got
+            if self.read_body(size) != size:
+                raise Fail("connection closed inside a chunk")
+            got += size
+            if self.read_line():
+                raise Fail("no CRLF after a chunk")
+
     def read_to_eof(self):
         got = len(self.pending)
         self.pending = b""
@@ -149,14 +172,15 @@ def basic(px):
 def get_response(c, what, allow_close=False):
     status, headers, line = c.read_head()
     if status != 200:
-        body = c.pending[:300]
-        raise Fail("%s: %s %r" % (what, line, bytes(body)))
+        raise Fail("%s: %s %r %r" % (what, line, headers, bytes(c.pending[:300])))
     if "content-length" in headers:
         want = int(headers["content-length"])
         got = c.read_body(want)
         if got != want:
             raise Fail("%s: got %d of %d body bytes" % (what, got, want))
         return got
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return c.read_chunked()
     if allow_close:
         return c.read_to_eof()
     raise Fail("%s: no Content-Length (%r)" % (what, headers))

@@ -42,129 +42,32 @@ status 0 on success, 1 on failure (the JSON line then has "ok": false and
 "error").
 """
 
-import base64
 import json
 import os
-import socket
 import ssl
 import sys
 import time
-from urllib.parse import unquote, urlsplit
 
-BUF = 1 << 20  # 1 MiB receive buffer
-TARGET_HOST = "127.0.0.1"
-KEEPALIVE_REQUESTS = 200
-NEWCONN_REQUESTS = 50
-TIMEOUT = 120.0
-
-
-class Fail(Exception):
-    pass
+# Same directory: the proxy benchmark's client holds the plain-socket HTTP/1.1 plumbing.
+from proxy_client import (  # noqa: E402
+    KEEPALIVE_REQUESTS,
+    NEWCONN_REQUESTS,
+    TARGET_HOST,
+    Conn as _PlainConn,
+    Fail,
+    basic,
+    dial,
+    get_response,
+)
+from proxy_client import BUF, proxy_from_env as _proxy_from_env  # noqa: E402
 
 
 def proxy_from_env():
-    for name in ("HTTPS_PROXY", "HTTP_PROXY"):
-        for var in (name, name.lower()):
-            val = os.environ.get(var)
-            if not val:
-                continue
-            u = urlsplit(val if "://" in val else "http://" + val)
-            if u.scheme.lower() != "http":
-                continue
-            return {"var": var, "host": u.hostname, "port": u.port or 80,
-                    "user": unquote(u.username) if u.username is not None
-                    else None,
-                    "password": unquote(u.password) if u.password is not None
-                    else None}
-    return None
+    return _proxy_from_env(("HTTPS_PROXY", "HTTP_PROXY"), ("http",))
 
 
-def basic(px):
-    if px and px["user"] is not None:
-        tok = base64.b64encode(("%s:%s" % (px["user"], px["password"] or ""))
-                               .encode()).decode()
-        return "Proxy-Authorization: Basic %s\r\n" % tok
-    return ""
-
-
-def dial(host, port):
-    s = socket.create_connection((host, port), timeout=TIMEOUT)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
-
-
-class Conn:
-    """A (TLS) socket with a small read-ahead buffer for header parsing."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = bytearray(BUF)
-        self.view = memoryview(self.buf)
-        self.pending = b""
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def read_head(self):
-        """Read up to and including CRLFCRLF; return (status, headers, line)."""
-        data = self.pending
-        while b"\r\n\r\n" not in data:
-            n = self.sock.recv_into(self.view, 65536)
-            if n == 0:
-                raise Fail("connection closed while reading a response head "
-                           "(got %r)" % bytes(data[:200]))
-            data += self.buf[:n]
-            if len(data) > 65536:
-                raise Fail("response head too long")
-        head, _, rest = data.partition(b"\r\n\r\n")
-        self.pending = rest
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        try:
-            status = int(parts[1])
-        except (IndexError, ValueError):
-            raise Fail("bad status line %r" % lines[0])
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-        return status, headers, lines[0]
-
-    def read_body(self, length):
-        """Read exactly `length` bytes (discarding them); return the count."""
-        got = min(len(self.pending), length)
-        self.pending = self.pending[got:]
-        recv_into = self.sock.recv_into
-        view = self.view
-        while got < length:
-            n = recv_into(view, min(BUF, length - got))
-            if n == 0:
-                break
-            got += n
-        return got
-
-    def read_line(self):
-        while b"\r\n" not in self.pending:
-            n = self.sock.recv_into(self.view, 65536)
-            if n == 0:
-                raise Fail("connection closed inside a chunked body")
-            self.pending += self.buf[:n]
-        line, _, self.pending = self.pending.partition(b"\r\n")
-        return bytes(line)
-
-    def read_chunked(self):
-        got = 0
-        while True:
-            size = int(self.read_line().split(b";")[0].strip(), 16)
-            if size == 0:
-                while self.read_line():  # trailers, then the empty line
-                    pass
-                return got
-            if self.read_body(size) != size:
-                raise Fail("connection closed inside a chunk")
-            got += size
-            if self.read_line():
-                raise Fail("no CRLF after a chunk")
+class Conn(_PlainConn):
+    """A TLS socket with the read-ahead buffer for header parsing."""
 
     def read_to_eof(self):
         got = len(self.pending)
@@ -179,30 +82,6 @@ class Conn:
             if n == 0:
                 return got
             got += n
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-def get_response(c, what, allow_close=False):
-    status, headers, line = c.read_head()
-    if status != 200:
-        raise Fail("%s: %s %r %r" % (what, line, headers,
-                                     bytes(c.pending[:300])))
-    if "content-length" in headers:
-        want = int(headers["content-length"])
-        got = c.read_body(want)
-        if got != want:
-            raise Fail("%s: got %d of %d body bytes" % (what, got, want))
-        return got
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        return c.read_chunked()
-    if allow_close:
-        return c.read_to_eof()
-    raise Fail("%s: no Content-Length (%r)" % (what, headers))
 
 
 def _der_issuer_cn(der):
