@@ -91,14 +91,7 @@ class TlsStream:
             await self.loop.sock_sendall(self.sock, data)
 
     async def _fill(self) -> bool:
-        data = await self.loop.sock_recv(self.sock, RECV)
-        if not data:
-            self.incoming.write_eof()
-            return False
-        if self.quickack:
-            _quickack(self.sock)
-        self.incoming.write(data)
-        return True
+        return self._feed(await self.loop.sock_recv(self.sock, RECV))
 
     async def handshake(self) -> None:
         ssl = self._ssl
@@ -121,38 +114,53 @@ class TlsStream:
     def recv_nowait(self, n: int = RECV) -> bytes | None:
         """What can be read without waiting; None when nothing is there yet (or when the
         TLS layer owes the peer bytes first: `recv` then does the full dance)."""
+        while True:
+            data = self._read_buffered(n)
+            if data is not None:
+                return data
+            if self.outgoing.pending:
+                return None
+            try:
+                raw = self.sock.recv(RECV)
+            except (BlockingIOError, InterruptedError):
+                return None
+            self._feed(raw)
+
+    async def recv(self, n: int = RECV) -> bytes:
+        while True:
+            data = self._read_buffered(n)
+            if data is not None:
+                return data
+            await self._flush()  # TLS 1.3 may owe the peer a key update or ticket reply
+            self._feed(await self.loop.sock_recv(self.sock, RECV))
+
+    def _feed(self, raw: bytes) -> bool:
+        """Hand bytes read from the socket to TLS (b"": the peer closed); False at EOF."""
+        if not raw:
+            self.incoming.write_eof()
+            return False
+        if self.quickack:
+            _quickack(self.sock)
+        self.incoming.write(raw)
+        return True
+
+    def _read_buffered(self, n: int) -> bytes | None:
+        """Plaintext TLS can give without more input (b"" at the end), or None."""
         ssl = self._ssl
         if self._eof:
             return b""
-        while True:
-            try:
-                data = self.obj.read(n)
-            except ssl.SSLWantReadError:
-                if self.outgoing.pending:
-                    return None
-                try:
-                    raw = self.sock.recv(RECV)
-                except (BlockingIOError, InterruptedError):
-                    return None
-                if not raw:
-                    self.incoming.write_eof()
-                else:
-                    if self.quickack:
-                        _quickack(self.sock)
-                    self.incoming.write(raw)
-                continue
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                self._eof = True
-                return b""
-            if not data:
-                self._eof = True
-                return data
-            return self._drain(data, n)
-
-    def _drain(self, data: bytes, n: int) -> bytes:
+        try:
+            data = self.obj.read(n)
+        except ssl.SSLWantReadError:
+            return None
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            self._eof = True
+            return b""
+        if not data:
+            self._eof = True
+            return data
         # One read gives one TLS record (16 KiB at most): take what is already buffered too,
         # so the layers above see large chunks instead of many small ones.
-        ssl = self._ssl
         parts = [data]
         size = len(data)
         while size < n:
@@ -165,27 +173,6 @@ class TlsStream:
             parts.append(more)
             size += len(more)
         return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    async def recv(self, n: int = RECV) -> bytes:
-        ssl = self._ssl
-        if self._eof:
-            return b""
-        while True:
-            try:
-                data = self.obj.read(n)
-            except ssl.SSLWantReadError:
-                await self._flush()  # TLS 1.3 may owe the peer a key update or ticket reply
-                if not await self._fill():
-                    self._eof = True
-                    return b""
-                continue
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                self._eof = True
-                return b""
-            if not data:
-                self._eof = True
-                return data
-            return self._drain(data, n)
 
     async def send(self, data: bytes) -> None:
         if not data:
