@@ -188,21 +188,29 @@ def _tls(value, source: str, key: str, ctx: LaunchContext) -> TlsPolicy:
     return TlsPolicy(**fields)
 
 
+def _named_table(table, schema: dict, required: str, why: str, seen: dict, source: str, key: str,
+                 ctx: LaunchContext) -> dict:
+    """One entry of an array of tables with a unique `name` and one more required key."""
+    fields = _table(table, schema, source, key, ctx)
+    for must in ("name", required):
+        if must not in fields:
+            raise PolicyError(source, f"{key}.{must}", None, f"missing: {why}")
+    name = fields["name"]
+    if name in seen:
+        raise PolicyError(source, f"{key}.name", name, f"already the name of {seen[name]}")
+    seen[name] = key
+    return fields
+
+
 def _credentials(tables: list, source: str, ctx: LaunchContext) -> tuple:
     specs: list[CredentialSpec] = []
     seen: dict[str, str] = {}
     env_owner: dict[str, str] = {}
     for i, table in enumerate(tables):
         key = f"credentials[{i}]"
-        fields = _table(table, CREDENTIAL_SCHEMA, source, key, ctx)
-        for required in ("name", "hosts"):
-            if required not in fields:
-                raise PolicyError(source, f"{key}.{required}", None, "missing: every credential needs "
-                                  "a name and the hosts it may be sent to")
+        fields = _named_table(table, CREDENTIAL_SCHEMA, "hosts", "every credential needs a name and the "
+                              "hosts it may be sent to", seen, source, key, ctx)
         name = fields["name"]
-        if name in seen:
-            raise PolicyError(source, f"{key}.name", name, f"already the name of {seen[name]}")
-        seen[name] = key
         given = [k for k in CREDENTIAL_SOURCES if k in fields]
         if len(given) != 1:
             where = f"{key}.{given[1]}" if given else key
@@ -234,15 +242,9 @@ def _endpoints(tables: list, credentials: tuple, source: str, ctx: LaunchContext
     seen: dict[str, str] = {}
     for i, table in enumerate(tables):
         key = f"endpoints[{i}]"
-        fields = _table(table, ENDPOINT_SCHEMA, source, key, ctx)
-        for required in ("name", "upstream"):
-            if required not in fields:
-                raise PolicyError(source, f"{key}.{required}", None, "missing: every endpoint needs a "
-                                  "name and an upstream URL")
+        fields = _named_table(table, ENDPOINT_SCHEMA, "upstream", "every endpoint needs a name and an "
+                              "upstream URL", seen, source, key, ctx)
         name = fields["name"]
-        if name in seen:
-            raise PolicyError(source, f"{key}.name", name, f"already the name of {seen[name]}")
-        seen[name] = key
         cred_name = fields.get("credential")
         if cred_name is not None:
             cred = by_name.get(cred_name)
