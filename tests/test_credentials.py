@@ -203,6 +203,12 @@ def cred_run(ws, script: str, settings, *, env_extra=None, timeout=180, name=Non
                        timeout=timeout, env_extra=env)
 
 
+def masked_run(ws, script: str, server, ca, gh: str):
+    """`script` with GH_TOKEN (real value `gh`) masked for 127.0.0.1, reaching `server`."""
+    return cred_run(ws, script, srt(ws, [server.hostport], ca=ca, env_vars=[mask_env("GH_TOKEN")]),
+                    env_extra={"GH_TOKEN": gh})
+
+
 def written_by_sandbox(ws) -> str:
     """Everything under proj/ and the state directory (audit log, quarantine), as text."""
     out = []
@@ -528,8 +534,7 @@ def test_client_gets_injection_and_redaction(launcher, ws, test_ca, tls_server, 
         ws.write("client.js", NODE_CLIENT)
         script = f"node client.js 127.0.0.1 {tls_server.port} /echo"
     script = f'echo "PH=$GH_TOKEN"; {script}'
-    p = cred_run(ws, script, srt(ws, [tls_server.hostport], ca=test_ca, env_vars=[mask_env("GH_TOKEN")]),
-                 env_extra={"GH_TOKEN": gh})
+    p = masked_run(ws, script, tls_server, test_ca, gh)
     ph = one(p.stdout, "PH=")
     r = _client_result(ws, p, client)
     assert r.get("status") == 200, (r, out_of(p))
@@ -554,8 +559,7 @@ def test_redaction_across_response_chunks(launcher, ws, test_ca, tls_server):
     gh = real("gh")
     script = (f'echo "PH=$GH_TOKEN"; {CURL} -o split.txt -w "code=%{{http_code}}\\n" {tls_server.url("/echo-split")} '
               '-H "Authorization: Bearer $GH_TOKEN"')
-    p = cred_run(ws, script, srt(ws, [tls_server.hostport], ca=test_ca, env_vars=[mask_env("GH_TOKEN")]),
-                 env_extra={"GH_TOKEN": gh})
+    p = masked_run(ws, script, tls_server, test_ca, gh)
     assert one(p.stdout, "code=") == "200", out_of(p)
     assert [g.header("authorization") for g in tls_server.got()] == [f"Bearer {gh}"]
     # the server sent the real value cut in two chunks; the sandbox got this run's placeholder whole
@@ -575,8 +579,7 @@ def test_trust_env_and_system_bundle_path(launcher, ws, test_ca, tls_server):
         f'env -u SSL_CERT_FILE -u CURL_CA_BUNDLE -u REQUESTS_CA_BUNDLE {CURL} -o /dev/null -w "b=%{{http_code}}\\n" '
         f'"{url}?b" -H "Authorization: Bearer $GH_TOKEN"',
     ])
-    p = cred_run(ws, script, srt(ws, [tls_server.hostport], ca=test_ca, env_vars=[mask_env("GH_TOKEN")]),
-                 env_extra={"GH_TOKEN": gh})
+    p = masked_run(ws, script, tls_server, test_ca, gh)
     for n in names:
         assert one(p.stdout, f"{n}=").startswith("/"), out_of(p)
     assert one(p.stdout, "a=") == "200" and one(p.stdout, "b=") == "200", out_of(p)
@@ -589,8 +592,7 @@ def test_http2_offer_gets_http11(launcher, ws, test_ca, tls_server):
     gh = real("gh")
     script = (f'{CURL} --http2 -o /dev/null -w "v=%{{http_version}} code=%{{http_code}}\\n" {tls_server.url("/echo")} '
               '-H "Authorization: Bearer $GH_TOKEN"; echo "rc=$?"')
-    p = cred_run(ws, script, srt(ws, [tls_server.hostport], ca=test_ca, env_vars=[mask_env("GH_TOKEN")]),
-                 env_extra={"GH_TOKEN": gh})
+    p = masked_run(ws, script, tls_server, test_ca, gh)
     assert one(p.stdout, "v=") == "1.1 code=200", out_of(p)
     assert one(p.stdout, "rc=") == "0"
     assert [g.header("authorization") for g in tls_server.got("/echo")] == [f"Bearer {gh}"]
@@ -764,8 +766,7 @@ def test_trace_and_track_refused(launcher, ws, test_ca, tls_server):
     gh = real("gh")
     script = "\n".join(f'{CURL} -X {m} -o /dev/null -w "{m}=%{{http_code}}\\n" {tls_server.url("/echo")} '
                        '-H "Authorization: Bearer $GH_TOKEN"' for m in ("TRACE", "TRACK", "GET"))
-    p = cred_run(ws, script, srt(ws, [tls_server.hostport], ca=test_ca, env_vars=[mask_env("GH_TOKEN")]),
-                 env_extra={"GH_TOKEN": gh})
+    p = masked_run(ws, script, tls_server, test_ca, gh)
     assert [one(p.stdout, f"{m}=") for m in ("TRACE", "TRACK", "GET")] == ["405", "405", "200"], out_of(p)
     assert [g.method for g in tls_server.got()] == ["GET"]
     recs = https_records(ws, tls_server.port)
