@@ -440,7 +440,7 @@ class Injector:
     `bindings`: placeholder -> Credential, one placeholder per credential.
     """
 
-    __slots__ = ("_bindings", "_placeholder", "_redactions")
+    __slots__ = ("_bindings", "_placeholder", "_redactions", "_bound")
 
     def __init__(self, bindings: dict):
         names, creds, placeholder_of = set(), [], {}
@@ -466,6 +466,7 @@ class Injector:
         put(self, "_bindings", dict(bindings))
         put(self, "_placeholder", placeholder_of)
         put(self, "_redactions", _redaction_pairs(creds, placeholder_of))
+        put(self, "_bound", {})  # host as given -> bound(host): asked for on every request
 
     def __setattr__(self, name, value):
         raise AttributeError("Injector is immutable")
@@ -475,13 +476,19 @@ class Injector:
 
     def bound(self, host: str) -> list:
         """Credentials bound to `host`, most specifically bound first."""
-        try:
-            name = normalize_host(host)
-        except ValueError:
-            return []
-        hits = [(c.bound_by(name), i, c) for i, c in enumerate(self._bindings.values())]
-        hits = sorted((h for h in hits if h[0] is not None), key=lambda h: (_specificity(h[0]), h[1]))
-        return [c for _, _, c in hits]
+        found = self._bound.get(host)
+        if found is None:
+            try:
+                name = normalize_host(host)
+            except ValueError:
+                return []
+            hits = [(c.bound_by(name), i, c) for i, c in enumerate(self._bindings.values())]
+            hits = sorted((h for h in hits if h[0] is not None), key=lambda h: (_specificity(h[0]), h[1]))
+            found = [c for _, _, c in hits]
+            if len(self._bound) >= 4096:  # the sandbox picks the names: keep the memory bounded
+                self._bound.clear()
+            self._bound[host] = found
+        return list(found)
 
     def prepare_request(self, method, host, scheme_is_tls, headers, body_prefix=None, *, target=b"") -> InjectResult:
         """The headers to send upstream, or why the request is blocked (see the module docstring).
