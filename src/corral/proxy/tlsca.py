@@ -676,7 +676,7 @@ def trust_bundle(ca: CertificateAuthority, extra_paths=(), system_bundle: str | 
         try:
             certs = x509.load_pem_x509_certificates(data)
         except ValueError as exc:
-            raise SetupError(f"{extra}: no PEM certificate in it ({exc})", "list only PEM CA certificate files in extraCaCertPaths") from None
+            raise SetupError(f"{extra}: no PEM certificate in it ({exc})", "list only PEM CA certificate files in extra_ca (srt: extraCaCertPaths)") from None
         parts.extend(c.public_bytes(serialization.Encoding.PEM) for c in certs)
     return b"".join(p if p.endswith(b"\n") else p + b"\n" for p in parts)
 
@@ -692,7 +692,7 @@ def upstream_context(extra_ca_paths=()) -> ssl.SSLContext:
         try:
             ctx.load_verify_locations(cafile=path)
         except (OSError, ssl.SSLError) as exc:
-            raise SetupError(f"{path}: cannot load CA certificates ({exc})", "list only PEM CA certificate files in extraCaCertPaths") from None
+            raise SetupError(f"{path}: cannot load CA certificates ({exc})", "list only PEM CA certificate files in extra_ca (srt: extraCaCertPaths)") from None
     ctx.set_alpn_protocols(list(ALPN))
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED

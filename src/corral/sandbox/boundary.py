@@ -235,7 +235,8 @@ def _setup_tls(policy, ctx, b: Boundary, environ: dict) -> None:
         ca = tlsca.CertificateAuthority.load_or_create(os.path.dirname(ca_dir(ctx, environ)))
     for path in tls.extra_ca:
         if not os.path.isfile(path):
-            raise PolicyError(where, "network.tls.extra_ca", path, "no such file")
+            raise PolicyError(where, "network.tls.extra_ca (srt: network.tlsTerminate.extraCaCertPaths)", path,
+                              "no such file")
     b.terminator = Terminator(ca, tls.terminate, tls.exclude, tls.extra_ca, tls.max_tunnels,
                               tls.handshake_timeout, policy.network.refuse_opaque_tunnels)
     bundle = tlsca.trust_bundle(ca, tls.extra_ca).decode("ascii", "replace")
