@@ -33,7 +33,7 @@ class Policy(model.Policy):
     @classmethod
     def _wrap(cls, policy: model.Policy) -> "Policy":
         return cls(policy.filesystem, policy.network, policy.process, policy.sources, policy.credentials,
-                   policy.endpoints)
+                   policy.endpoints, policy.limits)
 
     @classmethod
     def default(cls, cwd: str | None = None) -> "Policy":

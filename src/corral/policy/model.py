@@ -176,6 +176,27 @@ class ProcessPolicy:
 
 
 @frozen
+class Limits:
+    """Resource limits for one run ([limits]); None = not limited. How each is enforced for
+    the launching user (cgroup, rlimit, timer) is decided by `sandbox.limits.plan_limits`."""
+
+    memory: int | None = None  # bytes, the sandbox's total (cgroup) or per process (RLIMIT_AS fallback)
+    pids: int | None = None  # processes of the command at once
+    cpus: float | None = None  # CPU share (1.5 = one and a half CPUs' time)
+    timeout: float | None = None  # wall-clock seconds; then SIGTERM, SIGKILL after a grace; exit 124
+    nofile: int | None = None  # open files per process (RLIMIT_NOFILE)
+    fsize: int | None = None  # largest file a process may write (RLIMIT_FSIZE)
+    strict: bool = False  # refuse to run when a limit cannot be fully enforced
+
+    @property
+    def any(self) -> bool:
+        return any(getattr(self, k) is not None for k in LIMIT_KEYS)
+
+
+LIMIT_KEYS = ("memory", "pids", "cpus", "timeout", "nofile", "fsize")
+
+
+@frozen
 class Policy:
     filesystem: FilesystemPolicy = field(default_factory=FilesystemPolicy)
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
@@ -184,6 +205,7 @@ class Policy:
     sources: tuple[str, ...] = ()
     credentials: tuple[CredentialSpec, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
+    limits: Limits = field(default_factory=Limits)
 
     def with_filesystem(self, **changes) -> "Policy":
         return replace(self, filesystem=replace(self.filesystem, **changes))
@@ -193,6 +215,9 @@ class Policy:
 
     def with_process(self, **changes) -> "Policy":
         return replace(self, process=replace(self.process, **changes))
+
+    def with_limits(self, **changes) -> "Policy":
+        return replace(self, limits=replace(self.limits, **changes))
 
 
 @frozen

@@ -90,7 +90,10 @@ ENDPOINT_SCHEMA: dict[str, str] = {
     "env": "name",
 }
 ARRAYS = {"credentials": CREDENTIAL_SCHEMA, "endpoints": ENDPOINT_SCHEMA}  # [[name]] tables
-TOP_LEVEL = {"version": "version", **{name: "table" for name in SCHEMA}, **{name: "tables" for name in ARRAYS}}
+# [limits]: memory, pids, cpus, timeout, nofile, fsize (policy.limits parses them) and strict.
+LIMITS_KEYS = ("memory", "pids", "cpus", "timeout", "nofile", "fsize", "strict")
+TOP_LEVEL = {"version": "version", **{name: "table" for name in SCHEMA}, **{name: "tables" for name in ARRAYS},
+             "limits": "table"}
 
 ON_NO_MATCH = ("deny", "warn", "error")
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -159,7 +162,30 @@ def from_mapping(data: dict, source: str, ctx: LaunchContext) -> Policy:
         sources=(source,),
         credentials=credentials,
         endpoints=endpoints,
+        limits=_limits(data.get("limits", {}), policy.limits, source),
     )
+
+
+def _limits(table: dict, base, source: str):
+    if not table:
+        return base
+    from . import limits
+
+    fields = {}
+    for name, value in table.items():
+        key = f"limits.{name}"
+        if name not in LIMITS_KEYS:
+            raise PolicyError(source, key, value, f"unknown key{_suggest(name, LIMITS_KEYS)}")
+        if name == "strict":
+            if not isinstance(value, bool):
+                raise PolicyError(source, key, value, "expected true or false")
+            fields[name] = value
+            continue
+        try:
+            fields[name] = limits.parse(name, value)
+        except ValueError as exc:
+            raise PolicyError(source, key, value, str(exc)) from None
+    return replace(base, **fields)
 
 
 def _table(value, schema: dict, source: str, key: str, ctx: LaunchContext) -> dict:

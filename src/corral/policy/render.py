@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from .defaults import credential_paths
-from .model import CredentialSpec, Endpoint, LaunchContext, PathRule, Policy, TlsPolicy
+from .model import LIMIT_KEYS, CredentialSpec, Endpoint, LaunchContext, Limits, PathRule, Policy, TlsPolicy
 from ..workspace import protected
 
 
@@ -91,6 +91,8 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
     if proc.set_env:
         lines += ["", "[process.env]"]
         lines += [f"{name} = {_str(value)}" for name, value in proc.set_env]
+    if policy.limits != Limits():
+        lines += ["", "[limits]", *_limits(policy.limits)]
     for cred in policy.credentials:
         lines += ["", "[[credentials]]", *_credential(cred)]
     for endpoint in policy.endpoints:
@@ -118,6 +120,19 @@ def _tls(tls: TlsPolicy) -> list[str]:
     ]
     if not tls.auto:
         lines.append("auto = false")
+    return lines
+
+
+def _limits(limits: Limits) -> list[str]:
+    from .limits import show
+
+    lines = []
+    for key in LIMIT_KEYS:
+        value = getattr(limits, key)
+        if value is not None:
+            text = show(key, value)
+            lines.append(f"{key} = {text if key in ('pids', 'nofile', 'cpus') else _str(text)}")
+    lines.append(f"strict = {_bool(limits.strict)}")
     return lines
 
 
