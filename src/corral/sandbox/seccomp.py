@@ -12,7 +12,8 @@ generator is kept deliberately dumb so that it is easy to audit:
     ld nr;    jge 0x40000000 -> kill              (x86_64 only: the x32 ABI)
     for each rule, a self-contained block:
         ld nr; jeq NR ? 0 : skip_block
-        [ld low32(arg); jeq/jset VALUE ? 0 : 1]
+        for each condition (all must hold):
+            ld low32(arg); [and MASK]; jeq/jset VALUE ? go on : skip_rest_of_block
         ret ACTION
     ret ALLOW
 
@@ -31,7 +32,7 @@ import os
 import struct
 from .._values import frozen
 
-__all__ = ["SeccompOptions", "Rule", "UnsupportedArch", "rules", "compile_filter", "describe"]
+__all__ = ["SeccompOptions", "Cond", "Rule", "UnsupportedArch", "rules", "compile_filter", "describe"]
 
 
 @frozen
@@ -41,14 +42,27 @@ class SeccompOptions:
 
 
 @frozen
+class Cond:
+    """One test on a syscall argument's low 32 bits.
+
+    "eq": (low32 & mask) == value; "ne": (low32 & mask) != value; "mask_any": (low32 & value) != 0.
+    """
+
+    arg: int  # 0..5
+    op: str
+    value: int
+    name: str = ""  # the value's symbolic name, for describe()
+    mask: int = 0xFFFFFFFF  # eq/ne only: applied first (BPF_ALU AND)
+
+
+@frozen
 class Rule:
-    """One row of the deny table."""
+    """One row of the deny table: `action` when the syscall is `syscall` and every
+    condition in `when` holds (no conditions: the whole syscall)."""
 
     syscall: str
     action: str  # "errno:EPERM", "errno:ENOSYS", "kill"
-    arg: int | None = None  # which argument is inspected (None: the whole syscall)
-    op: str | None = None  # "eq": low32 == value; "mask_any": (low32 & value) != 0
-    value: int | None = None
+    when: tuple[Cond, ...] = ()
     why: str = ""
 
 
@@ -62,6 +76,14 @@ class UnsupportedArch(Exception):
 
 AF_UNIX = 1
 AF_VSOCK = 40
+SOCK_STREAM = 1
+SOCK_SEQPACKET = 5
+SOCK_TYPE_MASK = 0xF  # the rest of socket()'s type is SOCK_NONBLOCK | SOCK_CLOEXEC
+
+S_ISUID = 0o4000
+S_ISGID = 0o2000
+O_CREAT = 0o100  # same value on x86_64 and aarch64 (asm-generic/fcntl.h)
+O_TMPFILE_BIT = 0o20000000  # __O_TMPFILE; O_TMPFILE is this | O_DIRECTORY
 
 CLONE_NEWTIME = 0x00000080  # unshare only: in clone()'s flags the low byte is the exit signal
 CLONE_NEWNS = 0x00020000
@@ -100,23 +122,53 @@ X32_SYSCALL_BIT = 0x40000000
 
 _EPERM = "errno:EPERM"
 
+
+def _eq(arg: int, value: int, name: str) -> Cond:
+    return Cond(arg, "eq", value, name)
+
+
+def _any(arg: int, value: int, name: str) -> Cond:
+    return Cond(arg, "mask_any", value, name)
+
+
+def _SETID(arg: int) -> Cond:  # noqa: N802 - reads as a table constant
+    return _any(arg, S_ISUID | S_ISGID, "S_ISUID|S_ISGID")
+
+
+def _CREATES(arg: int) -> Cond:  # noqa: N802
+    return _any(arg, O_CREAT | O_TMPFILE_BIT, "O_CREAT|O_TMPFILE")
+
+
+_SETID_WHY = "no setuid/setgid file may be made inside"
+
 _TABLE: tuple[tuple[str | None, Rule], ...] = (
-    # Network: AF_UNIX reaches host daemons through any bind-mounted socket (docker.sock,
-    # the D-Bus / ssh-agent sockets); AF_VSOCK reaches the hypervisor. socketpair() stays
-    # allowed: it creates an anonymous, unconnected pair (asyncio, multiprocessing need it).
-    ("allow_unix_sockets", Rule("socket", _EPERM, 0, "eq", AF_UNIX, "AF_UNIX sockets can reach host daemons")),
-    (None, Rule("socket", _EPERM, 0, "eq", AF_VSOCK, "AF_VSOCK reaches the hypervisor/host")),
+    # Network: AF_UNIX reaches host daemons through any visible socket path (docker.sock,
+    # the D-Bus / ssh-agent sockets, journald's /run/systemd/journal/socket, /dev/log);
+    # AF_VSOCK reaches the hypervisor.
+    ("allow_unix_sockets", Rule("socket", _EPERM, (_eq(0, AF_UNIX, "AF_UNIX"),), "AF_UNIX sockets can reach host daemons")),
+    (None, Rule("socket", _EPERM, (_eq(0, AF_VSOCK, "AF_VSOCK"),), "AF_VSOCK reaches the hypervisor/host")),
+    # socketpair(AF_UNIX) is the other way to get an AF_UNIX socket. A datagram pair
+    # (SOCK_DGRAM, or SOCK_RAW which AF_UNIX turns into SOCK_DGRAM) can still sendto() any
+    # datagram socket path, or connect() to one. Stream and seqpacket pairs cannot: sendto()
+    # with an address fails with EISCONN (stream) or the address is ignored (seqpacket), and
+    # connect() fails with EISCONN. They stay allowed: libuv, asyncio, subprocess need them.
+    # Only the low 4 bits are the type (SOCK_NONBLOCK/SOCK_CLOEXEC sit above), hence the mask.
+    ("allow_unix_sockets", Rule("socketpair", _EPERM, (
+        _eq(0, AF_UNIX, "AF_UNIX"),
+        Cond(1, "ne", SOCK_STREAM, "SOCK_STREAM", SOCK_TYPE_MASK),
+        Cond(1, "ne", SOCK_SEQPACKET, "SOCK_SEQPACKET", SOCK_TYPE_MASK),
+    ), "a datagram pair can sendto()/connect() any AF_UNIX socket path")),
     # io_uring: a second syscall interface that seccomp cannot see into; large attack surface.
     (None, Rule("io_uring_setup", _EPERM, why="io_uring bypasses per-syscall filtering")),
     (None, Rule("io_uring_enter", _EPERM, why="io_uring bypasses per-syscall filtering")),
     (None, Rule("io_uring_register", _EPERM, why="io_uring bypasses per-syscall filtering")),
     # Namespaces: a fresh user namespace gives back CAP_SYS_ADMIN over new namespaces, the
     # door to most kernel LPEs and to undoing the sandbox's mount layout.
-    ("allow_nested_userns", Rule("unshare", _EPERM, 0, "mask_any", NS_FLAGS | CLONE_NEWTIME,
+    ("allow_nested_userns", Rule("unshare", _EPERM, (_any(0, NS_FLAGS | CLONE_NEWTIME, "CLONE_NEW*"),),
                                  "new namespaces re-grant capabilities")),
     # On x86_64 and aarch64 clone()'s flags are argument 0. CLONE_NEWTIME is not in the mask:
     # 0x80 there is part of the exit signal (CSIGNAL).
-    ("allow_nested_userns", Rule("clone", _EPERM, 0, "mask_any", NS_FLAGS, "new namespaces re-grant capabilities")),
+    ("allow_nested_userns", Rule("clone", _EPERM, (_any(0, NS_FLAGS, "CLONE_NEW*"),), "new namespaces re-grant capabilities")),
     # clone3's flags live in a struct in memory that seccomp cannot read, so refuse the whole
     # call with ENOSYS: glibc (pthread_create, posix_spawn) then falls back to clone().
     ("allow_nested_userns", Rule("clone3", "errno:ENOSYS", why="flags not inspectable; libc falls back to clone")),
@@ -135,8 +187,8 @@ _TABLE: tuple[tuple[str | None, Rule], ...] = (
     (None, Rule("mount_setattr", _EPERM, why="new mount API")),
     # Other processes' memory. PTRACE_TRACEME and requests on an already-traced child stay
     # allowed so that debuggers / strace of one's own children keep working.
-    (None, Rule("ptrace", _EPERM, 0, "eq", PTRACE_ATTACH, "attaching to non-children")),
-    (None, Rule("ptrace", _EPERM, 0, "eq", PTRACE_SEIZE, "attaching to non-children")),
+    (None, Rule("ptrace", _EPERM, (_eq(0, PTRACE_ATTACH, "PTRACE_ATTACH"),), "attaching to non-children")),
+    (None, Rule("ptrace", _EPERM, (_eq(0, PTRACE_SEIZE, "PTRACE_SEIZE"),), "attaching to non-children")),
     (None, Rule("process_vm_readv", _EPERM, why="reads other processes' memory")),
     (None, Rule("process_vm_writev", _EPERM, why="writes other processes' memory")),
     # Kernel keyrings: shared, not namespaced; can hold host credentials.
@@ -154,8 +206,8 @@ _TABLE: tuple[tuple[str | None, Rule], ...] = (
     (None, Rule("delete_module", _EPERM, why="unloads kernel code")),
     # Terminal input injection: push keystrokes into the controlling terminal's input
     # queue, i.e. run commands in the user's shell after the sandbox exits.
-    (None, Rule("ioctl", _EPERM, 1, "eq", TIOCSTI, "injects terminal input")),
-    (None, Rule("ioctl", _EPERM, 1, "eq", TIOCLINUX, "injects terminal input")),
+    (None, Rule("ioctl", _EPERM, (_eq(1, TIOCSTI, "TIOCSTI"),), "injects terminal input")),
+    (None, Rule("ioctl", _EPERM, (_eq(1, TIOCLINUX, "TIOCLINUX"),), "injects terminal input")),
     # Container-escape primitives and host-global administration.
     (None, Rule("open_by_handle_at", _EPERM, why="opens files outside the mount tree (shocker)")),
     (None, Rule("name_to_handle_at", _EPERM, why="file-handle escape primitive")),
@@ -167,12 +219,35 @@ _TABLE: tuple[tuple[str | None, Rule], ...] = (
     (None, Rule("lookup_dcookie", _EPERM, why="leaks host paths")),
     (None, Rule("vhangup", _EPERM, why="hangs up the terminal")),
     (None, Rule("syslog", _EPERM, why="reads the kernel log (address leaks)")),
+    # No setuid/setgid file can be made inside. A launcher running as root (or whose files
+    # land root-owned through an idmapped mount) would otherwise find a setuid-root binary
+    # planted in the workspace, to be run later outside the sandbox; an unprivileged
+    # launcher, a setuid-to-the-launcher binary that other local users could run. The bits
+    # come from a chmod (any type of file: the filter cannot tell a directory, so `chmod g+s
+    # DIR` is refused too) or from the mode of a call that creates a file (open/openat/creat
+    # with O_CREAT or O_TMPFILE, mknod/mknodat, which also makes regular files). mkdir and
+    # mkdirat are left alone: the kernel drops S_ISUID/S_ISGID from their mode (a directory
+    # gets S_ISGID only by inheriting it from a setgid parent, which is harmless).
+    (None, Rule("chmod", _EPERM, (_SETID(1),), _SETID_WHY)),
+    (None, Rule("fchmod", _EPERM, (_SETID(1),), _SETID_WHY)),
+    (None, Rule("fchmodat", _EPERM, (_SETID(2),), _SETID_WHY)),
+    (None, Rule("fchmodat2", _EPERM, (_SETID(2),), _SETID_WHY)),
+    (None, Rule("open", _EPERM, (_CREATES(1), _SETID(2)), _SETID_WHY)),
+    (None, Rule("openat", _EPERM, (_CREATES(2), _SETID(3)), _SETID_WHY)),
+    (None, Rule("creat", _EPERM, (_SETID(1),), _SETID_WHY)),
+    (None, Rule("mknod", _EPERM, (_SETID(1),), _SETID_WHY)),
+    (None, Rule("mknodat", _EPERM, (_SETID(2),), _SETID_WHY)),
+    # openat2's mode sits in a struct in memory that seccomp cannot read: ENOSYS, the answer
+    # of kernels older than 5.6, so its few users (systemd, some Go/Rust code) fall back to
+    # openat. glibc, Python and coreutils never call it.
+    (None, Rule("openat2", "errno:ENOSYS", why="mode not inspectable; callers fall back to openat")),
 )
 
 # --------------------------------------------------------------------------------------
 # Per-arch syscall numbers for every name used in the table.
 # x86_64: arch/x86/entry/syscalls/syscall_64.tbl; aarch64: include/uapi/asm-generic/unistd.h.
-# A name missing from an arch's dict is skipped on that arch.
+# A name missing from an arch's dict is skipped on that arch (aarch64 has no open, creat,
+# chmod or mknod: only their *at forms).
 # --------------------------------------------------------------------------------------
 
 _X86_64_NR: dict[str, int] = {
@@ -185,7 +260,9 @@ _X86_64_NR: dict[str, int] = {
     "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323, "io_uring_setup": 425,
     "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428, "move_mount": 429,
     "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435,
-    "mount_setattr": 442,
+    "mount_setattr": 442, "open": 2, "creat": 85, "chmod": 90, "fchmod": 91, "mknod": 133,
+    "openat": 257, "mknodat": 259, "fchmodat": 268, "openat2": 437, "fchmodat2": 452,
+    "socketpair": 53,
 }  # fmt: skip
 
 _AARCH64_NR: dict[str, int] = {
@@ -198,7 +275,8 @@ _AARCH64_NR: dict[str, int] = {
     "finit_module": 273, "bpf": 280, "userfaultfd": 282, "kexec_file_load": 294,
     "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
-    "clone3": 435, "mount_setattr": 442,
+    "clone3": 435, "mount_setattr": 442, "mknodat": 33, "fchmod": 52, "fchmodat": 53,
+    "openat": 56, "openat2": 437, "fchmodat2": 452, "socketpair": 199,
 }  # fmt: skip
 
 
@@ -227,6 +305,7 @@ BPF_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
 BPF_JGE_K = 0x35  # BPF_JMP | BPF_JGE | BPF_K (unsigned)
 BPF_JSET_K = 0x45  # BPF_JMP | BPF_JSET | BPF_K: A & k != 0
 BPF_RET_K = 0x06  # BPF_RET | BPF_K
+BPF_ALU_AND_K = 0x54  # BPF_ALU | BPF_AND | BPF_K: A &= k
 
 BPF_MAXINSNS = 4096
 _INSN = struct.Struct("<HBBI")
@@ -258,17 +337,22 @@ def _action(action: str) -> int:
 
 
 def _check_rule(rule: Rule) -> None:
-    if rule.arg is None:
-        if rule.op is not None or rule.value is not None:
-            raise ValueError(f"seccomp rule {rule.syscall}: op/value given without arg")
-        return
-    if not 0 <= rule.arg <= 5:
-        raise ValueError(f"seccomp rule {rule.syscall}: arg must be 0..5, got {rule.arg}")
-    if rule.op not in ("eq", "mask_any"):
-        raise ValueError(f"seccomp rule {rule.syscall}: unknown op {rule.op!r}")
-    if rule.value is None or not 0 <= rule.value <= 0xFFFFFFFF:
+    if not isinstance(rule.when, tuple):
+        raise ValueError(f"seccomp rule {rule.syscall}: conditions must be a tuple of Cond")
+    for c in rule.when:
+        if not isinstance(c, Cond):
+            raise ValueError(f"seccomp rule {rule.syscall}: {c!r} is not a Cond")
+        if not 0 <= c.arg <= 5:
+            raise ValueError(f"seccomp rule {rule.syscall}: arg must be 0..5, got {c.arg}")
+        if c.op not in ("eq", "ne", "mask_any"):
+            raise ValueError(f"seccomp rule {rule.syscall}: unknown op {c.op!r}")
         # Only the low 32 bits are ever compared; a wider value could never match.
-        raise ValueError(f"seccomp rule {rule.syscall}: value must fit in 32 bits")
+        if not 0 <= c.value <= 0xFFFFFFFF or not 0 < c.mask <= 0xFFFFFFFF:
+            raise ValueError(f"seccomp rule {rule.syscall}: value and mask must fit in 32 bits")
+        if c.op == "mask_any" and c.mask != 0xFFFFFFFF:
+            raise ValueError(f"seccomp rule {rule.syscall}: mask_any takes no mask (the value is the mask)")
+        if c.value & ~c.mask & 0xFFFFFFFF:
+            raise ValueError(f"seccomp rule {rule.syscall}: value 0x{c.value:x} has bits outside mask 0x{c.mask:x}")
 
 
 def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
@@ -280,19 +364,24 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
 
 
 def _rule_block(rule: Rule, nr: int) -> list[bytes]:
-    """ld nr; jeq NR ? 0 : skip; [ld low32(arg); test ? 0 : 1]; ret ACTION."""
+    """ld nr; jeq NR ? 0 : skip; per condition: ld low32(arg); [and MASK]; test; ret ACTION.
+
+    Built back to front, so that each failed test jumps exactly past the block's `ret`."""
     _check_rule(rule)
-    ret = _insn(BPF_RET_K, 0, 0, _action(rule.action))
-    if rule.arg is None:
-        return [_insn(BPF_LD_W_ABS, 0, 0, OFF_NR), _insn(BPF_JEQ_K, 0, 1, nr), ret]
-    test = BPF_JEQ_K if rule.op == "eq" else BPF_JSET_K
-    return [
-        _insn(BPF_LD_W_ABS, 0, 0, OFF_NR),
-        _insn(BPF_JEQ_K, 0, 3, nr),  # not this syscall: skip the 3 remaining insns
-        _insn(BPF_LD_W_ABS, 0, 0, OFF_ARGS + 8 * rule.arg),  # low half only (little-endian)
-        _insn(test, 0, 1, rule.value),  # no match: skip the ret, fall into the next block
-        ret,
-    ]
+    body = [_insn(BPF_RET_K, 0, 0, _action(rule.action))]
+    for c in reversed(rule.when):
+        past = len(body)  # insns after this test, the ret included: a jump of `past` leaves the block
+        if c.op == "eq":
+            test = _insn(BPF_JEQ_K, 0, past, c.value)
+        elif c.op == "ne":
+            test = _insn(BPF_JEQ_K, past, 0, c.value)
+        else:
+            test = _insn(BPF_JSET_K, 0, past, c.value)
+        load = [_insn(BPF_LD_W_ABS, 0, 0, OFF_ARGS + 8 * c.arg)]  # low half only (little-endian)
+        if c.mask != 0xFFFFFFFF:
+            load.append(_insn(BPF_ALU_AND_K, 0, 0, c.mask))
+        body = load + [test] + body
+    return [_insn(BPF_LD_W_ABS, 0, 0, OFF_NR), _insn(BPF_JEQ_K, 0, len(body), nr), *body]
 
 
 def compile_filter(opts: SeccompOptions, arch: str | None = None) -> bytes:
@@ -327,6 +416,14 @@ def compile_filter(opts: SeccompOptions, arch: str | None = None) -> bytes:
     return b"".join(prog)
 
 
+def _fmt_cond(c: Cond) -> str:
+    value = f"{c.name} (0x{c.value:x})" if c.name else f"0x{c.value:x}"
+    if c.op == "mask_any":
+        return f"arg{c.arg} & {value}"
+    left = f"arg{c.arg}" if c.mask == 0xFFFFFFFF else f"(arg{c.arg} & 0x{c.mask:x})"
+    return f"{left} {'==' if c.op == 'eq' else '!='} {value}"
+
+
 def _fmt_action(action: str) -> str:
     return "kill process" if action == "kill" else action.replace("errno:", "error ")
 
@@ -341,12 +438,7 @@ def describe(opts: SeccompOptions, arch: str | None = None) -> list[str]:
         nr = a.numbers.get(rule.syscall)
         if nr is None:
             continue
-        if rule.arg is None:
-            cond = rule.syscall
-        elif rule.op == "eq":
-            cond = f"{rule.syscall}(arg{rule.arg} == 0x{rule.value:x})"
-        else:
-            cond = f"{rule.syscall}(arg{rule.arg} & 0x{rule.value:x})"
+        cond = f"{rule.syscall}({' && '.join(map(_fmt_cond, rule.when))})" if rule.when else rule.syscall
         why = f"  # {rule.why}" if rule.why else ""
         lines.append(f"seccomp[{a.name}]: {cond} [nr {nr}] -> {_fmt_action(rule.action)}{why}")
     lines.append(f"seccomp[{a.name}]: everything else -> allow (arguments compared on their low 32 bits)")
