@@ -1,82 +1,252 @@
 """The mandatory protections: files that would let a sandboxed command persist or escalate.
 
-Everything about *which* names are dangerous lives in this table; the scanner and the plan
-only ask `classify()`. A dangerous file that exists is made read-only wherever it sits in a
-writable area; a missing one cannot be created in the workspace root (or a writable HOME);
-one created anywhere else during the run is quarantined when the command ends.
+Everything about *which* names are dangerous lives in the table below; the scanner, the plan
+and `corral apply` only ask `classify()` / `classify_entry()`. A dangerous file that exists is
+made read-only wherever it sits in a writable area; a missing one cannot be created in the
+workspace root (or a writable HOME) when the table says so ("placeholder"); one created
+anywhere else during the run is sanitised (git config, see `gitmeta`) or quarantined when the
+command ends.
+
+The rule of the table: a file is protected when a program other than the sandboxed command
+(a shell, git, an editor, an agent harness) *starts a command* because of it, or is
+*redirected* by it to config or hooks that start commands. Files an agent only reads as
+instructions (AGENTS.md, CLAUDE.md, GEMINI.md, .cursorrules, .windsurfrules, .cursor/rules)
+are prompts, not code, and stay writable: the sandboxed agent could write the same words into
+any source file. Workflows run by a CI service (`.github/workflows`) run on its machines, not
+on this host.
+
+Three kinds of patterns:
+
+* `NAME`: anywhere (in any directory of a writable area);
+* `PARENT/NAME`: inside a directory called PARENT, at any depth;
+* `GITDIR/REL`: inside any git directory: a directory called `.git`, or one git itself would
+  take for a repository: it holds `HEAD` and either `commondir` or both `objects` and `refs`
+  (a submodule's `.git/modules/<name>` at any depth of nesting, whatever `/` the name holds; a
+  worktree's `.git/worktrees/<name>`; a bare repository). Detecting git directories by what
+  they hold, not by where they sit, is what git does, so a submodule named `a/b` or a bare
+  clone anywhere is covered.
+
+What git reads inside a git directory, and the decisions taken:
+
+* `config` (and `config.worktree` with `extensions.worktreeConfig`): keys such as
+  core.fsmonitor, core.hooksPath, core.sshCommand, core.pager, filter/diff drivers, aliases
+  run commands; include/includeIf pull in other files. Protected; a new one is sanitised.
+* `hooks/`: run on git operations. Protected (a new one holding only `*.sample` is kept).
+* `commondir`: moves config, hooks, refs and objects to another directory. Protected; a new
+  one is quarantined unless it is git's own `../..` of a worktree.
+* `gitdir` (in a worktree's admin directory): the back-pointer to the worktree's `.git` file;
+  `git worktree prune/repair` act on it. Protected.
+* `objects/info/alternates`: makes git read objects from other directories. Protected.
+* `info/` is *not* protected: `info/exclude` and `info/sparse-checkout` only select files,
+  `info/attributes` can only name filter/diff/merge drivers that a config must define (and
+  repository configs are protected), exactly like the worktree's own `.gitattributes`, which
+  the sandbox may write anyway. `refs/`, `logs/`, `HEAD`, `packed-refs` are data.
 """
 
 from __future__ import annotations
 
-# Sourced by shells, or read by git and tools on start: planting one runs code later, outside.
-RC_FILES = frozenset(
-    {
-        ".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".profile",
-        ".zshrc", ".zprofile", ".zshenv", ".zlogin", ".zlogout",
-        ".kshrc", ".cshrc", ".tcshrc", ".login", ".envrc",
-    }
+GITDIR = "GITDIR"
+
+# (pattern, kind, placeholder, what reads it and what it starts). kind is the type a
+# placeholder gets ("file" or "dir"); classification ignores the type (a directory named
+# `.bashrc` is as suspicious as a file), except for `.git` (only a *file* is a gitfile).
+# placeholder: block the name in the workspace root / a writable HOME when missing. Not for
+# files whose empty content breaks the program that reads them (an empty `commondir` makes
+# git fail; an empty JSON file is a parse error): those are quarantined after the run instead.
+TABLE: tuple[tuple[str, str, bool, str], ...] = (
+    # --- shells and per-directory environments: sourced on start, or on `cd`
+    (".bashrc", "file", True, "bash: sourced by every interactive shell"),
+    (".bash_profile", "file", True, "bash: sourced by login shells"),
+    (".bash_login", "file", True, "bash: sourced by login shells"),
+    (".bash_logout", "file", True, "bash: sourced when a login shell exits"),
+    (".profile", "file", True, "sh/dash/bash: sourced by login shells"),
+    (".zshrc", "file", True, "zsh: sourced by interactive shells"),
+    (".zprofile", "file", True, "zsh: sourced by login shells"),
+    (".zshenv", "file", True, "zsh: sourced by every zsh, scripts included"),
+    (".zlogin", "file", True, "zsh: sourced by login shells"),
+    (".zlogout", "file", True, "zsh: sourced when a login shell exits"),
+    (".kshrc", "file", True, "ksh: sourced by interactive shells"),
+    (".cshrc", "file", True, "csh/tcsh: sourced by every shell"),
+    (".tcshrc", "file", True, "tcsh: sourced by every shell"),
+    (".login", "file", True, "csh/tcsh: sourced by login shells"),
+    (".envrc", "file", True, "direnv: runs when you enter the directory"),
+    # --- git outside the git directory
+    (".gitconfig", "file", True, "git: user config, can run commands (fsmonitor, pager, aliases...)"),
+    (".gitmodules", "file", True, "git: submodules, point git at other repositories"),
+    # a `.git` *file* ("gitdir: PATH") makes git use PATH, its config and its hooks
+    (".git", "file", False, "git: gitfile, points git at another git directory (and its hooks)"),
+    # --- git directories (see the module docstring)
+    (f"{GITDIR}/config", "file", True, "git: repository config, can run commands on git operations"),
+    (f"{GITDIR}/config.worktree", "file", True, "git: per-worktree config, can run commands"),
+    (f"{GITDIR}/hooks", "dir", True, "git: hooks, run on git operations"),
+    (f"{GITDIR}/commondir", "file", False, "git: moves config and hooks to another directory"),
+    (f"{GITDIR}/gitdir", "file", False, "git: a worktree's pointer back to its checkout"),
+    (f"{GITDIR}/objects/info/alternates", "file", True, "git: reads objects from other directories"),
+    # --- search tools
+    (".ripgreprc", "file", True, "ripgrep: config, changes what searches run (--pre) and see"),
+    # --- editors: opening the folder runs tasks, debuggers, language servers, extensions
+    (".vscode", "dir", True, "VS Code/Cursor/Windsurf: tasks, launch configs, extension settings, MCP servers"),
+    (".idea", "dir", True, "JetBrains IDEs: run configurations and startup tasks"),
+    (".zed", "dir", True, "Zed: project settings (language servers, context servers) and tasks"),
+    ("zed/settings.json", "file", False, "Zed (~/.config/zed): language servers, context servers"),
+    ("zed/tasks.json", "file", False, "Zed (~/.config/zed): tasks"),
+    (".devcontainer", "dir", True, "Dev Containers: initializeCommand runs on the host, postCreateCommand..."),
+    (".devcontainer.json", "file", False, "Dev Containers: the same, as one file"),
+    # --- agent harnesses: hooks, MCP servers, commands and plugins they start
+    (".mcp.json", "file", True, "Claude Code and others: project MCP servers (commands)"),
+    (".claude/settings.json", "file", True, "Claude Code: hooks, permissions, apiKeyHelper, statusLine"),
+    (".claude/settings.local.json", "file", True, "Claude Code: hooks, permissions"),
+    (".claude/commands", "dir", True, "Claude Code: slash commands (can run shell with !`cmd`)"),
+    (".claude/agents", "dir", True, "Claude Code: subagent definitions (tools, hooks)"),
+    (".claude/skills", "dir", True, "Claude Code: skills (scripts the agent runs, hooks in frontmatter)"),
+    (".claude/hooks", "dir", True, "Claude Code: where settings.json hooks keep their scripts"),
+    (".claude/plugins", "dir", True, "Claude Code (~/.claude): installed plugins (hooks, MCP servers)"),
+    (".codex/config.toml", "file", True, "Codex: MCP servers, notify command, [hooks], profiles"),
+    (".codex/hooks.json", "file", False, "Codex: lifecycle hooks"),
+    (".codex/hooks", "dir", True, "Codex: where hooks keep their scripts"),
+    (".codex/rules", "dir", True, "Codex: exec policy rules (commands allowed without asking)"),
+    (".codex/skills", "dir", True, "Codex: skills (scripts the agent runs)"),
+    (".gemini/settings.json", "file", False, "Gemini CLI: MCP servers, hooks, tool discovery/call commands"),
+    (".gemini/.env", "file", True, "Gemini CLI: environment of the CLI and the commands it starts"),
+    (".gemini/commands", "dir", True, "Gemini CLI: custom commands (!{shell} runs commands)"),
+    (".gemini/extensions", "dir", True, "Gemini CLI: extensions (MCP servers, hooks)"),
+    (".gemini/hooks", "dir", True, "Gemini CLI: where hooks keep their scripts"),
+    (".qwen/settings.json", "file", False, "Qwen Code (Gemini CLI fork): MCP servers, hooks"),
+    (".qwen/.env", "file", True, "Qwen Code: environment"),
+    (".qwen/commands", "dir", True, "Qwen Code: custom commands"),
+    (".qwen/extensions", "dir", True, "Qwen Code: extensions"),
+    (".cursor/mcp.json", "file", False, "Cursor: MCP servers"),
+    (".cursor/hooks.json", "file", False, "Cursor: agent hooks"),
+    (".cursor/hooks", "dir", True, "Cursor: where hooks keep their scripts"),
+    (".cursor/environment.json", "file", False, "Cursor background agents: install/start commands"),
+    (".cursor/cli.json", "file", False, "Cursor CLI: project permissions (commands allowed)"),
+    (".cursor/cli-config.json", "file", False, "Cursor CLI (~/.cursor): permissions"),
+    (".cursor/extensions", "dir", True, "Cursor (~/.cursor): installed extensions"),
+    (".windsurf", "dir", True, "Windsurf: hooks, workflows, MCP config"),
+    ("windsurf/mcp_config.json", "file", False, "Windsurf (~/.codeium/windsurf): MCP servers"),
+    ("windsurf/hooks.json", "file", False, "Windsurf (~/.codeium/windsurf): hooks"),
+    (".roo", "dir", True, "Roo Code: project MCP servers (mcp.json), commands"),
+    (".kilocode", "dir", True, "Kilo Code: project MCP servers, workflows"),
+    (".clinerules/hooks", "dir", True, "Cline: hook scripts"),
+    (".continue", "dir", True, "Continue: config (MCP servers, context providers)"),
+    (".opencode", "dir", True, "OpenCode: plugins (JavaScript it loads), commands, agents"),
+    ("opencode.json", "file", False, "OpenCode: MCP servers, plugins, formatters, LSP commands"),
+    ("opencode.jsonc", "file", False, "OpenCode: the same"),
+    ("opencode/plugin", "dir", True, "OpenCode (~/.config/opencode): plugins"),
+    ("opencode/plugins", "dir", True, "OpenCode (~/.config/opencode): plugins"),
+    (".crush.json", "file", False, "Crush: MCP servers, LSP commands"),
+    ("crush.json", "file", False, "Crush: the same"),
+    (".aider.conf.yml", "file", True, "Aider: lint-cmd, test-cmd (run after every edit)"),
+    (".kiro", "dir", True, "Kiro: agent hooks, MCP servers (settings/mcp.json)"),
+    (".amazonq", "dir", True, "Amazon Q: MCP servers, CLI agents (hooks)"),
+    (".junie", "dir", True, "JetBrains Junie: MCP servers"),
+    (".github/hooks", "dir", True, "GitHub Copilot CLI/agent: hooks (*.json)"),
+    # Not protected, on purpose: `~/.claude.json` (Claude Code writes its state there on every
+    # start, so an agent running inside corral with a writable HOME needs it; its project MCP
+    # servers need the user's approval), `.github/workflows` (run by GitHub, not here).
 )
-CONFIG_FILES = frozenset({".gitconfig", ".gitmodules", ".ripgreprc", ".mcp.json"})
-# Editor project settings can run tasks and extensions when the folder is opened.
-CONFIG_DIRS = frozenset({".vscode", ".idea"})
-# Entries inside a parent of the given name: (parent, name) -> "file" | "dir".
-NESTED = {
-    (".git", "hooks"): "dir",
-    (".git", "config"): "file",
-    (".claude", "commands"): "dir",
-    (".claude", "agents"): "dir",
-    (".claude", "settings.json"): "file",
-    (".claude", "settings.local.json"): "file",
-}
+
+# Derived views (kept for callers that predate the table).
+ANYWHERE = {p: kind for p, kind, _, _ in TABLE if "/" not in p}
+NESTED = {tuple(p.split("/", 1)): kind for p, kind, _, _ in TABLE if "/" in p and not p.startswith(GITDIR + "/")}
+IN_GITDIR = {p.split("/", 1)[1]: kind for p, kind, _, _ in TABLE if p.startswith(GITDIR + "/")}
+REASONS = {p: why for p, _, _, why in TABLE}
+PLACEHOLDER = {p for p, _, ph, _ in TABLE if ph}
+
+_SHELLS = ("bash", "sh/dash/bash", "zsh", "ksh", "csh/tcsh", "tcsh", "direnv")  # reasons' first word
+RC_FILES = frozenset(p for p, _, _, why in TABLE if "/" not in p and why.split(":")[0] in _SHELLS)
+CONFIG_FILES = frozenset(p for p, kind in ANYWHERE.items() if kind == "file" and p not in RC_FILES and p != ".git")
+CONFIG_DIRS = frozenset(p for p, kind in ANYWHERE.items() if kind == "dir")
 GIT_CONFIG = (".git", "config")
+# Git directory entries that are git config files (sanitised rather than quarantined).
+GIT_CONFIG_NAMES = frozenset({"config", "config.worktree"})
 
-
-_ANYWHERE = RC_FILES | CONFIG_FILES | CONFIG_DIRS | {".git"}
-_BY_PARENT = {
-    parent: frozenset(_ANYWHERE | {n for (p, n) in NESTED if p == parent}) for parent, _ in NESTED
-}
+_ALTERNATES = "objects/info/alternates"
+_GITDIR_NAMES = frozenset(n for n in IN_GITDIR if "/" not in n)
+# Names whose presence makes a directory a git directory (with HEAD).
+_GITDIR_MARKERS = frozenset({"HEAD", "commondir", "objects", "refs"})
+_ANYWHERE_NAMES = frozenset(ANYWHERE)
+_BY_PARENT: dict[str, frozenset[str]] = {}
+for _parent, _name in NESTED:
+    _BY_PARENT[_parent] = _BY_PARENT.get(_parent, frozenset()) | {_name}
+# Every name worth a look in any directory: the scan intersects a listing with this.
+_CANDIDATES = _ANYWHERE_NAMES | _GITDIR_NAMES | _GITDIR_MARKERS | {"alternates"}
+_CANDIDATES_BY_PARENT = {parent: _CANDIDATES | names for parent, names in _BY_PARENT.items()}
 
 
 def candidate_names(parent_name: str) -> frozenset[str]:
-    """Every name that could be protected inside a directory called `parent_name`."""
-    return _BY_PARENT.get(parent_name, _ANYWHERE)
+    """Every name worth a look inside a directory called `parent_name`: the names that could
+    be protected there, and those that make it a git directory (see `is_git_dir`)."""
+    return _CANDIDATES_BY_PARENT.get(parent_name, _CANDIDATES)
+
+
+def is_git_dir(dir_name: str, names) -> bool:
+    """Would git take the directory called `dir_name`, holding `names` (any container of the
+    entry names, or only those of them in `candidate_names`), for a git directory?"""
+    if dir_name == ".git":
+        return True
+    return "HEAD" in names and ("commondir" in names or ("objects" in names and "refs" in names))
+
+
+def rule_for(dir_path: str, name: str, is_dir: bool, in_git_dir: bool, allow_git_config: bool = False) -> str | None:
+    """The table pattern that protects the entry `name` of the directory `dir_path` (a path,
+    or only its last components), or None. `in_git_dir`: is that directory a git directory?"""
+    if name in _ANYWHERE_NAMES:
+        if name == ".git" and is_dir:
+            return None  # a git directory itself: its contents are checked one by one
+        return name
+    if in_git_dir and name in _GITDIR_NAMES:
+        if allow_git_config and name == "config":
+            return None
+        return f"{GITDIR}/{name}"
+    parent = dir_path.rpartition("/")[2]
+    if name in _BY_PARENT.get(parent, ()):
+        return f"{parent}/{name}"
+    if name == "alternates" and parent == "info" and dir_path.endswith("objects/info"):
+        return f"{GITDIR}/{_ALTERNATES}"
+    return None
+
+
+def classify_entry(dir_path: str, name: str, is_dir: bool, in_git_dir: bool, allow_git_config: bool = False) -> bool:
+    """Is the entry `name` of the directory `dir_path` a protected file? (see `rule_for`)"""
+    return rule_for(dir_path, name, is_dir, in_git_dir, allow_git_config) is not None
 
 
 def classify(parent_name: str, name: str, is_dir: bool, allow_git_config: bool = False) -> bool:
-    """Is the entry `name` (inside a directory called `parent_name`) a protected file?"""
-    if name in RC_FILES or name in CONFIG_FILES:
-        return True
-    if name in CONFIG_DIRS:
-        return True
-    if name == ".git" and not is_dir:
-        # A gitfile ("gitdir: ...") can point git at a directory full of hooks.
-        return True
-    key = (parent_name, name)
-    if key in NESTED:
-        return not (allow_git_config and key == GIT_CONFIG)
-    return False
+    """Is the entry `name` (inside a directory called `parent_name`) a protected file?
+    Knows git directories by name only (`.git`); `classify_entry` also by their contents."""
+    return classify_entry(parent_name, name, is_dir, parent_name == ".git", allow_git_config)
+
+
+def reason(rule: str) -> str:
+    """What reads the file a table pattern names, and what it starts."""
+    return REASONS.get(rule, "protected file")
 
 
 def root_placeholders(lexists, isdir, allow_git_config: bool) -> list[tuple[str, str]]:
     """Relative paths (and kinds) to block in a writable workspace root or HOME.
 
     `lexists(rel)` / `isdir(rel)` answer for paths relative to that directory. Only missing
-    names need a placeholder; a missing `.claude` is blocked as a whole.
+    names need a placeholder, and only those the table marks; a nested name only when its
+    parent directory exists (`.git/...` in the root's own `.git` directory), except that a
+    missing `.claude` is blocked as a whole.
     Returns [(relative_path, "file" | "dir")].
     """
     out: list[tuple[str, str]] = []
-    for name in sorted(RC_FILES | CONFIG_FILES):
-        if not lexists(name):
-            out.append((name, "file"))
-    for name in sorted(CONFIG_DIRS):
-        if not lexists(name):
-            out.append((name, "dir"))
+    for name, kind in sorted(ANYWHERE.items()):
+        if name in PLACEHOLDER and not lexists(name):
+            out.append((name, kind))
     if not lexists(".claude"):
         out.append((".claude", "dir"))
-    for (parent, name), kind in sorted(NESTED.items()):
-        if (parent, name) == GIT_CONFIG and allow_git_config:
+    nested = [((parent, name), kind) for (parent, name), kind in NESTED.items()]
+    nested += [((".git", rel), kind) for rel, kind in IN_GITDIR.items()]
+    for (parent, rel), kind in sorted(nested):
+        pattern = f"{GITDIR}/{rel}" if parent == ".git" else f"{parent}/{rel}"
+        if pattern not in PLACEHOLDER:
             continue
-        rel = f"{parent}/{name}"
-        if isdir(parent) and not lexists(rel):
-            out.append((rel, kind))
+        if parent == ".git" and rel == "config" and allow_git_config:
+            continue
+        full = f"{parent}/{rel}"
+        if isdir(full.rpartition("/")[0]) and not lexists(full):
+            out.append((full, kind))
     return out

@@ -1,6 +1,6 @@
 """Walks of the host filesystem that the plan needs (the only I/O of policy resolution).
 
-* `scan_protected`: every protected entry (see `protected.classify`) inside the writable
+* `scan_protected`: every protected entry (see `protected.classify_entry`) inside the writable
   areas, recorded with its inode so that a later scan can tell what the run created.
 * `expand_globs`: the paths that gitignore-style deny patterns match right now.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from ..errors import SetupError
-from .protected import candidate_names, classify
+from .protected import candidate_names, classify_entry, is_git_dir
 
 MAX_ENTRIES = 2_000_000
 
@@ -48,14 +48,16 @@ def scan_protected(roots: list[str], skip: frozenset[str], allow_git_config: boo
                 continue  # vanished or unreadable: nothing the sandbox could write there either
             if leaf:
                 count += len(names)
-                for name in candidate_names(parent_name).intersection(names):
+                hits = candidate_names(parent_name).intersection(names)
+                in_git = is_git_dir(parent_name, hits)
+                for name in hits:
                     path = f"{top}/{name}"
                     try:
                         st = os.lstat(path)
                     except OSError:
                         continue
                     is_dir = (st.st_mode & 0o170000) == 0o040000
-                    if classify(parent_name, name, is_dir, allow_git_config):
+                    if classify_entry(top, name, is_dir, in_git, allow_git_config):
                         found[path] = (st.st_ino, is_dir)
                         if (st.st_mode & 0o170000) == 0o100000 and st.st_nlink > 1:
                             result.hardlinked.add((st.st_dev, st.st_ino))
@@ -65,14 +67,16 @@ def scan_protected(roots: list[str], skip: frozenset[str], allow_git_config: boo
             except OSError:
                 continue
             with it:
-                for entry in it:
+                entries = list(it)  # a git directory is known by what it holds (HEAD, refs...)
+                in_git = is_git_dir(parent_name, {e.name for e in entries})
+                for entry in entries:
                     count += 1
                     try:
                         is_dir = entry.is_dir(follow_symlinks=False)
                     except OSError:
                         continue
                     path = entry.path
-                    if classify(parent_name, entry.name, is_dir, allow_git_config):
+                    if classify_entry(top, entry.name, is_dir, in_git, allow_git_config):
                         found[path] = (entry.inode(), is_dir)
                         if not is_dir and entry.is_file(follow_symlinks=False):
                             st = entry.stat(follow_symlinks=False)
