@@ -36,6 +36,10 @@ run options:
   --session NAME          overlay session to use or create (default: a new one per run)
   --output DIR            a writable directory for results, outside the project
   --as-user USER[:GID]    when launched as root, run the sandbox as this unprivileged user
+  --memory SIZE           memory limit of the whole sandbox (512m, 2g); killed: exit 137
+  --cpus N                CPU share (1.5 = one and a half CPUs)
+  --pids N                at most N processes at once
+  --timeout DURATION      wall-time limit (30s, 10m, 1h); then SIGTERM, SIGKILL; exit 124
   --tty / --no-tty        force or disable a private pseudo-terminal (default: when stdin
                           and stdout are terminals)
   --dry-run               print the bwrap command and seccomp rules, run nothing
@@ -52,6 +56,7 @@ VALUE_OPTS = {
     "--deny-read": "deny_read", "--deny-write": "deny_write",
     "--allow-domain": "allow_domain", "--as-user": "as_user",
     "--workspace": "workspace", "--session": "session", "--output": "output",
+    "--memory": "memory", "--cpus": "cpus", "--pids": "pids", "--timeout": "timeout",
 }
 FLAG_OPTS = {
     "--dry-run": "dry_run", "-d": "debug", "--debug": "debug", "-q": "quiet", "--quiet": "quiet",
@@ -74,6 +79,7 @@ class Options:
         self.session: str | None = None
         self.output: str | None = None
         self.as_user: str | None = None
+        self.memory = self.cpus = self.pids = self.timeout = None  # limits, as typed
         self.dry_run = self.debug = self.quiet = self.tty = self.no_tty = False
         self.help = self.version = False
         self.command: list[str] = []
@@ -180,6 +186,16 @@ def build_policy(opts: Options, ctx):
         if opts.workspace not in WORKSPACE_MODES:
             raise PolicyError("<cli>", "--workspace", opts.workspace, f"expected one of {', '.join(WORKSPACE_MODES)}")
         policy = policy.with_filesystem(workspace=opts.workspace)
+    limits = {key: getattr(opts, key) for key in ("memory", "cpus", "pids", "timeout") if getattr(opts, key) is not None}
+    if limits:
+        from .policy.limits import parse as parse_limit
+
+        for key, raw in limits.items():
+            try:
+                limits[key] = parse_limit(key, raw)
+            except ValueError as exc:
+                raise PolicyError("<cli>", f"--{key}", raw, str(exc)) from None
+        policy = policy.with_limits(**limits)
     if opts.session is not None and policy.filesystem.workspace != "overlay":
         raise PolicyError("<cli>", "--session", opts.session, "sessions belong to --workspace overlay")
     return policy
@@ -203,6 +219,13 @@ def cmd_run(args: list[str]) -> int:
     from .sandbox.plan import build_plan
 
     report = None if opts.quiet else _stderr_line
+    limits = None
+    if policy.limits.any:
+        from .sandbox.limits import prepare as prepare_limits
+
+        # Decided before anything starts: refused here (strict), or one line on what is not enforced.
+        run_as = policy.process.run_as if ctx.uid == 0 else None
+        limits = prepare_limits(policy.limits, run_as[0] if run_as else None, None if opts.dry_run else report)
     run_id = os.urandom(6).hex()
     output = ""
     if opts.output:
@@ -243,11 +266,11 @@ def cmd_run(args: list[str]) -> int:
         plan = build_plan(policy, ctx, opts.command, dict(os.environ), run_id=run_id, session=session,
                           output=output, boundary=boundary)
         if opts.dry_run:
-            return dry_run(plan, policy.network.allowed_domains)
+            return dry_run(plan, policy.network.allowed_domains, limits)
         from .sandbox.launch import run_foreground
 
         tty = True if opts.tty else False if opts.no_tty else None
-        status = run_foreground(plan, tty=tty, namespaces=namespaces, report_blocked=report)
+        status = run_foreground(plan, tty=tty, namespaces=namespaces, report_blocked=report, limits=limits)
     finally:
         if namespaces is not None:
             namespaces.close()
@@ -263,7 +286,7 @@ def _stderr_line(line: str) -> None:
     sys.stderr.flush()
 
 
-def dry_run(plan, allowed=()) -> int:
+def dry_run(plan, allowed=(), limits=None) -> int:
     import shlex
 
     from .sandbox.bwrap import bwrap_argv
@@ -289,6 +312,10 @@ def dry_run(plan, allowed=()) -> int:
                   "# HTTP proxy 127.0.0.1:3128, SOCKS5 127.0.0.1:1080"
                   + (", transparent redirect to :15001, resolver 127.0.0.1:53" if plan.network.transparent else "")
                   + "\n# allowed: " + (", ".join(allowed) if allowed else "(nothing)") + "\n")
+    if limits is not None:
+        out.write("\n# limits: how each is enforced for this launcher\n")
+        for line in limits.describe():
+            out.write(line + "\n")
     out.write(f"\n# environment: TMPDIR={plan.tmpdir}; values of other variables are not shown\n")
     return 0
 

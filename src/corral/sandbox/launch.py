@@ -51,9 +51,14 @@ class Run:
     reports the pid with `started()`, and calls `finish()` with the exit status.
     """
 
-    def __init__(self, plan: Plan, namespaces=None):
+    def __init__(self, plan: Plan, namespaces=None, limits=None):
         self.plan = plan
         self.namespaces = namespaces  # a NamespaceSession when the plan needs corral's namespaces
+        self.limits = None  # limits hook: a limits.RunLimits when the run has resource limits
+        if limits is not None:
+            from .limits import RunLimits
+
+            self.limits = RunLimits(limits, plan.run_id)
         self.run_info = None
         self.cleanup = Cleanup(plan)
         self.pid = 0
@@ -61,6 +66,7 @@ class Run:
         self.reaper_fd = -1
         self.status_r = -1
         self.pass_fds: tuple[int, ...] = ()
+        self.userns_fds: dict = {}  # (disk ids, shown ids) -> user namespace for idmapped mounts
 
     def prepare(self, new_session: bool = True) -> list[str]:
         exe = resolve_bwrap(self.plan)
@@ -83,7 +89,11 @@ class Run:
             os.makedirs(ws.output, exist_ok=True)
         self.cleanup.create_placeholders()
         try:
+            self._make_idmaps()
             self._start_reaper()
+            if self.limits is not None:  # limits hook: the reaper removes the cgroups if corral dies
+                for path in self.limits.create():
+                    self._tell_reaper(f"cgroup {path}\n")
             self.status_r, status_w = os.pipe()
             seccomp_r = _pipe_with(program)
         except BaseException:
@@ -127,8 +137,12 @@ class Run:
         """`status` is the exit status as the shell reports it (128+N for signal N)."""
         self._close_pass_fds()
         setup_ok = self._read_status(status)
-        self.cleanup.run(report)
-        self._release_reaper()
+        if self.limits is not None:  # limits hook: name the limit hit, remove the cgroups
+            status = self.limits.finish(status, report)
+        try:
+            self.cleanup.run(report)  # CleanupIncomplete: the run must not look successful (125)
+        finally:
+            self._release_reaper()
         if not setup_ok:
             from .diagnose import diagnose_failure
 
@@ -144,14 +158,67 @@ class Run:
             except (ProcessLookupError, ChildProcessError):
                 pass
             self.pid = 0
+        if self.limits is not None:  # limits hook
+            self.limits.abort()
         self._close_pass_fds()
         if self.status_r >= 0:
             os.close(self.status_r)
             self.status_r = -1
-        self.cleanup.run(report)
-        self._release_reaper()
+        try:
+            self.cleanup.run(report)
+        except SetupError:
+            pass  # each path was reported; the error being unwound is the one to show
+        finally:
+            self._release_reaper()
+
+    # In the forked child, between fork and exec of bwrap (the CLI's `_spawn` and the library's
+    # preexec_fn both call these): first enter, then drop.
+    def child_enter(self) -> None:
+        """Join the run's cgroups, build the prepared view, join corral's namespaces."""
+        if self.limits is not None:  # limits hook: join the cgroups with the launcher's credentials
+            self.limits.child.join()
+        from .netns import enter
+
+        ns = self.namespaces.ns if self.namespaces is not None else None
+        plan = self.plan
+        if not (plan.idmaps or plan.skeletons) or os.geteuid() != 0:
+            if ns is not None:
+                enter(ns)  # user namespace first: it grants the right to join the others
+            return
+        # Root with a view to prepare: still in the initial user namespace, build the view on
+        # the overlay's mount namespace (if any), then join the user and network namespaces.
+        if ns is not None and ns.mnt_fd >= 0:
+            from .netns import CLONE_NEWNS, setns
+
+            setns(ns.mnt_fd, CLONE_NEWNS)
+        from .mountprep import prepare
+
+        prepare(plan.idmaps, plan.skeletons, self.userns_fds)
+        if ns is not None:
+            enter(ns, mount=False)
+
+    def child_drop(self) -> None:
+        """Become the sandbox uid (launched by root), then set the rlimits."""
+        run_as = self.plan.run_as if os.geteuid() == 0 else None
+        if run_as:
+            os.setgroups([])
+            os.setgid(run_as[1])
+            os.setuid(run_as[0])
+        if self.limits is not None:  # limits hook: rlimits last (RLIMIT_NPROC counts the final uid)
+            self.limits.child.set_rlimits()
 
     # -- internals ----------------------------------------------------------------------
+    def _make_idmaps(self) -> None:
+        from .mountprep import userns
+
+        for m in self.plan.idmaps:
+            key = (m.disk, m.shown)
+            if key not in self.userns_fds:
+                try:
+                    self.userns_fds[key] = userns(m.disk, m.shown)
+                except OSError as exc:
+                    raise _drop_refused(self.plan, str(exc)) from None
+
     def _close_pass_fds(self) -> None:
         for fd in self.pass_fds:
             try:
@@ -159,6 +226,9 @@ class Run:
             except OSError:
                 pass
         self.pass_fds = ()
+        for fd in self.userns_fds.values():
+            os.close(fd)
+        self.userns_fds = {}
 
     def _read_status(self, status: int) -> bool:
         """True when bwrap set the sandbox up and ran the command.
@@ -212,15 +282,17 @@ class Run:
             self.reaper_pid = 0
 
 
-def run_foreground(plan: Plan, tty: bool | None = None, namespaces=None, report_blocked=None) -> int:
+def run_foreground(plan: Plan, tty: bool | None = None, namespaces=None, report_blocked=None,
+                   limits=None) -> int:
     """The CLI's way to run: inherit stdio (or relay a pty), forward signals, return status.
-    `namespaces`: the NamespaceSession serving this run (network proxy, overlay), if any."""
+    `namespaces`: the NamespaceSession serving this run (network proxy, overlay), if any;
+    `limits`: the run's limits.LimitsPlan, if any."""
     if tty is None:
         try:
             tty = os.isatty(0) and os.isatty(1)
         except OSError:
             tty = False
-    run = Run(plan, namespaces)
+    run = Run(plan, namespaces, limits)
     argv = run.prepare(new_session=not tty)
     master = slave = None
     try:
@@ -229,9 +301,10 @@ def run_foreground(plan: Plan, tty: bool | None = None, namespaces=None, report_
 
             master, slave = os.openpty()
             copy_winsize(master)
-        pid = _spawn(argv, dict(plan.env), run.pass_fds, plan.run_as if os.geteuid() == 0 else None, slave,
-                     namespaces.ns if namespaces is not None else None)
+        pid = _spawn(argv, dict(plan.env), run, slave)
         run.started(pid)
+        if run.limits is not None:  # limits hook: the wall-clock timer
+            run.limits.started(pid)
         if slave is not None:
             os.close(slave)
             slave = None
@@ -278,20 +351,24 @@ def _pipe_with(data: bytes) -> int:
     return fd
 
 
-def _spawn(argv: list[str], env: dict[str, str], pass_fds, run_as, tty_slave, ns=None) -> int:
-    """fork/exec bwrap with only stdio and `pass_fds` open; errors come back on a pipe.
-    With `ns`, bwrap starts inside corral's namespaces (user, and network and/or mount)."""
-    if ns is not None:
-        from .netns import enter, load_libc
+def _spawn(argv: list[str], env: dict[str, str], run: Run, tty_slave) -> int:
+    """fork/exec bwrap with only stdio and `run.pass_fds` open; errors come back on a pipe.
+    The child enters the run's namespaces, view and cgroups, then drops to the sandbox uid
+    (`Run.child_enter`, `Run.child_drop`)."""
+    pass_fds = run.pass_fds
+    from .netns import load_libc
 
-        load_libc()  # before fork: the child only makes two system calls
+    load_libc()  # before fork: the child makes its system calls through it
     err_r, err_w = os.pipe()  # CLOEXEC: closed by a successful exec
     pid = os.fork()
     if pid == 0:
         try:
             os.close(err_r)
-            if ns is not None:
-                enter(ns)
+            try:
+                run.child_enter()
+            except OSError as exc:
+                os.write(err_w, b"\0" + str(exc).encode(errors="replace")[:500])
+                os._exit(126)
             for sig in FORWARDED:
                 signal.signal(sig, signal.SIG_DFL)
             if tty_slave is not None:
@@ -303,10 +380,7 @@ def _spawn(argv: list[str], env: dict[str, str], pass_fds, run_as, tty_slave, ns
             _close_all_but({0, 1, 2, err_w, *pass_fds})
             for fd in pass_fds:
                 os.set_inheritable(fd, True)
-            if run_as:
-                os.setgroups([])
-                os.setgid(run_as[1])
-                os.setuid(run_as[0])
+            run.child_drop()
             os.execve(argv[0], argv, env)
         except BaseException as exc:
             try:
@@ -321,11 +395,25 @@ def _spawn(argv: list[str], env: dict[str, str], pass_fds, run_as, tty_slave, ns
             break
         chunks.append(chunk)
     os.close(err_r)
+    if chunks and chunks[0].startswith(b"\0"):
+        os.waitpid(pid, 0)
+        raise _drop_refused(run.plan, b"".join(chunks)[1:].decode(errors="replace"))
     if chunks:
         os.waitpid(pid, 0)
         raise SetupError(f"cannot start bubblewrap ({argv[0]}): {b''.join(chunks).decode(errors='replace')}",
                          "check that bubblewrap is installed and executable")
     return pid
+
+
+def _drop_refused(plan: Plan, why: str) -> SetupError:
+    """The view for the sandbox uid could not be prepared: refuse (never fall back to uid 0)."""
+    ident = plan.identity
+    who = f"uid {ident.uid} ({ident.why})" if ident else "the sandbox uid"
+    return SetupError(
+        f"cannot prepare the sandbox's view for {who}: {why}",
+        "the kernel must support idmapped mounts on the writable areas' filesystem (Linux >= 5.12; ext4, "
+        "xfs, btrfs; tmpfs >= 6.3); or run from a directory owned by an unprivileged user, or pass "
+        "--as-user USER; or, knowingly, --as-user root to run the command as host uid 0 as before")
 
 
 def _forward_signals(pid: int) -> dict:
@@ -383,7 +471,15 @@ def _reaper_main(fd: int, cleanup: Cleanup) -> None:
     for line in data.decode().splitlines():
         if line.startswith("bwrap "):
             _wait_gone(int(line.split()[1]))
-    cleanup.run(stderr_report)
+    try:
+        cleanup.run(stderr_report)
+    except SetupError:
+        pass  # every path it could not check is on stderr; nobody waits for a status
+    cgroups = [line[7:] for line in data.decode().splitlines() if line.startswith("cgroup ")]
+    if cgroups:  # limits hook: the run's cgroups go with it
+        from .limits import remove_dirs
+
+        remove_dirs(reversed(cgroups))
 
 
 def _wait_gone(pid: int, timeout: float = 5.0) -> None:
