@@ -1112,3 +1112,207 @@ def test_bwrap_seccomp_fd():
     out = _bwrap(compile_filter(DEFAULT))
     assert "unix EPERM" in out, out
     assert "inet ok" in out, out
+
+
+# ----------------------------------------------------------------------------------------
+# Through `corral run`, as root and as an unprivileged launcher
+# ----------------------------------------------------------------------------------------
+
+UNIX_PATHS_SCRIPT = r"""
+import errno, json, os, socket, sys
+base = sys.argv[1]
+dgram, seq, stream = (os.path.join(base, n) for n in ("dgram.sock", "seq.sock", "stream.sock"))
+out = {}
+
+def attempt(key, fn):
+    try:
+        r = fn()
+        out[key] = "ok" if r is None or isinstance(r, int) else r
+    except OSError as e:
+        out[key] = errno.errorcode.get(e.errno, str(e.errno))
+
+def datagram_pair(name, type_):
+    try:
+        a, b = socket.socketpair(socket.AF_UNIX, type_)
+    except OSError as e:
+        out[name] = errno.errorcode.get(e.errno, str(e.errno))
+        return
+    out[name] = "pair"
+    attempt(name + "_sendto", lambda: a.sendto(b"sendto-" + name.encode(), dgram))
+    attempt(name + "_sendmsg", lambda: a.sendmsg([b"sendmsg-" + name.encode()], [], 0, dgram))
+    attempt(name + "_connect", lambda: (b.connect(dgram), b.send(b"connect-" + name.encode()))[1])
+
+datagram_pair("dgram", socket.SOCK_DGRAM)
+datagram_pair("raw", socket.SOCK_RAW)  # AF_UNIX makes SOCK_RAW a datagram socket
+datagram_pair("dgram_flags", socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+attempt("socket_dgram", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).close())
+
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+for target in (dgram, seq):  # the address is ignored: the packet goes to the peer
+    attempt("seq_sendto_" + os.path.basename(target), lambda: a.sendto(b"seq-sendto", target))
+    attempt("seq_peer_got_" + os.path.basename(target), lambda: b.recv(100).decode())
+attempt("seq_connect", lambda: a.connect(seq))
+
+a, b = socket.socketpair()  # AF_UNIX, SOCK_STREAM
+attempt("stream_sendto", lambda: a.sendto(b"stream-sendto", dgram))
+attempt("stream_connect", lambda: a.connect(stream))
+a.sendall(b"ping")
+out["stream_pair"] = b.recv(4).decode()
+
+inherited = socket.socket(fileno=os.dup(0))  # stdin: a host stream socketpair end
+attempt("stdin_sendto", lambda: inherited.sendto(b"stdin-sendto", dgram))
+attempt("stdin_connect", lambda: inherited.connect(stream))
+print(json.dumps(out))
+"""
+
+
+def _host_unix_sockets(base: Path) -> dict[str, socket.socket]:
+    socks = {}
+    for name, type_ in (("dgram", socket.SOCK_DGRAM), ("seq", socket.SOCK_SEQPACKET), ("stream", socket.SOCK_STREAM)):
+        s = socket.socket(socket.AF_UNIX, type_)
+        path = base / f"{name}.sock"
+        s.bind(str(path))
+        os.chmod(path, 0o777)  # the unprivileged launcher may connect: only the filter stops it
+        if type_ != socket.SOCK_DGRAM:
+            s.listen(8)
+        s.setblocking(False)
+        socks[name] = s
+    return socks
+
+
+def _drain(socks: dict[str, socket.socket]) -> list[str]:
+    got = []
+    while True:
+        try:
+            got.append(socks["dgram"].recv(200).decode())
+        except BlockingIOError:
+            break
+    for name in ("seq", "stream"):
+        try:
+            conn, _ = socks[name].accept()
+            got.append(f"{name}: accepted a connection")
+            conn.close()
+        except BlockingIOError:
+            pass
+    return got
+
+
+def _run_unix_script(ws, *opts) -> tuple[dict, list[str]]:
+    import helpers
+
+    script = ws.write("unix_paths.py", UNIX_PATHS_SCRIPT)
+    socks = _host_unix_sockets(ws.base)
+    mine, theirs = socket.socketpair()
+    try:
+        p = helpers.run(ws.launcher, ["run", *opts, "--", "python3", str(script), str(ws.base)], ws.proj,
+                        stdin=theirs.fileno(), timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return json.loads(p.stdout.strip().splitlines()[-1]), _drain(socks)
+    finally:
+        mine.close(), theirs.close()
+        for s in socks.values():
+            s.close()
+
+
+def test_datagram_socketpair_cannot_reach_host_socket_paths(launcher, ws):
+    res, got = _run_unix_script(ws)
+    assert got == [], got  # not one byte, not one connection reached the host sockets
+    for name in ("dgram", "raw", "dgram_flags", "socket_dgram"):
+        assert res[name] == "EPERM", (name, res)
+    # seqpacket pairs: sendto's address is ignored (the peer gets it), connect is EISCONN
+    assert res["seq_sendto_dgram.sock"] == "ok" and res["seq_peer_got_dgram.sock"] == "seq-sendto", res
+    assert res["seq_sendto_seq.sock"] == "ok" and res["seq_peer_got_seq.sock"] == "seq-sendto", res
+    assert res["seq_connect"] == "EISCONN", res
+    # stream pairs and an inherited stream socket cannot be re-targeted, and still work
+    assert res["stream_sendto"] == "EISCONN" and res["stream_connect"] == "EISCONN", res
+    assert res["stdin_sendto"] == "EISCONN" and res["stdin_connect"] == "EISCONN", res
+    assert res["stream_pair"] == "ping"
+
+
+def test_datagram_socketpair_control_with_unix_sockets_allowed(launcher, ws):
+    """allow_unix_sockets lifts the refusal: the same script then does reach the host
+    socket, so the test above would see a delivery if the filter let one through."""
+    policy = ws.write("p.toml", "[network]\nallow_unix_sockets = true\n")
+    res, got = _run_unix_script(ws, "--settings", str(policy))
+    assert res["dgram"] == "pair" and res["dgram_sendto"] == "ok", res
+    assert "sendto-dgram" in got and "connect-dgram" in got, got
+    assert not any(g.startswith(("seq:", "stream:")) for g in got), got
+
+
+def test_stream_socketpairs_keep_working(launcher, ws):
+    script = ("python3 -c 'import asyncio, socket; a, b = socket.socketpair(); a.sendall(b\"ok\"); "
+              "print(b.recv(2).decode()); asyncio.run(asyncio.sleep(0))'")
+    if shutil.which("node"):
+        script += (" && node -e \"require('child_process').spawn('sh', ['-c', 'echo node-child'], "
+                   "{stdio: ['pipe', 'pipe', 'inherit']}).stdout.on('data', d => process.stdout.write(d))\"")
+    p = ws.sh(script)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.split() == ["ok"] + (["node-child"] if shutil.which("node") else []), p.stdout + p.stderr
+
+
+SETID_SCRIPT = r"""
+touch f1 f2
+chmod u+s f1; echo "chmod_us=$?"
+chmod g+s f2; echo "chmod_gs=$?"
+chmod 6755 f2; echo "chmod_6755=$?"
+chmod 1755 f2; echo "chmod_sticky=$?"
+install -m 4755 /bin/true installed; echo "install=$?"
+python3 -c "import os; os.open('py-open', os.O_CREAT | os.O_WRONLY, 0o4755)"; echo "py_open=$?"
+python3 -c "import os, stat; os.mknod('py-mknod', stat.S_IFREG | 0o2755)"; echo "py_mknod=$?"
+python3 -c "import os; os.chmod('f1', 0o4711)"; echo "py_chmod=$?"
+mkdir -p untar && tar -xpf "$1" -C untar; echo "tar=$?"
+cp -a "$2" copied-own; echo "cp_own=$?"
+if [ -n "$3" ]; then cp -a "$3" copied-passwd; echo "cp_passwd=$?"; fi
+mkdir sgdir && python3 -c "import os; print(oct(os.stat('sgdir').st_mode & 0o6000))"
+"""
+
+
+def _setid_files(root: Path) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            if os.lstat(p).st_mode & 0o6000:
+                found.append(os.path.relpath(p, root))
+    return found
+
+
+def test_setuid_and_setgid_files_cannot_be_made_inside(launcher, ws):
+    import tarfile
+
+    archive = ws.base / "setuid.tar"
+    src = ws.base / "payload"
+    src.write_text("#!/bin/sh\n")
+    with tarfile.open(archive, "w") as tar:
+        for name, mode in (("tar-suid", 0o4755), ("tar-sgid", 0o2755), ("tar-plain", 0o755)):
+            info = tar.gettarinfo(str(src), arcname=name)
+            info.mode, info.uid, info.gid = mode, launcher.uid, launcher.gid
+            tar.addfile(info, src.open("rb"))
+    archive.chmod(0o644)
+    own = ws.base / "own-suid"  # a setuid file of the launcher's: cp -a can keep its owner
+    own.write_text("#!/bin/sh\n")
+    os.chown(own, launcher.uid, launcher.gid)
+    own.chmod(0o6755)
+    passwd = "/usr/bin/passwd" if os.path.exists("/usr/bin/passwd") and os.stat("/usr/bin/passwd").st_mode & 0o4000 else ""
+    script = ws.write("setid.sh", SETID_SCRIPT)
+    p = ws.sh(f"bash {script} {archive} {own} {passwd}")
+    out = p.stdout + p.stderr
+    status = dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
+    for key in ("chmod_us", "chmod_gs", "chmod_6755", "install", "py_open", "py_mknod", "py_chmod", "tar"):
+        assert status.get(key) not in (None, "0"), (key, out)
+    assert status["chmod_sticky"] == "0", out
+    assert "Operation not permitted" in p.stderr, out
+    assert "PermissionError" in p.stderr  # python's os.open/os.mknod/os.chmod
+    # cp -a: when GNU cp cannot keep the owner (files not the sandbox user's appear as
+    # nobody inside) it drops the bits itself and may exit 0; else its chmod gets EPERM. The
+    # file must arrive without them either way.
+    if passwd:
+        assert (ws.proj / "copied-passwd").exists(), out
+    assert (ws.proj / "copied-own").exists(), out
+    assert p.stdout.splitlines()[-1] == "0o0", out  # a plain mkdir still works
+    # The host finds no setuid/setgid file anywhere in the workspace, and the plain files made
+    # it. (corral's post-run sweep would strip bits too; the EPERM statuses above are what
+    # show the filter itself refused each way.)
+    assert _setid_files(ws.proj) == [], _setid_files(ws.proj)
+    assert (ws.proj / "untar" / "tar-plain").exists(), out
+    assert (ws.proj / "f1").exists() and (ws.proj / "sgdir").is_dir()
