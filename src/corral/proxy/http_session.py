@@ -49,11 +49,14 @@ class HttpSession:
     def __init__(self, proxy, client, origin: Origin | None = None):
         import h11
 
+        from . import strict
+
         self.h11 = h11
+        self.strict = strict
         self.proxy = proxy
         self.client = client
         self.origin = origin
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self._fresh_conn(b"")
         self.loop = asyncio.get_running_loop()
         self.upstream = None  # (key, stream, h11 client connection, address)
         self.upstream_rule = ""  # the rule that allowed it
@@ -65,15 +68,24 @@ class HttpSession:
     def _client_conn(self):
         return self.h11.Connection(self.h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
 
+    def _fresh_conn(self, pending: bytes) -> None:
+        """New h11 state for the client side, read through the strict checks (`strict.RequestReader`:
+        the client's bytes go in there, never straight into `self.conn`)."""
+        h11 = self.h11
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.reader = self.strict.RequestReader(self.conn)
+        if pending:  # h11 reads b"" as the end of the connection
+            self.reader.receive_data(pending)
+
     async def run(self, first: bytes) -> None:
         h11 = self.h11
-        if first:  # h11 reads b"" as the end of the connection
-            self.conn.receive_data(first)
         try:
+            if first:
+                self.reader.receive_data(first)
             while True:
                 try:
-                    event = await self._next(self.conn, self.client, HEAD_TIMEOUT)
-                except h11.RemoteProtocolError as exc:
+                    event = await self._next(self.reader, self.client, HEAD_TIMEOUT)
+                except (h11.RemoteProtocolError, self.strict.Refused) as exc:
                     await self._protocol_error(exc)
                     return
                 if not isinstance(event, h11.Request):
@@ -144,11 +156,23 @@ class HttpSession:
             pass
 
     async def _protocol_error(self, exc) -> None:
-        status = getattr(exc, "error_status_hint", 400)
-        if "too long" in str(exc).lower() or "too large" in str(exc).lower():
-            status = 431
+        """A request the proxy cannot or will not read (h11's error or `strict.Refused`): 400 (431
+        for an oversized head), the connection closed, one audit line. Nothing of it has left."""
+        text = str(exc)
+        status = 431 if getattr(exc, "error_status_hint", 400) == 431 or "too long" in text.lower() \
+            or "too large" in text.lower() else 400
+        self._audit_refusal(f"malformed request: {_reason(text)}", status)
         await self._respond(status, "Bad Request" if status == 400 else "Request Header Fields Too Large",
-                            f"corral proxy: malformed request: {exc}\n")
+                            f"corral proxy: malformed request: {text}\n")
+
+    def _audit_refusal(self, reason: str, status: int = 400, **fields) -> None:
+        origin = self.origin
+        run = origin.run if origin is not None else self.proxy.default_run
+        if origin is not None:
+            fields.setdefault("host", origin.host)
+            fields.setdefault("port", origin.port)
+        self.proxy.record(run, proto=origin.proto if origin is not None else "http", decision="block",
+                          reason=reason, status=status, **fields)
 
     def _credentials(self, request):
         for name, value in request.headers:
@@ -182,14 +206,8 @@ class HttpSession:
             return False
         method = request.method.decode("ascii", "replace")
         target = request.target.decode("ascii", "replace")
-        te = cl = False
-        for name, _ in request.headers:
-            te |= name == b"transfer-encoding"
-            cl |= name == b"content-length"
-        if te and cl:
-            await self._respond(400, "Bad Request", "corral proxy: both Content-Length and Transfer-Encoding "
-                                "(request smuggling attempt?)\n")
-            return False
+        # Framing (Content-Length, Transfer-Encoding, Host) was checked by self.reader (strict).
+        cl = any(name == b"content-length" for name, _ in request.headers)
         origin = self.origin
         if origin is None:
             if method == "CONNECT":
@@ -200,6 +218,7 @@ class HttpSession:
             try:
                 host, port, path = split_absolute(target)
             except ValueError as exc:
+                self._audit_refusal(f"bad request target: {exc}", method=method)
                 await self._respond(400, "Bad Request", f"corral proxy: {exc}\n")
                 return False
             origin = proxy.endpoint_at(host, port, run)  # a base-URL endpoint reached through the proxy
@@ -277,6 +296,13 @@ class HttpSession:
                 return False
             if outcome == "aborted":
                 return False
+            if outcome == "refused":  # the body broke off or was malformed: what left cannot complete
+                proxy.record(run, proto=proto, host=host, port=port, method=method, path=path, decision="block",
+                             status=400, reason=f"malformed request body: {_reason(str(self._refusal))}",
+                             up=up_bytes)
+                if self.conn.our_state is h11.SEND_RESPONSE:
+                    await self._respond(400, "Bad Request", f"corral proxy: malformed request: {self._refusal}\n")
+                return False
             while True:  # response
                 event = await self._next(up, stream, IDLE_TIMEOUT)
                 if isinstance(event, h11.InformationalResponse):
@@ -346,7 +372,9 @@ class HttpSession:
     async def _forward_body(self, stream, up, head: bytes, scan, substituter) -> tuple[str, int]:
         """Send the request head and body upstream: "sent", "exfiltration" (nothing of the
         request has left: the head waits for the body's start, the body's last bytes are
-        held, so a placeholder split across writes never leaves in parts) or "aborted"."""
+        held, so a placeholder split across writes never leaves in parts), "refused" (the
+        client's body is malformed: the upstream connection is dropped before the body's end,
+        `self._refusal` says why) or "aborted"."""
         h11 = self.h11
         sent = 0
         if scan is None:
@@ -354,7 +382,12 @@ class HttpSession:
             head = None
         held = b""  # body bytes read and scanned but not forwarded yet (scan only)
         while True:
-            event = await self._next(self.conn, self.client, IDLE_TIMEOUT)
+            try:
+                event = await self._next(self.reader, self.client, IDLE_TIMEOUT)
+            except (h11.RemoteProtocolError, self.strict.Refused) as exc:
+                self._drop_upstream()
+                self._refusal = exc
+                return "refused", sent
             if isinstance(event, h11.Data):
                 data = bytes(event.data)
                 sent += len(data)
@@ -465,10 +498,7 @@ class HttpSession:
             self.upstream = (key, stream, self._client_conn(), address)
         else:
             self._drop_upstream()
-        pending = self.conn.trailing_data[0]
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-        if pending:
-            self.conn.receive_data(bytes(pending))
+        self._fresh_conn(bytes(self.conn.trailing_data[0]))
         self.closing = not keep
 
     async def _discard_body(self) -> bool:
@@ -478,8 +508,8 @@ class HttpSession:
         left = 1 << 20
         while True:
             try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError:
+                event = self.reader.next_event()
+            except (h11.RemoteProtocolError, self.strict.Refused):
                 return False
             if isinstance(event, h11.EndOfMessage):
                 return True
@@ -494,7 +524,10 @@ class HttpSession:
                         data = await self.client.recv(RECV)
                 except (OSError, asyncio.TimeoutError):
                     return False
-                self.conn.receive_data(data)
+                try:
+                    self.reader.receive_data(data)
+                except self.strict.Refused:
+                    return False
                 if not data:
                     return False
                 continue
@@ -538,6 +571,7 @@ class HttpSession:
         try:
             host, port = split_authority(target, default_port=None)
         except ValueError as exc:
+            self._audit_refusal(f"bad CONNECT target: {exc}", method="CONNECT")
             await self._respond(400, "Bad Request", f"corral proxy: bad CONNECT target: {exc}\n")
             return
         start = time.monotonic()
@@ -637,13 +671,23 @@ def _spliceable_length(method: bytes, response, minimum: int = SPLICE_MIN) -> in
     """The Content-Length of a body worth moving past h11, or None (chunked, small, no body)."""
     if method == b"HEAD" or response.status_code in (204, 304):
         return None
-    length = None
-    for name, value in response.headers:
-        if name == b"transfer-encoding":
-            return None
-        if name == b"content-length":
-            length = int(value)  # h11 validated it
+    from .strict import content_length
+
+    if any(name == b"transfer-encoding" for name, _ in response.headers):
+        return None
+    try:  # the same strict reading as a request's: h11 would take 2^64+5
+        length = content_length(value for name, value in response.headers if name == b"content-length")
+    except ValueError as exc:
+        raise DialFailed(f"the upstream's response: {exc}") from None
     return length if length is not None and length >= minimum else None
+
+
+def _reason(text: str) -> str:
+    """An error's text fit for the audit log: h11 quotes the offending line (it may hold a
+    header's value), so only what comes before a quoted byte string is kept."""
+    for mark in (": bytearray(", ": b'", ': b"'):
+        text = text.split(mark, 1)[0]
+    return text[:200]
 
 
 def _has_token(headers, name: bytes, token: bytes) -> bool:

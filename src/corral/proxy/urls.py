@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from .strict import parse_port
+
 
 def split_authority(authority: str, default_port: int | None) -> tuple[str, int]:
-    """`host:port`, `[v6]:port`; userinfo is refused (it only serves to confuse)."""
-    if not authority or "@" in authority or any(c in authority for c in " \t\r\n/\\?#"):
+    """`host:port`, `[v6]:port`; userinfo is refused (it only serves to confuse), and so is
+    anything two readers could take for different destinations: a port that is not 1..65535 in
+    plain decimal (`:+80`, `:080`, `:0x50`, `:99999`, an empty `host:`), a percent-encoded host."""
+    if not authority or any(c in authority for c in "@% \t\r\n/\\?#") or not authority.isprintable():
         raise ValueError(f"invalid authority {authority!r}")
     if authority.startswith("["):
         end = authority.find("]")
@@ -14,19 +18,20 @@ def split_authority(authority: str, default_port: int | None) -> tuple[str, int]
         host, rest = authority[1:end], authority[end + 1:]
         if rest and not rest.startswith(":"):
             raise ValueError(f"invalid authority {authority!r}")
-        port_text = rest[1:] if rest else ""
+        sep, port_text = rest[:1], rest[1:]
     else:
         host, sep, port_text = authority.rpartition(":")
         if not sep:
-            host, port_text = authority, ""
+            host = authority
         if ":" in host:
             raise ValueError(f"IPv6 address without brackets in {authority!r}")
     if not host:
         raise ValueError(f"no host in {authority!r}")
-    if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"invalid port in {authority!r}")
-        return host, int(port_text)
+    if sep:
+        try:
+            return host, parse_port(port_text)
+        except ValueError as exc:
+            raise ValueError(f"{exc} in {authority!r}") from None
     if default_port is None:
         raise ValueError(f"a port is required in {authority!r}")
     return host, default_port
