@@ -24,16 +24,31 @@ class ProtectedScan:
         self.found: dict[str, tuple[int, bool]] = {}  # path -> (inode, is_dir)
         self.hardlinked: set[tuple[int, int]] = set()  # (dev, ino) with nlink > 1
         self.entries = 0
+        # Paths the walk could not look at or into -> why (strerror). Nothing below them was
+        # checked: the post-run check decides whether the command could have written there.
+        self.unlisted: dict[str, str] = {}
+        # Directories whose ctime is >= `since` (only with `since`): entries were added,
+        # removed or renamed in them (or their mode changed) during the run.
+        self.changed: list[str] = []
 
 
-def scan_protected(roots: list[str], skip: frozenset[str], allow_git_config: bool) -> ProtectedScan:
+def scan_protected(roots: list[str], skip: frozenset[str], allow_git_config: bool,
+                   opener=None, since: float | None = None) -> ProtectedScan:
     """Record every protected entry below `roots`.
 
     Cost: one stat per directory plus one listing. A directory whose link count is 2 has no
     subdirectory, so a plain `listdir` and a set intersection (C speed) replace the per-entry
-    Python work; that is most directories of a large tree (see bench/startup)."""
+    Python work; that is most directories of a large tree (see bench/startup).
+
+    `opener(path, st)`, when given, is called for a directory whose owner bits lack read or
+    search before it is listed (the command may have chmod-ed it); it may add them. Whatever
+    still cannot be looked at is recorded in `unlisted`, never skipped silently. `since`: a
+    time; directories changed since then are listed in `changed` (their ctime, which no
+    command can set back, comes with the stat the walk makes anyway)."""
     result = ProtectedScan()
     found = result.found
+    unlisted = result.unlisted
+    changed = result.changed
     count = 0
     for root in roots:
         stack = [root]
@@ -41,11 +56,19 @@ def scan_protected(roots: list[str], skip: frozenset[str], allow_git_config: boo
             top = stack.pop()
             parent_name = top.rpartition("/")[2]
             try:
-                leaf = os.lstat(top).st_nlink == 2  # only "." and ".." of its own: no subdirs
+                st = os.lstat(top)
+                if opener is not None and (st.st_mode & 0o500) != 0o500:
+                    opener(top, st)
+                leaf = st.st_nlink == 2  # only "." and ".." of its own: no subdirs
                 if leaf:
                     names = os.listdir(top)
-            except OSError:
-                continue  # vanished or unreadable: nothing the sandbox could write there either
+            except FileNotFoundError:
+                continue  # vanished
+            except OSError as exc:
+                unlisted[top] = exc.strerror or str(exc)
+                continue
+            if since is not None and st.st_ctime >= since:
+                changed.append(top)
             if leaf:
                 count += len(names)
                 hits = candidate_names(parent_name).intersection(names)
@@ -54,7 +77,10 @@ def scan_protected(roots: list[str], skip: frozenset[str], allow_git_config: boo
                     path = f"{top}/{name}"
                     try:
                         st = os.lstat(path)
-                    except OSError:
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        unlisted[path] = exc.strerror or str(exc)
                         continue
                     is_dir = (st.st_mode & 0o170000) == 0o040000
                     if classify_entry(top, name, is_dir, in_git, allow_git_config):
@@ -64,7 +90,10 @@ def scan_protected(roots: list[str], skip: frozenset[str], allow_git_config: boo
                 continue
             try:
                 it = os.scandir(top)
-            except OSError:
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                unlisted[top] = exc.strerror or str(exc)
                 continue
             with it:
                 entries = list(it)  # a git directory is known by what it holds (HEAD, refs...)
@@ -73,13 +102,19 @@ def scan_protected(roots: list[str], skip: frozenset[str], allow_git_config: boo
                     count += 1
                     try:
                         is_dir = entry.is_dir(follow_symlinks=False)
-                    except OSError:
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        unlisted[entry.path] = exc.strerror or str(exc)
                         continue
                     path = entry.path
                     if classify_entry(top, entry.name, is_dir, in_git, allow_git_config):
                         found[path] = (entry.inode(), is_dir)
                         if not is_dir and entry.is_file(follow_symlinks=False):
-                            st = entry.stat(follow_symlinks=False)
+                            try:
+                                st = entry.stat(follow_symlinks=False)
+                            except OSError:
+                                continue
                             if st.st_nlink > 1:
                                 result.hardlinked.add((st.st_dev, st.st_ino))
                     elif is_dir and path not in skip:
