@@ -369,7 +369,7 @@ def _spawn(argv: list[str], env: dict[str, str], run: Run, tty_slave) -> int:
             except OSError as exc:
                 os.write(err_w, b"\0" + str(exc).encode(errors="replace")[:500])
                 os._exit(126)
-            for sig in FORWARDED:
+            for sig in (*FORWARDED, signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores the last two; exec keeps that
                 signal.signal(sig, signal.SIG_DFL)
             if tty_slave is not None:
                 keep_err = os.dup(2) if not os.isatty(2) else None
