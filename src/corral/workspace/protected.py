@@ -89,7 +89,7 @@ TABLE: tuple[tuple[str, str, bool, str], ...] = (
     (".idea", "dir", True, "JetBrains IDEs: run configurations and startup tasks"),
     (".zed", "dir", True, "Zed: project settings (language servers, context servers) and tasks"),
     ("zed/settings.json", "file", False, "Zed (~/.config/zed): language servers, context servers"),
-    ("zed/tasks.json", "file", False, "Zed (~/.config/zed): tasks"),
+    ("zed/tasks.json", "file", False, "Zed (~/.config/zed): tasks it runs"),
     (".devcontainer", "dir", True, "Dev Containers: initializeCommand runs on the host, postCreateCommand..."),
     (".devcontainer.json", "file", False, "Dev Containers: the same, as one file"),
     # --- agent harnesses: hooks, MCP servers, commands and plugins they start
