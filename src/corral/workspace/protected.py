@@ -124,7 +124,7 @@ TABLE: tuple[tuple[str, str, bool, str], ...] = (
     (".cursor/extensions", "dir", True, "Cursor (~/.cursor): installed extensions"),
     (".windsurf", "dir", True, "Windsurf: hooks, workflows, MCP config"),
     ("windsurf/mcp_config.json", "file", False, "Windsurf (~/.codeium/windsurf): MCP servers"),
-    ("windsurf/hooks.json", "file", False, "Windsurf (~/.codeium/windsurf): hooks"),
+    ("windsurf/hooks.json", "file", False, "Windsurf (~/.codeium/windsurf): Cascade hooks"),
     (".roo", "dir", True, "Roo Code: project MCP servers (mcp.json), commands"),
     (".kilocode", "dir", True, "Kilo Code: project MCP servers, workflows"),
     (".clinerules/hooks", "dir", True, "Cline: hook scripts"),
