@@ -177,13 +177,16 @@ class Sandbox:
         network = self._network_session()
         run = Run(plan, network)
         full = run.prepare(new_session=True)
-        preexec = None
-        if network is not None:
-            from .sandbox.netns import enter, load_libc
+        from .sandbox.netns import load_libc
 
-            load_libc()
-            ns = network.ns
-            preexec = lambda: enter(ns)  # noqa: E731 - two system calls between fork and exec
+        load_libc()
+        if network is not None:
+            network.ns  # noqa: B018 - wait for the namespace before forking
+
+        def preexec():  # between fork and exec: namespaces, view, uid (as the CLI's child does)
+            run.child_enter()
+            run.child_drop()
+
         try:
             proc = subprocess.Popen(full, env=dict(plan.env), pass_fds=run.pass_fds, preexec_fn=preexec,
                                     **{k: v for k, v in kwargs.items() if k not in ("input", "timeout", "check", "capture_output")},

@@ -267,6 +267,9 @@ def cmd_run(args: list[str]) -> int:
                           output=output, boundary=boundary)
         if opts.dry_run:
             return dry_run(plan, policy.network.allowed_domains, limits)
+        if report is not None:
+            for line in plan.notices:
+                report(line)
         from .sandbox.launch import run_foreground
 
         tty = True if opts.tty else False if opts.no_tty else None
@@ -316,6 +319,15 @@ def dry_run(plan, allowed=(), limits=None) -> int:
         out.write("\n# limits: how each is enforced for this launcher\n")
         for line in limits.describe():
             out.write(line + "\n")
+    if plan.identity is not None:
+        ident = plan.identity
+        out.write(f"\n# the command runs as uid {ident.uid}, gid {ident.gid} ({ident.why}), never host uid 0\n")
+        for m in plan.idmaps:
+            out.write(f"idmapped   {m.path}  # owner {m.disk[0]}:{m.disk[1]} on disk, "
+                      f"{m.shown[0]}:{m.shown[1]} inside (new files land as {m.disk[0]}:{m.disk[1]})\n")
+        for sk in plan.skeletons:
+            out.write(f"skeleton   {sk.top}  # not searchable by uid {ident.uid}: shown holding only "
+                      + ", ".join(p for p, _ in sk.keep) + "\n")
     out.write(f"\n# environment: TMPDIR={plan.tmpdir}; values of other variables are not shown\n")
     return 0
 

@@ -561,7 +561,10 @@ def _path_rule(item, source: str, key: str, ctx: LaunchContext) -> PathRule:
 
 
 def parse_user(value, source: str, key: str) -> tuple[int, int]:
-    """`1000`, `"1000:1000"` or a user name from the password database."""
+    """`1000`, `"1000:1000"` or a user name from the password database; `"root"` (or 0) is the
+    by-name opt-in to running as host uid 0 when launched by root (see sandbox.identity)."""
+    if value in ("root", 0, "0", "0:0"):
+        return (0, 0)
     if isinstance(value, bool):
         raise PolicyError(source, key, value, "expected a uid, 'uid:gid' or a user name")
     if isinstance(value, int):
@@ -585,7 +588,7 @@ def parse_user(value, source: str, key: str) -> tuple[int, int]:
     else:
         raise PolicyError(source, key, value, "expected a uid, 'uid:gid' or a user name")
     if uid <= 0 or gid <= 0:
-        raise PolicyError(source, key, value, "must be an unprivileged (non-zero) uid and gid")
+        raise PolicyError(source, key, value, 'must be an unprivileged (non-zero) uid and gid, or "root"')
     return uid, gid
 
 

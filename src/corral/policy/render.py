@@ -84,7 +84,7 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
         f"allow_nested_userns = {str(proc.allow_nested_userns).lower()}",
     ]
     if proc.run_as:
-        lines.append(f'run_as = "{proc.run_as[0]}:{proc.run_as[1]}"')
+        lines.append('run_as = "root"' if proc.run_as == (0, 0) else f'run_as = "{proc.run_as[0]}:{proc.run_as[1]}"')
     if proc.bwrap_path:
         lines.append(f"bwrap = {_str(proc.bwrap_path)}")
     lines.append(f"unset_env = {_list([_str(n) for n in proc.unset_env])}")

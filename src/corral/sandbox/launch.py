@@ -359,6 +359,8 @@ def _spawn(argv: list[str], env: dict[str, str], run: Run, tty_slave) -> int:
     from .netns import load_libc
 
     load_libc()  # before fork: the child makes its system calls through it
+    if run.namespaces is not None:
+        run.namespaces.ns  # noqa: B018 - received here, before fork (the child only uses it)
     err_r, err_w = os.pipe()  # CLOEXEC: closed by a successful exec
     pid = os.fork()
     if pid == 0:

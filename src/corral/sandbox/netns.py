@@ -318,18 +318,21 @@ def load_libc():
     return _LIBC
 
 
-def enter(ns: Namespace) -> None:
+def enter(ns: Namespace, mount: bool = True) -> None:
     """In a forked child: join the namespace (user first: it grants the right to join net).
+    `mount=False`: the mount namespace was joined already (see launch.Run.child_enter).
     Call load_libc() before forking."""
+    for fd, flag in ((ns.user_fd, CLONE_NEWUSER), (ns.net_fd, CLONE_NEWNET), (ns.mnt_fd if mount else -1, CLONE_NEWNS)):
+        if fd >= 0:
+            setns(fd, flag)
+
+
+def setns(fd: int, flag: int) -> None:
     import ctypes
 
-    libc = load_libc()
-    for fd, flag in ((ns.user_fd, CLONE_NEWUSER), (ns.net_fd, CLONE_NEWNET), (ns.mnt_fd, CLONE_NEWNS)):
-        if fd < 0:
-            continue
-        if libc.setns(fd, flag) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns: {os.strerror(err)}")
+    if load_libc().setns(fd, flag) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
 
 
 def original_destination(sock: socket.socket) -> tuple[str, int]:

@@ -14,11 +14,12 @@ from .._values import field, frozen, replace
 from ..policy.defaults import credential_paths
 from ..policy.model import LaunchContext, Policy
 from ..workspace import protected
+from .identity import IdMap, Identity, Skeleton
 from .seccomp import SeccompOptions
 
 # Decisions for one path; the most specific (deepest) decision wins for everything below it.
-RW, RO, HIDE, REOPEN_RO, REOPEN_RW, PROTECT, TMPDIR = (
-    "rw", "ro", "hide", "reopen-ro", "reopen-rw", "protect", "tmpdir",
+RW, RO, HIDE, REOPEN_RO, REOPEN_RW, PROTECT, TMPDIR, PIN = (
+    "rw", "ro", "hide", "reopen-ro", "reopen-rw", "protect", "tmpdir", "pin",
 )
 # The working directory in the workspace modes that keep the real directory untouched:
 # writable inside, but never a host-writable area (no placeholders, no quarantine needed).
@@ -88,6 +89,14 @@ class Plan:
     scanned_entries: int = 0
     network: NetPlan | None = None
     workspace: WorkspacePlan | None = None
+    # Launched by root: who the command runs as, and the view prepared for it (mountprep).
+    identity: Identity | None = None
+    idmaps: tuple[IdMap, ...] = ()
+    skeletons: tuple[Skeleton, ...] = ()
+    # Symlinks on the way to the policy files in use, in writable areas: (link, target).
+    # A link cannot be made read-only; the run's cleanup puts back any it changed.
+    policy_links: tuple[tuple[str, str], ...] = ()
+    notices: tuple[str, ...] = ()  # one line each, printed before the run (unless quiet)
 
 
 class HostFS:
@@ -106,6 +115,61 @@ class HostFS:
 
     def lexists(self, path: str) -> bool:
         return os.path.lexists(path)
+
+    def read_text(self, path: str) -> str | None:
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+                return fh.read()
+        except OSError:
+            return None
+
+    def owner(self, path: str) -> tuple[int, int]:
+        st = os.stat(path)
+        return st.st_uid, st.st_gid
+
+    def readlink(self, path: str) -> str | None:
+        try:
+            return os.readlink(path)
+        except OSError:
+            return None
+
+    def sandbox_id(self) -> tuple[int, int]:
+        """The dedicated uid/gid for root launches (identity.SANDBOX_USER, else SANDBOX_ID)."""
+        import pwd
+
+        from .identity import SANDBOX_ID, SANDBOX_USER
+
+        try:
+            entry = pwd.getpwnam(SANDBOX_USER)
+            return entry.pw_uid, entry.pw_gid
+        except KeyError:
+            return SANDBOX_ID, SANDBOX_ID
+
+    def known_uid(self, uid: int) -> bool:
+        import pwd
+
+        try:
+            pwd.getpwuid(uid)
+            return True
+        except KeyError:
+            return False
+
+    def own_installation(self) -> list[str]:
+        """Where the running corral and its interpreter live: changed by a sandbox, they would
+        run its code at corral's next start, outside any sandbox (a `.pth` file, say)."""
+        import site
+        import sys
+
+        paths = {os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
+        if sys.prefix != sys.base_prefix:  # a virtual environment: its python, scripts, pyvenv.cfg
+            paths.add(sys.prefix)
+        paths.update(site.getsitepackages() if hasattr(site, "getsitepackages") else ())
+        if site.ENABLE_USER_SITE:
+            paths.add(site.getusersitepackages())
+        script = sys.argv[0] if sys.argv else ""
+        if os.path.isabs(script) and os.path.isfile(script):
+            paths.add(script)  # the console script (`corral`), wherever pip put it
+        return sorted(p for p in paths if os.path.exists(p))
 
     def secret_files(self, workspace: str | None, home: str, content: str = "full") -> list[str]:
         """Secret files to deny: found in the workspace (any depth) and the home locations."""
@@ -182,7 +246,7 @@ class _Layout:
         return None
 
     def writable(self, path: str) -> bool:
-        return self.state(path) in (RW, REOPEN_RW)
+        return self.state(path) in (RW, REOPEN_RW, PIN)
 
     def hidden(self, path: str) -> bool:
         return self.state(path) == HIDE
@@ -269,14 +333,55 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         for match in fs.expand_globs([g.path for g in globs]):
             deny_read.append((match, "deny_read glob match"))
     hidden_files: set[str] = set()
-    run_as = policy.process.run_as if ctx.uid == 0 else None
+    from . import identity as ids
+
+    identity = ids.choose(policy.process.run_as, ctx.uid, fs.owner(cwd) if fs.kind(cwd) else (0, 0),
+                          fs.sandbox_id())
+    run_as = (identity.uid, identity.gid) if identity else None
+    idmaps: list[IdMap] = []
+    if identity is not None and identity.idmapped:
+        # Writable areas owned by someone else are shown as the sandbox uid's (idmapped).
+        shown = (identity.uid, identity.gid)
+        for p, (d, _) in sorted(layout.nodes.items()):
+            if d == RW and not any(_under(p, m.path) for m in idmaps) and fs.owner(p)[0] != identity.uid:
+                idmaps.append(IdMap(p, fs.owner(p), shown))
+        if workspace is not None and workspace.staging:  # made by the launcher just before the run
+            idmaps.append(IdMap(workspace.staging, (ctx.uid, ctx.gid), shown))
+        elif mode == "overlay" and fs.owner(cwd)[0] != identity.uid:
+            # overlayfs cannot be idmapped itself (only its layers), and the session's layers
+            # are mounted before the run: refuse rather than run the command as uid 0.
+            from ..errors import SetupError
+
+            raise SetupError(
+                f"--workspace overlay launched by root needs the command to run as the owner of {cwd} "
+                f"(uid {fs.owner(cwd)[0]}), which corral will not do for root",
+                "pass --as-user USER (an unprivileged user who may read the project), or knowingly "
+                "--as-user root to run the command as host uid 0 as before")
+    # The paths the run needs to reach: a directory the sandbox uid cannot search on the way
+    # (/root, 0700) becomes a skeleton that holds only them.
+    needed = [cwd, *(p for p, (d, _) in layout.nodes.items() if d == RW)]
+    needed += [real(r.path) for r in fsp.allow_read]
+    skeleton_tops = _skeleton_tops(needed, run_as, fs, [m.path for m in idmaps]) if run_as else {}
+
+    def visible(p: str) -> bool:
+        """Can the sandbox uid look `p` up? (A skeleton keeps only what the run needs.)"""
+        if not run_as:
+            return True
+        for top, keep in skeleton_tops.items():
+            if _under(p, top):
+                return any(_under(p, k) for k in keep)
+        for m in idmaps:  # inside, the area's owner is the sandbox uid: judge by the area
+            if _under(p, m.path):
+                return m.path == "/" or fs.reachable_by(m.path, *run_as)
+        return fs.reachable_by(p, *run_as)
+
     for path, why in deny_read:
         p = real(path)
         kind = fs.kind(p)
         if kind is None:
             continue
-        if run_as and not fs.reachable_by(p, *run_as):
-            continue  # the unprivileged user cannot even look it up (e.g. under /root)
+        if not visible(p):
+            continue  # the sandbox uid cannot even look it up (e.g. under /root)
         layout.set(p, HIDE, why)
         if kind == "file":
             hidden_files.add(p)
@@ -297,21 +402,39 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     roots = sorted(p for p, (d, _) in layout.nodes.items() if d in (RW, REOPEN_RW) and layout.writable(p))
     skip = frozenset(layout.nodes)
     scan = fs.scan_protected(roots, skip, fsp.allow_git_config)
+
+    def protect(path: str, why: str) -> None:
+        # A read denial always wins: a denied path is unreadable *and* unwritable (/dev/null or
+        # a read-only tmpfs), so both promises hold; a read-only bind would re-expose it.
+        if layout.nodes.get(path, ("",))[0] != HIDE:
+            layout.set(path, PROTECT, why)
+
     for root in roots:  # a writable root that is itself protected stays read-only
         parent = os.path.dirname(root)
         if protected.classify(os.path.basename(parent), os.path.basename(root), fs.kind(root) == "dir", fsp.allow_git_config):
-            layout.set(root, PROTECT, "protected file (mandatory)")
+            protect(root, "protected file (mandatory)")
     for path in scan.found:
-        layout.set(path, PROTECT, "protected file (mandatory)")
+        protect(path, "protected file (mandatory)")
     if scan.hardlinked:
         for path in fs.find_links(roots, skip, scan.hardlinked):
-            layout.set(path, PROTECT, "hard link to a protected file")
+            protect(path, "hard link to a protected file")
+    policy_links = []
     for source in policy.sources:
         if not source.startswith("/"):
             continue  # "<string>", "<cli>": not a file
         p = real(source)
         if fs.kind(p) is not None and layout.writable(p):
-            layout.set(p, PROTECT, "policy file in use")
+            protect(p, "policy file in use")
+        for link, target in _links_on_the_way(source, fs):
+            if layout.writable(os.path.dirname(link)):
+                policy_links.append((link, target))
+    notices = []
+    for own in fs.own_installation():
+        p = real(own)
+        if layout.writable(p) and layout.nodes.get(p, ("",))[0] != HIDE:
+            protect(p, "corral's own installation (it runs outside the sandbox at its next start)")
+            notices.append(f"corral: {p} (corral's own installation) is in a writable area: it stays read-only "
+                           "inside, since a change there would run outside the sandbox at corral's next start")
     # corral's own state (overlay sessions, audit log, quarantine) and caches (secret scan
     # verdicts): a command allowed to write to HOME must not rewrite what corral trusts.
     state_base = environ.get("XDG_STATE_HOME") or os.path.join(ctx.home, ".local", "state")
@@ -346,6 +469,21 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
             placeholders.append(Placeholder(path, "file"))
             layout.set(path, PROTECT, f"deny_write ({origin}), kept from being created")
 
+    # --- pins: directories leading to a protected path cannot be renamed or removed ------
+    # A read-only bind protects a file, not the name of its parent: `mv .git .git2` would move
+    # the protected hooks away (and the host's repository with them). A mount point cannot be
+    # renamed or removed, so each directory between a writable root and a protected path is
+    # bound onto itself (still writable inside).
+    for path, (decision, _) in list(layout.nodes.items()):
+        if decision not in (PROTECT, RO) or path == "/":
+            continue
+        parent = os.path.dirname(path)
+        if not layout.writable(parent):
+            continue
+        while parent not in layout.nodes:
+            layout.set(parent, PIN, "pinned: leads to a protected path (cannot be renamed or removed)")
+            parent = os.path.dirname(parent)
+
     # --- private TMPDIR: a tmpfs over an empty host directory --------------------------
     tmpdir = f"{tmp_root.rstrip('/')}/corral-{run_id}"
     placeholders.append(Placeholder(tmpdir, "dir"))
@@ -362,7 +500,9 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         decision, why = layout.nodes[path]
         if mode == "tmpfs" and path != cwd and _under(path, cwd) and decision != TMPDIR:
             continue  # scratch space starts empty: nothing of the real directory shows through
-        if decision == RW:
+        if not visible(path):
+            continue  # out of the sandbox uid's sight: nothing there to protect or hide
+        if decision in (RW, PIN):
             mounts.append(Mount("bind", path, path, why=why))
         elif decision == REOPEN_RW:
             mounts.append(Mount("bind", path, path, why=why))
@@ -388,7 +528,8 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         # After the mounts they cover (a hidden credential file), before hidden directories
         # turn read-only (a masked file inside one is created in its tmpfs first).
         for path, content, why in boundary.files:
-            mounts.append(Mount("data", real(path), src=content, why=why))
+            if visible(real(path)):
+                mounts.append(Mount("data", real(path), src=content, why=why))
     for path in sorted(remount, key=_depth, reverse=True):
         mounts.append(Mount("remount-ro", path, why="hidden directory refuses writes"))
 
@@ -416,6 +557,15 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         argv = [boundary.scrub(a) for a in argv]
 
     state = environ.get("XDG_STATE_HOME") or os.path.join(ctx.home, ".local", "state")
+    skeletons = tuple(Skeleton(top, tuple((k, fs.kind(k) or "dir") for k in keep))
+                      for top, keep in sorted(skeleton_tops.items()))
+    if identity is not None and identity.idmapped and not fs.known_uid(identity.uid):
+        passwd, group = ids.passwd_entry(identity.uid, identity.gid)
+        for name, line in (("/etc/passwd", passwd), ("/etc/group", group)):
+            text = fs.read_text(name)
+            if text is not None:
+                mounts.append(Mount("data", name, src=text + ("" if text.endswith("\n") or not text else "\n") + line,
+                                    why="names the sandbox uid (shown inside only)"))
     return Plan(
         argv=tuple(argv),
         cwd=cwd,
@@ -432,14 +582,60 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         scan_skip=skip | {tmpdir},
         protected_before=dict(scan.found),
         allow_git_config=fsp.allow_git_config,
-        run_as=policy.process.run_as,
+        run_as=run_as,
         bwrap=policy.process.bwrap_path or "bwrap",
         quarantine_dir=os.path.join(state_home or state, "corral", "quarantine", run_id),
         run_id=run_id,
         scanned_entries=scan.entries,
         network=network,
         workspace=workspace,
+        identity=identity,
+        idmaps=tuple(idmaps),
+        skeletons=skeletons,
+        policy_links=tuple(policy_links),
+        notices=tuple(notices),
     )
+
+
+def _skeleton_tops(needed, run_as, fs: HostFS, idmapped) -> dict[str, list[str]]:
+    """{top directory the sandbox uid cannot search: the needed paths it must keep}."""
+    tops: dict[str, set[str]] = {}
+    for n in needed:
+        if fs.kind(n) is None:
+            continue
+        top = None
+        d = os.path.dirname(n)
+        while d != "/":
+            if not any(_under(d, m) for m in idmapped) and not fs.reachable_by(d + "/x", *run_as):
+                top = d  # keep climbing: the top-most one is replaced
+            d = os.path.dirname(d)
+        if top is not None:
+            tops.setdefault(top, set()).add(n)
+    out = {}
+    for top, keep in tops.items():
+        # only the outermost needed paths: the inner ones come along with them
+        out[top] = sorted(k for k in keep if not any(o != k and _under(k, o) for o in keep))
+    return out
+
+
+def _links_on_the_way(path: str, fs: HostFS) -> list[tuple[str, str]]:
+    """The symlinks met while resolving `path` (absolute), each with its target text."""
+    out = []
+    seen = 0
+    parts = [p for p in path.split("/") if p]
+    cur = "/"
+    while parts and seen < 40:
+        name = parts.pop(0)
+        nxt = os.path.join(cur, name)
+        target = fs.readlink(nxt)
+        if target is None:
+            cur = nxt
+            continue
+        seen += 1
+        out.append((nxt, target))
+        parts = [p for p in target.split("/") if p] + parts
+        cur = "/" if target.startswith("/") else cur
+    return out
 
 
 def _under(path: str, root: str) -> bool:

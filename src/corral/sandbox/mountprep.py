@@ -1,0 +1,119 @@
+"""The host view a root launch prepares before dropping to the sandbox uid.
+
+In the launcher's forked child, still root in the initial user namespace: a private mount
+namespace in which writable areas owned by someone else are re-attached as idmapped mounts
+(`identity.IdMap`) and directories the sandbox uid cannot search are replaced by skeletons
+(`identity.Skeleton`). bwrap, started afterwards as the sandbox uid, builds the sandbox from
+this view. The idmapping itself is a user namespace made by a short-lived helper (`userns()`).
+
+Kernel interfaces (reached through ctypes): open_tree(2), mount_setattr(2), move_mount(2).
+Their syscall numbers are the same on every architecture (the unified table, >= 424).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .identity import IdMap, Skeleton, swap_map
+
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, 0o2000000
+AT_EMPTY_PATH, AT_RECURSIVE, AT_NO_AUTOMOUNT = 0x1000, 0x8000, 0x800
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_IDMAP = 0x00100000
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 0x4000, 1 << 18
+CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
+
+
+class PrepError(OSError):
+    """The view could not be prepared: `what` says which step, for the refusal message."""
+
+    def __init__(self, errno_: int, what: str):
+        super().__init__(errno_, f"{what}: {os.strerror(errno_)}")
+        self.what = what
+
+
+def userns(disk: tuple[int, int], shown: tuple[int, int]) -> int:
+    """A descriptor of a new user namespace mapping `disk` <-> `shown` (uid and gid), for
+    mount_setattr's MOUNT_ATTR_IDMAP. Root only. One fork: the helper unshares and waits."""
+    from .netns import load_libc
+
+    libc = load_libc()
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - helper
+        try:
+            os.close(r)
+            os.close(w2)
+            ok = libc.unshare(CLONE_NEWUSER) == 0
+            os.write(w, b"U" if ok else b"E")
+            os.read(r2, 1)  # hold the namespace until the parent has opened it
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(r2)
+    try:
+        if os.read(r, 1) != b"U":
+            raise PrepError(1, "creating the user namespace for an idmapped mount")
+        _write(f"/proc/{pid}/uid_map", swap_map(disk[0], shown[0]))
+        _write(f"/proc/{pid}/gid_map", swap_map(disk[1], shown[1]))
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(r)
+        os.close(w2)  # the helper exits
+        os.waitpid(pid, 0)
+
+
+def prepare(idmaps: tuple[IdMap, ...], skeletons: tuple[Skeleton, ...], userns_fds: dict) -> None:
+    """In the forked child, before setns/setuid: a private mount namespace with the view.
+    `userns_fds`: (disk, shown) -> descriptor from `userns()`. Raises PrepError."""
+    import ctypes
+
+    from .netns import load_libc
+
+    libc = load_libc()
+
+    def check(ret: int, what: str) -> int:
+        if ret < 0:
+            raise PrepError(ctypes.get_errno(), what)
+        return ret
+
+    check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making the mount tree private")
+    # Clone every tree to re-attach while the host paths are still visible (skeletons hide them).
+    attach: list[tuple[str, int]] = []
+    idmapped = {m.path: m for m in idmaps}
+    kept = {p for s in skeletons for p, _ in s.keep}
+    for path in sorted(set(idmapped) | kept, key=lambda p: (p.count("/"), p)):
+        fd = check(libc.syscall(SYS_OPEN_TREE, -100, path.encode(),
+                                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_NO_AUTOMOUNT),
+                   f"open_tree({path})")
+        m = idmapped.get(path)
+        if m is not None:
+            attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_IDMAP, 0, 0, userns_fds[(m.disk, m.shown)])
+            check(libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr, 32),
+                  f"idmapping {path} (mount_setattr MOUNT_ATTR_IDMAP)")
+        attach.append((path, fd))
+    for sk in skeletons:
+        check(libc.mount(b"tmpfs", sk.top.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755,size=64k"),
+              f"mounting the skeleton over {sk.top}")
+        for path, kind in sk.keep:
+            parent = os.path.dirname(path)
+            os.makedirs(parent, mode=0o755, exist_ok=True)
+            if kind == "dir":
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            elif not os.path.lexists(path):
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+    for path, fd in attach:
+        check(libc.syscall(SYS_MOVE_MOUNT, fd, b"", -100, path.encode(), MOVE_MOUNT_F_EMPTY_PATH),
+              f"attaching {path} (move_mount)")
+        os.close(fd)
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
