@@ -205,6 +205,7 @@ class Cleanup:
         try:
             outcome.unchecked.extend(self.remove_placeholders())
             quarantine_new(self.plan, self.left, self.access, self.since, outcome)
+            restore_policy_links(self.plan.policy_links, outcome)
         finally:
             outcome.unchecked.extend(self.access.restore())
         if report is not None:
@@ -220,6 +221,34 @@ class Cleanup:
         return outcome.moved
 
 
+def restore_policy_links(links, outcome: "Outcome") -> None:
+    """Symlinks on the way to the policy in use cannot be made read-only: whatever the run put
+    at their place is set aside and the link is put back, so the next run reads the same policy."""
+    for link, target in links:
+        try:
+            st = os.lstat(link)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            outcome.unchecked.append((link, exc.strerror or str(exc)))
+            continue
+        if st is not None and os.path.islink(link) and os.readlink(link) == target:
+            continue
+        try:
+            if st is not None:
+                import stat as _stat
+
+                if _stat.S_ISDIR(st.st_mode):
+                    os.rename(link, f"{link}.corral-replaced-{os.urandom(3).hex()}")
+                else:
+                    os.unlink(link)
+            os.symlink(target, link)
+        except OSError as exc:
+            outcome.unchecked.append((link, f"cannot restore the policy's symlink: {exc.strerror}"))
+            continue
+        outcome.restored.append((link, target))
+
+
 class Outcome:
     """What the post-run check did; `lines()` is what corral prints."""
 
@@ -228,12 +257,17 @@ class Outcome:
         self.deleted: list[tuple[str, str]] = []  # (original, why)
         self.stripped: list[tuple[str, int]] = []  # (path, old mode)
         self.unchecked: list[tuple[str, str]] = []  # (path, why)
+        self.sanitised: list[str] = []  # report lines of git metadata kept in place (gitmeta)
+        self.restored: list[tuple[str, str]] = []  # (link, target): policy symlinks put back
 
     def lines(self) -> list[str]:
         out = [f"corral: quarantined {shown(src)} (protected file created during the run) -> {shown(dst)}"
                for src, dst in self.moved]
         out += [f"corral: deleted {shown(src)} (protected file created during the run; {why})"
                 for src, why in self.deleted]
+        out += self.sanitised
+        out += [f"corral: restored the symlink {shown(link)} -> {shown(target)} (the policy in use is read through "
+                "it; the run had changed it)" for link, target in self.restored]
         if self.stripped:
             names = ", ".join(shown(p) for p, _ in self.stripped[:5])
             more = f" and {len(self.stripped) - 5} more" if len(self.stripped) > 5 else ""
@@ -388,6 +422,16 @@ def quarantine_new(plan: Plan, left: dict[str, int] | None = None, access: Acces
         if since is not None and access.under_opened(path) and _untouched_since(path, since):
             continue  # was there before the run, in a directory the pre-run scan could not list
         if is_dir and _harmless_dir(path):
+            continue
+        # Git metadata the run created (a clone's config, a worktree's pointers) stays, with
+        # only its inert keys, when workspace.gitmeta vouches for it; anything else is moved.
+        from ..workspace import gitmeta
+
+        kept = gitmeta.sanitise_or_none(path, is_dir)
+        if kept is not None:
+            line = gitmeta.report_line(shown(path), kept)
+            if line:
+                outcome.sanitised.append(line)
             continue
         parent = os.path.dirname(path)
         access.open(parent, 0o300)  # a read-only directory: w+x to move the entry out

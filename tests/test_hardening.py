@@ -1,0 +1,285 @@
+"""Escapes found from outside (issue "Hardening"): pinned ancestors of protected paths, the
+policy in use, the uid a root launch runs as, and denials that win over protections.
+
+Every test runs as root and as an unprivileged launcher (`launcher`); the host must hold
+exactly what it held after each attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import marker, quarantined, rmtree
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry under root: kind, content or link target, mode and inode, by relative path."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                what = ("link", os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                what = ("dir", st.st_ino)
+            else:
+                what = ("file", Path(p).read_bytes(), st.st_ino)
+            out[os.path.relpath(p, root)] = (*what, stat.S_IMODE(st.st_mode))
+    return out
+
+
+def git_repo(ws, rel=".") -> None:
+    base = ws.proj / rel
+    base.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q", str(base)], check=True, capture_output=True)
+    (base / ".git" / "hooks" / "pre-commit").write_text("#!/bin/sh\nexit 0\n")
+    ws.chown()
+
+
+# --- 1. ancestors of protected paths are pinned -------------------------------------------
+
+ANCESTOR_ATTEMPTS = [
+    "mv .git .git2",
+    "mv .git .git2; mkdir -p .git/hooks; echo evil > .git/hooks/pre-commit; chmod +x .git/hooks/pre-commit",
+    "rmdir .git/hooks; rm -rf .git/hooks; mkdir -p .git/hooks; echo evil > .git/hooks/post-checkout",
+    "mv .git/hooks .git/h2; mkdir .git/hooks; echo evil > .git/hooks/pre-commit",
+    "mv .git/config .git/c2; echo '[core]' > .git/config; echo 'fsmonitor = touch /tmp/pwn' >> .git/config",
+    "python3 -c 'import os; os.rename(\".git\", \"g\"); os.mkdir(\".git\")'",
+]
+
+
+@pytest.mark.parametrize("attempt", ANCESTOR_ATTEMPTS)
+def test_git_dir_cannot_be_moved_away_or_replaced(launcher, ws, attempt, quarantine_cleanup):
+    git_repo(ws)
+    before = snapshot(ws.proj / ".git")
+    p = ws.sh(attempt)
+    quarantine_cleanup.extend(quarantined(p.stderr).values())
+    assert (ws.proj / ".git").is_dir()
+    assert not (ws.proj / ".git2").exists() and not (ws.proj / "g").exists()
+    after = snapshot(ws.proj / ".git")
+    for rel in ("hooks", "hooks/pre-commit", "config"):
+        assert after.get(rel) == before.get(rel), (rel, p.stderr)
+    assert after.keys() >= {k for k in before if k.startswith("hooks") or k == "config"}
+
+
+@pytest.mark.parametrize("depth", ["a", "a/b"])
+@pytest.mark.parametrize("how", ["mv {top} {top}.2", "mv {top} {top}.2; mkdir -p {repo}/.git/hooks; "
+                                  "echo evil > {repo}/.git/hooks/pre-commit"])
+def test_ancestors_one_and_two_levels_up_are_pinned(launcher, ws, depth, how, quarantine_cleanup):
+    git_repo(ws, "a/b/repo")
+    before = snapshot(ws.proj)
+    top = depth
+    p = ws.sh(how.format(top=top, repo="a/b/repo"))
+    quarantine_cleanup.extend(quarantined(p.stderr).values())
+    assert "Device or resource busy" in p.stderr, p.stderr
+    assert snapshot(ws.proj) == before
+
+
+def test_deny_write_directory_parent_cannot_be_swapped(launcher, ws, quarantine_cleanup):
+    ws.write("cfg/locked/settings.ini", "safe\n")
+    before = snapshot(ws.proj)
+    p = ws.sh("mv cfg cfg2; mkdir -p cfg/locked; echo evil > cfg/locked/settings.ini; "
+              "mv cfg/locked cfg/l2; echo evil > cfg/locked/x", "--deny-write", "cfg/locked")
+    quarantine_cleanup.extend(quarantined(p.stderr).values())
+    assert snapshot(ws.proj) == before, p.stderr
+
+
+@pytest.mark.parametrize("layout", ["sub/.claude/settings.json", "sub/.vscode/tasks.json", "x/y/.bashrc"])
+def test_agent_and_editor_dirs_cannot_be_moved_and_recreated(launcher, ws, layout, quarantine_cleanup):
+    ws.write(layout, "original\n")
+    top = layout.split("/")[0]
+    before = snapshot(ws.proj)
+    parent = os.path.dirname(layout)
+    p = ws.sh(f"mv {top} {top}.2; mv {parent} {parent}.2; mkdir -p {parent}; echo evil > {layout}")
+    quarantine_cleanup.extend(quarantined(p.stderr).values())
+    assert snapshot(ws.proj) == before, p.stderr
+
+
+def test_writes_inside_pinned_directories_still_work(launcher, ws):
+    git_repo(ws)
+    p = ws.sh("git add README.txt && git -c user.name=a -c user.email=a@b commit -qm one && git log --oneline "
+              "&& echo note > .git/description && mkdir -p deep/er && echo ok > deep/er/f")
+    assert p.returncode == 0, p.stderr
+    assert "one" in p.stdout
+    assert (ws.proj / ".git" / "description").read_text() == "note\n"
+    assert (ws.proj / "deep" / "er" / "f").read_text() == "ok\n"
+
+
+# --- 2. the policy in use cannot be changed from inside ------------------------------------
+
+def _policy(ws, rel=".sandbox/settings.json"):
+    body = {"network": {"allowedDomains": [], "deniedDomains": []},
+            "filesystem": {"denyRead": [], "allowRead": [], "allowWrite": ["."], "denyWrite": []}}
+    return ws.write(rel, json.dumps(body))
+
+
+POLICY_ATTEMPTS = [
+    "echo '{{}}' > {f}",
+    ": > {f}",
+    "truncate -s 0 {f}",
+    "echo '{{}}' > new.json; mv new.json {f}",
+    "python3 -c 'import os; open(\"n\",\"w\").write(\"{{}}\"); os.replace(\"n\", \"{f}\")'",
+    "mv {d} {d}.old; mkdir {d}; echo '{{}}' > {f}",
+    "ln {f} hard; echo '{{}}' > hard",
+    "rm -f {f}; echo '{{}}' > {f}",
+    "cd {d} && mv ../{d} ../moved; echo '{{}}' > settings.json",
+]
+
+
+@pytest.mark.parametrize("attempt", POLICY_ATTEMPTS)
+def test_policy_in_use_cannot_be_changed(launcher, ws, attempt, quarantine_cleanup):
+    f = _policy(ws)
+    before = snapshot(ws.proj)
+    p = ws.sh(attempt.format(f=".sandbox/settings.json", d=".sandbox"), "--settings", str(f))
+    quarantine_cleanup.extend(quarantined(p.stderr).values())
+    after = snapshot(ws.proj)
+    assert after.get(".sandbox/settings.json") == before[".sandbox/settings.json"], p.stderr
+    assert after.get(".sandbox") == before[".sandbox"]
+
+
+@pytest.mark.parametrize("given, link, target", [("settings.json", "settings.json", "policies/real.json"),
+                                                  ("pdir/real.json", "pdir", "policies")])
+def test_symlinked_policy_is_not_repointed(launcher, ws, quarantine_cleanup, given, link, target):
+    real = _policy(ws, "policies/real.json")
+    os.symlink(target, ws.proj / link)
+    ws.write("evil.json", "{}")
+    ws.chown()
+    for attempt in (f"ln -sfn evil.json {link}", f"rm -f {link}; mkdir {link}", f"rm {link}; echo '{{}}' > {link}"):
+        p = ws.sh(attempt, "--settings", str(ws.proj / given))
+        quarantine_cleanup.extend(quarantined(p.stderr).values())
+        assert os.readlink(ws.proj / link) == target, p.stderr
+        assert "restored the symlink" in p.stderr
+        assert json.loads(real.read_text())["filesystem"]["allowWrite"] == ["."]
+        for leftover in ws.proj.glob(f"{link}.corral-replaced-*"):
+            rmtree(leftover)
+
+
+def test_own_installation_in_the_workspace_stays_read_only(launcher, ws):
+    """A project .venv holding corral: a .pth planted there would run at corral's next start."""
+    import sys
+
+    site = Path(sys.prefix)
+    if not str(site).startswith(str(ws.proj)):
+        # Run corral from a venv that lies inside the workspace: a venv whose site-packages
+        # points at this checkout (cheap: no copy of the interpreter, no network).
+        venv = ws.proj / ".venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        src = Path(__file__).resolve().parent.parent / "src"
+        sp = next((venv / "lib").glob("python3*/site-packages"))
+        deps = next(site.glob("lib/python3*/site-packages"))
+        (sp / "corral-src.pth").write_text(f"{src}\n{deps}\n")
+        ws.chown()
+        py = str(venv / "bin" / "python")
+    else:
+        venv, py, sp = site, sys.executable, next(site.glob("lib/python3*/site-packages"))
+    env = {**launcher.env}
+    p = subprocess.run([*launcher.prefix, py, "-m", "corral", "run", "--", "sh", "-c",
+                        f"echo 'import os' > {sp}/evil.pth; echo x > {venv}/bin/corral; echo done"],
+                       cwd=ws.proj, env=env, capture_output=True, text=True, timeout=60)
+    assert "done" in p.stdout, p.stderr
+    assert not (sp / "evil.pth").exists()
+    assert not (venv / "bin" / "corral").exists()
+    assert "corral's own installation" in p.stderr
+
+
+# --- 3. launched by root, the command is never host uid 0 ----------------------------------
+
+def test_command_never_runs_as_host_root(launcher, ws):
+    p = ws.sh("id -u; id -g; cat /proc/self/status | grep -E '^(Uid|Gid|CapEff)'")
+    lines = p.stdout.split()
+    assert p.returncode == 0, p.stderr
+    assert lines[0] != "0" and lines[1] != "0", p.stdout
+    if not launcher.is_root:
+        assert lines[0] == str(launcher.uid)
+
+
+def test_files_made_inside_are_owned_as_the_launcher_expects(launcher, ws):
+    p = ws.sh("echo x > made && mkdir d && echo y > d/f && chmod 600 README.txt && echo z >> README.txt && rm src/main.py")
+    assert p.returncode == 0, p.stderr
+    for rel in ("made", "d", "d/f", "README.txt"):
+        st = os.lstat(ws.proj / rel)
+        assert (st.st_uid, st.st_gid) == (launcher.uid, launcher.gid), rel
+    assert not (ws.proj / "src" / "main.py").exists()
+
+
+def test_root_0600_file_outside_every_rule_is_unreadable(launcher, ws):
+    secret = marker()
+    f = ws.outside / "root-only.txt"
+    f.write_text(secret)
+    os.chown(f, 0, 0)
+    f.chmod(0o600)
+    p = ws.sh(f"cat {f}; head -c 100 /etc/shadow; echo end")
+    assert secret not in p.stdout
+    assert "root:" not in p.stdout
+    assert "Permission denied" in p.stderr
+
+
+def test_setuid_binary_made_inside_never_gives_euid_0(launcher, ws):
+    p = ws.sh("cp /usr/bin/id ./myid; chmod u+s,g+s ./myid; ./myid -u; ./myid -ru; "
+              "python3 -c 'import os; print(os.geteuid())'")
+    assert "0" not in p.stdout.split(), p.stdout
+    st = os.lstat(ws.proj / "myid") if (ws.proj / "myid").exists() else None
+    if st is not None:
+        assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID)
+
+
+def test_as_user_root_is_the_named_opt_in(launcher, ws):
+    p = ws.sh("id -u", "--as-user", "root")
+    if launcher.is_root:
+        assert p.stdout.strip() == "0"
+    else:
+        assert p.returncode == 125 and "launched as root" in p.stderr
+
+
+def test_project_under_a_root_only_directory_is_reachable(me, ws):
+    """/root-like: 0700 root. Launched by root, the command (an unprivileged uid) reaches its
+    project through a skeleton of that directory, and nothing else of it."""
+    launcher = me
+    if not launcher.is_root:
+        pytest.skip("needs root: only root launches drop to another uid")
+    private = ws.base / "private"
+    proj = private / "proj2"
+    proj.mkdir(parents=True)
+    private.chmod(0o700)
+    secret = marker()
+    (private / "other.txt").write_text(secret)
+    (proj / "f.txt").write_text("hello\n")
+    p = subprocess.run(launcher.argv(["run", "--", "sh", "-c", "pwd; cat f.txt; echo new > n.txt; ls -A ..; "
+                                      f"cat {private}/other.txt"]),
+                       cwd=proj, env=launcher.env, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 125, p.stderr
+    assert "hello" in p.stdout and secret not in p.stdout
+    assert p.stdout.split("\n")[2:3] == ["proj2"], p.stdout
+    assert (proj / "n.txt").read_text() == "new\n"
+    assert os.lstat(proj / "n.txt").st_uid == 0
+
+
+def test_dry_run_says_who_the_command_runs_as(launcher, ws):
+    p = ws.sh("true", "--dry-run")
+    if launcher.is_root:
+        assert "never host uid 0" in p.stdout
+        assert "idmapped" in p.stdout
+    else:
+        assert "never host uid 0" not in p.stdout
+
+
+# --- a denial always wins over a protection ------------------------------------------------
+
+@pytest.mark.parametrize("rel", [".envrc", ".mcp.json", "sub/.bashrc", ".git/config"])
+def test_denied_and_protected_file_is_neither_readable_nor_writable(launcher, ws, rel):
+    secret = "TOKEN=" + marker()
+    ws.write(rel, secret + "\n")
+    p = ws.sh(f"cat {rel}; echo pwn > {rel}; cat {rel}", "--deny-read", rel)
+    assert secret not in p.stdout
+    assert (ws.proj / rel).read_text() == secret + "\n"
+
+
+def teardown_module(_m):
+    rmtree("/tmp/pwn")
