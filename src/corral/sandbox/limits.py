@@ -480,8 +480,8 @@ class ChildSetup:
         for path in self.procs_files:
             try:
                 _write(path, me)
-            except OSError as exc:
-                raise OSError(f"cannot join the run's cgroup {os.path.dirname(path)}: {exc.strerror}") from None
+            except OSError as exc:  # not an OSError: that would read as a failure to prepare the view
+                raise RuntimeError(f"cannot join the run's cgroup {os.path.dirname(path)}: {exc.strerror}") from None
 
     def set_rlimits(self) -> None:
         for res, value in self.rlimits:
