@@ -42,6 +42,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from ..display import shown
 from ..errors import CorralError, UsageError
 from . import protected
 from .changes import Change, ftype, is_opaque, list_changes, perm, sha256_file
@@ -146,14 +147,14 @@ def danger(workspace: str, rel: str, is_dir: bool) -> str | None:
     for i, name in enumerate(parts):
         d = True if i < len(parts) - 1 else is_dir
         if protected.classify(parent, name, d, allow_git_config=False):
-            shown = "/".join(parts[: i + 1])
+            where = "/".join(parts[: i + 1])
             if (parent, name) in DANGER_REASONS:
                 why = DANGER_REASONS[(parent, name)]
             elif name in protected.RC_FILES and name != ".envrc":
                 why = DANGER_REASONS["rc"]
             else:
                 why = DANGER_REASONS.get(name, "protected file")
-            return why if shown == rel else f"inside {shown} ({why})"
+            return why if where == rel else f"inside {shown(where)} ({why})"
         parent = name
     return None
 
@@ -191,7 +192,7 @@ def conflicts(session, chosen: list[Change]) -> list[tuple[str, str]]:
                                              c.kind == "deleted" or (c.kind == "renamed" and rel == c.old_path)):
                 hit = _changed_inside(session, applied, rel)
                 if hit:
-                    found.append((hit, why + f" (it would be removed with {rel}/)"))
+                    found.append((hit, why + f" (it would be removed with {shown(rel)}/)"))
     return sorted(set(found))
 
 
@@ -310,11 +311,11 @@ def plan(session, chosen: list[Change]) -> tuple[list[dict], list[tuple[str, str
 
 
 def describe(op: dict) -> str:
-    kind, path = op["op"], op["path"]
+    kind, path = op["op"], shown(op["path"])
     if kind == "write":
         return f"write   {path} (mode {op['mode']:04o}, {op['size']} bytes, sha256 {op['sha256'][:12]})"
     if kind == "symlink":
-        return f"symlink {path} -> {op['target']}"
+        return f"symlink {path} -> {shown(op['target'])}"
     if kind == "chmod":
         return f"chmod   {path}{'/' if op.get('dir') else ''} {op['mode']:04o}"
     if kind == "mkdir":
@@ -357,8 +358,8 @@ class _Tree:
                     os.fsync(fd)
                     nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
-                    shown = "/".join(parts[: i + 1])
-                    raise ApplyError(f"refusing to write {rel}: {shown} in the workspace is a symlink or not a "
+                    bad = "/".join(parts[: i + 1])
+                    raise ApplyError(f"refusing to write {shown(rel)}: {shown(bad)} in the workspace is a symlink or not a "
                                      f"directory ({exc.strerror}); apply never follows symlinks") from None
                 os.close(fd)
                 fd = nfd
@@ -425,7 +426,7 @@ def _execute(session, tree: _Tree, op: dict, tmp: str) -> None:
     if got is None:  # a parent is missing: nothing to delete or chmod
         if kind == "delete":
             return
-        raise ApplyError(f"{rel} is missing from the workspace")
+        raise ApplyError(f"{shown(rel)} is missing from the workspace")
     fd, name = got
     try:
         _remove_quietly(fd, tmp)
@@ -441,12 +442,12 @@ def _execute(session, tree: _Tree, op: dict, tmp: str) -> None:
                 _own_like_parent(fd, name)
             except FileExistsError:
                 if not stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
-                    raise ApplyError(f"cannot create the directory {rel}: something else is there") from None
+                    raise ApplyError(f"cannot create the directory {shown(rel)}: something else is there") from None
         elif kind == "chmod":
             target = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
             try:
                 if stat.S_ISLNK(os.fstat(target).st_mode):
-                    raise ApplyError(f"refusing to chmod {rel}: it is a symlink in the workspace")
+                    raise ApplyError(f"refusing to chmod {shown(rel)}: it is a symlink in the workspace")
                 os.chmod(f"/proc/self/fd/{target}", op["mode"])
             finally:
                 os.close(target)
@@ -488,7 +489,7 @@ def _write(session, fd: int, name: str, tmp: str, op: dict) -> None:
     try:
         got = src_tree.parent(op["path"], create=False)
         if got is None:
-            raise ApplyError(f"{op['path']} is gone from the session's upper layer")
+            raise ApplyError(f"{shown(op['path'])} is gone from the session's upper layer")
         sfd, sname = got
         try:
             src = os.open(sname, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd)
@@ -499,7 +500,7 @@ def _write(session, fd: int, name: str, tmp: str, op: dict) -> None:
     h = hashlib.sha256()
     try:
         if not stat.S_ISREG(os.fstat(src).st_mode):
-            raise ApplyError(f"{op['path']} in the session's upper layer is no longer a regular file")
+            raise ApplyError(f"{shown(op['path'])} in the session's upper layer is no longer a regular file")
         dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
         try:
             while chunk := os.read(src, 1 << 20):
@@ -508,7 +509,7 @@ def _write(session, fd: int, name: str, tmp: str, op: dict) -> None:
                 while view:
                     view = view[os.write(dst, view):]
             if h.hexdigest() != op["sha256"]:
-                raise ApplyError(f"{op['path']} changed in the session's upper layer while being applied")
+                raise ApplyError(f"{shown(op['path'])} changed in the session's upper layer while being applied")
             os.fchmod(dst, op["mode"])
             if os.geteuid() == 0:
                 ref = _old_stat(fd, name) or os.fstat(fd)

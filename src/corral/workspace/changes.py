@@ -32,6 +32,8 @@ import os
 import stat
 from dataclasses import asdict, dataclass
 
+from ..display import shown
+
 KINDS = ("added", "modified", "deleted", "renamed", "mode")
 OPAQUE_XATTRS = ("user.overlay.opaque", "trusted.overlay.opaque")
 SNIFF_BYTES = 8192
@@ -387,8 +389,8 @@ def _octal(kind: str | None, mode: int | None) -> str:
 def _content_diff(rel_a: str, rel_b: str, a_path, a_kind, b_path, b_kind) -> str:
     a_desc, a = _side(a_path, a_kind)
     b_desc, b = _side(b_path, b_kind)
-    a_name = "/dev/null" if a_kind is None else f"a/{rel_a}"
-    b_name = "/dev/null" if b_kind is None else f"b/{rel_b}"
+    a_name = "/dev/null" if a_kind is None else f"a/{shown(rel_a)}"
+    b_name = "/dev/null" if b_kind is None else f"b/{shown(rel_b)}"
     if a is None or b is None:
         if "large" in (a_desc, b_desc):
             return f"Files {a_name} and {b_name} differ (too large to diff)\n"
@@ -408,11 +410,11 @@ def unified_diff(session, change: Change) -> str:
     """The change as a git-style unified diff (text), a one-line note for binary content."""
     real, upper = session.workspace, session.upper
     p = change.path
-    head = f"diff --git a/{change.old_path or p} b/{p}\n"
+    head = f"diff --git a/{shown(change.old_path or p)} b/{shown(p)}\n"
     if change.kind == "mode":
         return head + _mode_lines(change)
     if change.kind == "renamed":
-        text = head + f"rename from {change.old_path}\nrename to {p}\n"
+        text = head + f"rename from {shown(change.old_path)}\nrename to {shown(p)}\n"
         if change.mode_old != change.mode_new:
             text += _mode_lines(change)
         return text
@@ -457,8 +459,8 @@ def _tree_diff(real: str, rel: str) -> str:
             st = os.lstat(full)
             t = ftype(st)
             mode = _octal(t, None if t == "symlink" else perm(st))
-            out.append(f"diff --git a/{sub} b/{sub}\ndeleted file mode {mode}\n")
+            out.append(f"diff --git a/{shown(sub)} b/{shown(sub)}\ndeleted file mode {mode}\n")
             out.append(_content_diff(sub, sub, full, t, None, None))
     if not out:
-        out.append(f"diff --git a/{rel} b/{rel}\ndeleted directory\n")
+        out.append(f"diff --git a/{shown(rel)} b/{shown(rel)}\ndeleted directory\n")
     return "".join(out)

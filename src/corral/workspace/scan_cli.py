@@ -57,9 +57,10 @@ def _parse(args: list[str]) -> tuple[dict, list[str]]:
 
 def _shown(text: str) -> str:
     """Printable on any terminal: control characters (a newline in a file name could forge
-    table rows) and undecodable bytes escaped."""
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    table rows), bidi controls and undecodable bytes escaped (`display.shown`)."""
+    from ..display import shown
+
+    return shown(text)
 
 
 def _display(path: str, root: str, home: str) -> str:

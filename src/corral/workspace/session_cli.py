@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+from ..display import shown
 from ..errors import CorralError, UsageError
 
 CHANGES_USAGE = """\
@@ -86,9 +87,9 @@ def _guard(func):
 def _describe(c) -> str:
     slash = "/" if c.type_new == "dir" or (c.kind == "deleted" and c.type_old == "dir") else ""
     if c.kind == "renamed":
-        text = f"{c.old_path}{slash} -> {c.path}{slash}"
+        text = f"{shown(c.old_path)}{slash} -> {shown(c.path)}{slash}"
     else:
-        text = c.path + slash
+        text = shown(c.path) + slash
     notes = []
     if c.kind == "mode":
         notes.append(f"mode {c.mode_old:04o} -> {c.mode_new:04o}")
@@ -132,7 +133,7 @@ def changes_main(args: list[str]) -> int:
         out.write(json.dumps(items, indent=2) + "\n")
         return 0
     if not found:
-        sys.stderr.write(f"corral: session {session.name!r} has no changes (workspace {session.workspace})\n")
+        sys.stderr.write(f"corral: session {session.name!r} has no changes (workspace {shown(session.workspace)})\n")
         return 0
     for c in found:
         if "--diff" in opts:
@@ -157,13 +158,13 @@ def apply_main(args: list[str]) -> int:
         err = sys.stderr
         err.write(f"corral: {exc}\n")
         for path, why in exc.conflicts:
-            err.write(f"  conflict   {path}: {why}\n")
+            err.write(f"  conflict   {shown(path)}: {why}\n")
         for path, why in exc.dangerous:
-            err.write(f"  dangerous  {path}: {why}\n")
+            err.write(f"  dangerous  {shown(path)}: {why}\n")
         return 1
     out = sys.stdout
     for path, why in result.skipped:
-        sys.stderr.write(f"corral: skipped {path}: {why}\n")
+        sys.stderr.write(f"corral: skipped {shown(path)}: {why}\n")
     if result.dry_run:
         if result.resumed:
             out.write(f"# would finish an interrupted apply ({result.resumed} operations left):\n")
@@ -176,7 +177,7 @@ def apply_main(args: list[str]) -> int:
         out.write(_describe(c) + "\n")
     if result.applied:
         n = len(result.applied)
-        sys.stderr.write(f"corral: applied {n} change{'s' if n != 1 else ''} to {session.workspace}; "
+        sys.stderr.write(f"corral: applied {n} change{'s' if n != 1 else ''} to {shown(session.workspace)}; "
                          f"`corral discard {session.name}` when you are done with the session\n")
     elif not result.resumed and not result.skipped:
         sys.stderr.write(f"corral: session {session.name!r} has no changes to apply\n")
@@ -222,7 +223,7 @@ def sessions_main(args: list[str]) -> int:
     for s in found:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started_ns / 1e9))
         note = "  (interrupted apply)" if os.path.exists(s.journal) else ""
-        out.write(f"{s.name:<{width}}  {started}  {s.workspace}{note}\n")
+        out.write(f"{s.name:<{width}}  {started}  {shown(s.workspace)}{note}\n")
     return 0
 
 
