@@ -279,3 +279,118 @@ def test_pointer_parsing():
     assert gitmeta.gitfile_target("gitdir: a\ngitdir: b\n") is None
     assert gitmeta.gitfile_target("gitdir:a") is None
     assert gitmeta.commondir_ok("../..\n") and not gitmeta.commondir_ok("/tmp/evil\n")
+
+
+# ------------------------------------------------------------------ real sandboxes
+
+needs_git = pytest.mark.skipif(GIT is None, reason="git missing")
+
+
+def host_git(ws, *args, cwd=None) -> subprocess.CompletedProcess:
+    """git as the host runs it after the run: its own config only (no system/global one)."""
+    home = ws.base / "hosthome"
+    home.mkdir(exist_ok=True)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1",
+           "LANG": "C", "GIT_AUTHOR_NAME": "h", "GIT_AUTHOR_EMAIL": "h@h", "GIT_COMMITTER_NAME": "h",
+           "GIT_COMMITTER_EMAIL": "h@h"}
+    return subprocess.run([GIT, "-c", "safe.directory=*", "-c", "protocol.file.allow=always", *args],
+                          cwd=str(cwd or ws.proj), env=env, capture_output=True, text=True, timeout=60)
+
+
+def _source_repo(ws) -> Path:
+    src = ws.base / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("hello\n")
+    for a in (["init", "-q", "-b", "main"], ["add", "f.txt"], ["commit", "-q", "-m", "first"]):
+        assert host_git(ws, *a, cwd=src).returncode == 0
+    return src
+
+
+def _commit_workspace(ws) -> None:
+    for a in (["add", "README.txt"], ["commit", "-q", "-m", "base"]):
+        p = host_git(ws, *a)
+        assert p.returncode == 0, p.stderr
+
+
+def _setup_submodule(ws):
+    src = _source_repo(ws)
+    _commit_workspace(ws)
+    p = host_git(ws, "submodule", "add", "-q", str(src), "sub")
+    assert p.returncode == 0, p.stderr
+
+
+def _setup_worktree(ws, worktree_config=False):
+    _commit_workspace(ws)
+    p = host_git(ws, "worktree", "add", "-q", "wt")
+    assert p.returncode == 0, p.stderr
+    if worktree_config:
+        host_git(ws, "config", "core.repositoryformatversion", "1")
+        host_git(ws, "config", "extensions.worktreeConfig", "true")
+
+
+FSMON = "[core]\\n\\trepositoryformatversion = 0\\n\\tfsmonitor = touch {m}; false\\n"
+HOOK = "#!/bin/sh\\ntouch {m}\\n"
+
+# name: (host setup, script in the sandbox ({m}: marker, {src}: source repo), host git argv, cwd)
+REDIRECTS = {
+    "clone-hookspath": (_source_repo, "git clone -q {src} c && mkdir h && printf '" + HOOK + "' > h/post-checkout"
+                        " && chmod +x h/post-checkout && git -C c config core.hooksPath \"$PWD/h\"",
+                        ["checkout", "-q", "-b", "x"], "c"),
+    "clone-fsmonitor": (_source_repo, "git clone -q {src} c && git -C c config core.fsmonitor 'touch {m}; false'",
+                        ["status"], "c"),
+    "init-include": (None, "git init -q n && printf '" + FSMON + "' > inc && git -C n config include.path \"$PWD/inc\"",
+                     ["status"], "n"),
+    "gitfile": (None, "mkdir -p evil/objects evil/refs && echo 'ref: refs/heads/main' > evil/HEAD && printf '"
+                + FSMON + "' > evil/config && mkdir s && echo \"gitdir: $PWD/evil\" > s/.git", ["status"], "s"),
+    "commondir": (None, "mkdir -p c/objects c/refs && printf '" + FSMON + "' > c/config && echo \"$PWD/c\" > "
+                  ".git/commondir", ["status"], "."),
+    "module-config": (_setup_submodule, "git -C sub config core.fsmonitor 'touch {m}; false'; printf '\\tfsmonitor"
+                      " = touch {m}; false\\n' >> .git/modules/sub/config", ["status"], "sub"),
+    "module-hook": (_setup_submodule, "printf '" + HOOK + "' > .git/modules/sub/hooks/post-checkout; "
+                    "chmod +x .git/modules/sub/hooks/post-checkout", ["checkout", "-q", "-b", "y"], "sub"),
+    "new-module-gitdir": (_source_repo, "mkdir -p .git/modules && git clone -q --separate-git-dir "
+                          "\"$PWD/.git/modules/s2\" {src} s2 && git -C s2 config core.fsmonitor 'touch {m}; false'"
+                          " && printf '" + HOOK + "' > .git/modules/s2/hooks/post-checkout && "
+                          "chmod +x .git/modules/s2/hooks/post-checkout", ["checkout", "-q", "-b", "z"], "s2"),
+    "worktree-config": (lambda ws: _setup_worktree(ws, True), "printf '" + FSMON + "' > .git/worktrees/wt/config.worktree",
+                        ["status"], "wt"),
+    "worktree-commondir": (_setup_worktree, "mkdir -p c/objects c/refs && printf '" + FSMON + "' > c/config && "
+                           "echo \"$PWD/c\" > .git/worktrees/wt/commondir", ["status"], "wt"),
+}
+
+
+def _plant(launcher, name, sandboxed: bool, quarantine_cleanup=None):
+    setup, script, argv, where = REDIRECTS[name]
+    ws = helpers.make_workspace(launcher)
+    try:
+        src = setup(ws) if setup else None
+        if not isinstance(src, Path):
+            src = ws.base / "src"
+        ws.chown()
+        mark = ws.base / "MARK"
+        # the sandbox runs as another uid than the owner of the source repository: trust it
+        body = ('export GIT_CONFIG_GLOBAL="$TMPDIR/gitconfig" && git config --global safe.directory "*" && '
+                "git config --global protocol.file.allow always && " + script.format(m=mark, src=src))
+        if sandboxed:
+            p = ws.sh(body)
+            if quarantine_cleanup is not None:
+                quarantine_cleanup.extend(quarantined(p.stderr).values())
+            out = p.stderr
+        else:  # the control: the same command run without corral, as the same user
+            env = {**launcher.env, "TMPDIR": str(ws.base)}
+            p = subprocess.run([*launcher.prefix, "bash", "-c", body], cwd=ws.proj, env=env,
+                               capture_output=True, text=True, timeout=60)
+            out = p.stderr
+        host = host_git(ws, *argv, cwd=ws.proj / where)
+        return mark.exists(), out + host.stderr
+    finally:
+        helpers.rmtree(ws.base)
+
+
+@needs_git
+@pytest.mark.parametrize("name", sorted(REDIRECTS))
+def test_git_redirect_planted_in_sandbox_does_not_run_on_host(launcher, quarantine_cleanup, name):
+    ran, out = _plant(launcher, name, sandboxed=True, quarantine_cleanup=quarantine_cleanup)
+    assert not ran, f"the host's git ran the command planted by {name}: {out}"
+    ran, out = _plant(launcher, name, sandboxed=False)
+    assert ran, f"control: the plant {name} does not work even without corral: {out}"

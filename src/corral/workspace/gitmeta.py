@@ -168,6 +168,8 @@ def _parse_header(text: str, i: int) -> tuple[str, str | None, int]:
             if c == '"':
                 j += 1
                 break
+            if ord(c) < 0x20 or ord(c) == 0x7F:
+                raise ConfigSyntax("control character in a subsection")
             if c == "\\":
                 j += 1
                 if j >= n or text[j] == "\n":
