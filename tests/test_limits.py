@@ -412,3 +412,28 @@ def test_delegated_cgroup_enforces_limits_for_the_user(launcher, ws, delegated):
     assert r.returncode == 0 and 0 < int(r.stdout.split("started")[1]) <= 20
     assert "corral: pids limit 20 reached" in r.stderr
     assert run_cgroups() <= before
+
+
+LIBRARY = """
+import sys
+from corral import Policy, Sandbox
+policy = Policy.from_toml('[limits]\\nmemory = "64m"\\ntimeout = "1s"\\n')
+with Sandbox(policy) as sb:
+    hog = sb.run(["/usr/bin/python3", "-c", sys.argv[1]], capture_output=True, text=True)
+    slow = sb.run(["sleep", "30"])
+    try:
+        sb.wrap(["true"])
+    except Exception as exc:
+        print("wrap:", exc)
+print("hog", hog.returncode, "slow", slow.returncode)
+"""
+
+
+def test_library_runs_apply_the_limits(launcher, ws):
+    r = subprocess.run([*launcher.prefix, helpers.sys.executable, "-c", LIBRARY, HOG], cwd=ws.proj,
+                       env=launcher.env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    hog = 137 if user_has_cgroups(launcher) else 1
+    assert f"hog {hog} slow 124" in r.stdout
+    assert "wrap: resource limits ([limits]) need Sandbox.run" in r.stdout
+    assert "corral: time limit 1s reached" in r.stderr

@@ -174,8 +174,13 @@ class Sandbox:
         if "cwd" in kwargs or "env" in kwargs or "pass_fds" in kwargs:
             raise TypeError("cwd, env and pass_fds are set by the Sandbox (use Sandbox(cwd=...) and the policy)")
         plan = self.plan(argv)
+        limits = None
+        if self.policy.limits.any:  # limits hook: refused (strict) or planned before anything starts
+            from .sandbox.limits import prepare
+
+            limits = prepare(self.policy.limits, plan.run_as[0] if plan.run_as and os.geteuid() == 0 else None)
         network = self._network_session()
-        run = Run(plan, network)
+        run = Run(plan, network, limits)
         full = run.prepare(new_session=True)
         from .sandbox.netns import load_libc
 
@@ -195,6 +200,8 @@ class Sandbox:
             run.abort()
             raise
         run.started(proc.pid)
+        if run.limits is not None:  # limits hook: the wall-clock timer
+            run.limits.started(proc.pid)
         try:
             out, err = proc.communicate(kwargs.get("input"), timeout=kwargs.get("timeout"))
         except BaseException:
@@ -218,6 +225,10 @@ class Sandbox:
         needed); the seccomp program is handed to bwrap by a tiny `sh` trampoline."""
         from .sandbox.launch import Run
 
+        if self.policy.limits.any:  # limits hook: another runner cannot join the run's cgroups
+            from .errors import UsageError
+
+            raise UsageError("resource limits ([limits]) need Sandbox.run or `corral run`; wrap() cannot apply them")
         plan = self.plan(argv)
         network = self._network_session()
         run = Run(plan, network)

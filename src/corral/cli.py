@@ -219,13 +219,6 @@ def cmd_run(args: list[str]) -> int:
     from .sandbox.plan import build_plan
 
     report = None if opts.quiet else _stderr_line
-    limits = None
-    if policy.limits.any:
-        from .sandbox.limits import prepare as prepare_limits
-
-        # Decided before anything starts: refused here (strict), or one line on what is not enforced.
-        run_as = policy.process.run_as if ctx.uid == 0 else None
-        limits = prepare_limits(policy.limits, run_as[0] if run_as else None, None if opts.dry_run else report)
     run_id = os.urandom(6).hex()
     output = ""
     if opts.output:
@@ -265,6 +258,13 @@ def cmd_run(args: list[str]) -> int:
     try:
         plan = build_plan(policy, ctx, opts.command, dict(os.environ), run_id=run_id, session=session,
                           output=output, boundary=boundary)
+        limits = None
+        if policy.limits.any:
+            from .sandbox.limits import prepare as prepare_limits
+
+            # Before the command starts: refused here (strict), or one line on what is not enforced.
+            run_as = plan.run_as if ctx.uid == 0 else None
+            limits = prepare_limits(policy.limits, run_as[0] if run_as else None, None if opts.dry_run else report)
         if opts.dry_run:
             return dry_run(plan, policy.network.allowed_domains, limits)
         if report is not None:

@@ -491,31 +491,34 @@ class ChildSetup:
 # -- the wall-clock limit -------------------------------------------------------------------------
 
 class Timer:
-    """SIGALRM after `timeout` s: SIGTERM to the command's processes (bwrap's descendants),
-    then SIGKILL to bwrap after KILL_GRACE (its death takes the sandbox down)."""
+    """After `timeout` s: SIGTERM to the command's processes (bwrap's descendants), then SIGKILL
+    to bwrap after KILL_GRACE (its death takes the sandbox down). A thread, so that it works
+    for the library too (signal handlers belong to the main thread)."""
 
     def __init__(self, pid: int, timeout: float):
+        import threading
+
         self.pid = pid
         self.timeout = timeout
         self.fired = False
-        self._previous = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="corral-timeout", daemon=True)
 
     def start(self) -> None:
-        self._previous = signal.signal(signal.SIGALRM, self._alarm)
-        signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        self._thread.start()
 
     def cancel(self) -> None:
-        if self._previous is not None:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self._previous)
-            self._previous = None
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
-    def _alarm(self, _signum, _frame) -> None:
-        if not self.fired:
-            self.fired = True
-            for pid in _descendants(self.pid):
-                _kill(pid, signal.SIGTERM)
-            signal.setitimer(signal.ITIMER_REAL, KILL_GRACE)
+    def _watch(self) -> None:
+        if self._stop.wait(self.timeout):
+            return
+        self.fired = True
+        for pid in _descendants(self.pid):
+            _kill(pid, signal.SIGTERM)
+        if self._stop.wait(KILL_GRACE):
             return
         _kill(self.pid, signal.SIGKILL)
         for pid in _descendants(self.pid):
