@@ -394,3 +394,76 @@ def test_git_redirect_planted_in_sandbox_does_not_run_on_host(launcher, quaranti
     assert not ran, f"the host's git ran the command planted by {name}: {out}"
     ran, out = _plant(launcher, name, sandboxed=False)
     assert ran, f"control: the plant {name} does not work even without corral: {out}"
+
+
+@needs_git
+def test_clone_init_and_worktree_made_in_sandbox_stay_usable(launcher, ws, quarantine_cleanup):
+    src = _source_repo(ws)
+    _commit_workspace(ws)
+    ws.chown()
+    script = ('export GIT_CONFIG_GLOBAL="$TMPDIR/gitconfig" && git config --global safe.directory "*" && '
+              f"git clone -q {src} c && git -C c config core.fsmonitor 'touch /nonexistent' && "
+              "git -C c config alias.x '!echo evil' && git -C c config user.name Agent && "
+              "git init -q n && git -C n -c user.name=a -c user.email=a@a commit -q --allow-empty -m made-inside && "
+              "git worktree add -q wt2 && mkdir -p .git/modules && "
+              f"git clone -q --separate-git-dir \"$PWD/.git/modules/s2\" {src} s2")
+    p = ws.sh(script)
+    quarantine_cleanup.extend(quarantined(p.stderr).values())
+    assert p.returncode == 0, p.stderr
+    assert not quarantined(p.stderr), p.stderr  # nothing git made itself was moved away
+    config = ws.proj / "c/.git/config"
+    assert f"corral: sanitised {config}: removed core.fsmonitor, alias.x (runs commands)" in p.stderr
+    listing = host_git(ws, "config", "--file", str(config), "--list").stdout
+    assert "remote.origin.url=" in listing and "user.name=Agent" in listing
+    assert "fsmonitor" not in listing and "alias" not in listing
+    assert host_git(ws, "log", "--oneline", cwd=ws.proj / "c").stdout.strip().endswith("first")
+    assert "made-inside" in host_git(ws, "log", "--oneline", cwd=ws.proj / "n").stdout
+    assert host_git(ws, "status", cwd=ws.proj / "wt2").returncode == 0
+    assert (ws.proj / "wt2/.git").is_file() and (ws.proj / ".git/worktrees/wt2/commondir").is_file()
+    assert "first" in host_git(ws, "log", "--oneline", cwd=ws.proj / "s2").stdout
+
+
+def test_alternates_cannot_be_planted_in_the_workspace_repository(launcher, ws):
+    p = ws.sh("echo /tmp > .git/objects/info/alternates; echo rc=$?")
+    assert "rc=0" not in p.stdout
+    assert not (ws.proj / ".git/objects/info/alternates").exists()
+
+
+AGENT_FILES = [".cursor/mcp.json", ".claude/skills/x/SKILL.md", ".claude/hooks/h.sh", ".devcontainer/devcontainer.json",
+               "opencode.json", ".codex/config.toml", ".gemini/settings.json", ".github/hooks/h.json",
+               ".zed/tasks.json", "sub/.roo/mcp.json", ".aider.conf.yml"]
+
+
+def test_existing_agent_and_editor_files_are_read_only(launcher, ws):
+    for rel in AGENT_FILES:
+        ws.write(rel, "orig\n")
+    script = "; ".join(f"echo evil > {rel}; echo evil >> {rel}; rm -f {rel}" for rel in AGENT_FILES)
+    ws.sh(script)
+    for rel in AGENT_FILES:
+        assert (ws.proj / rel).read_text() == "orig\n", rel
+
+
+CREATED = ["s/.cursor/hooks.json", "s/.claude/skills/x/SKILL.md", "s/.devcontainer/devcontainer.json",
+           "s/opencode.json", "s/.codex/config.toml", "s/.gemini/settings.json", "s/.github/hooks/h.json",
+           "s/.zed/tasks.json", "s/.clinerules/hooks/TaskStart", "s/.opencode/plugin/p.js"]
+
+
+def test_created_agent_and_editor_files_are_quarantined(launcher, ws, quarantine_cleanup):
+    script = "; ".join(f"mkdir -p $(dirname {rel}) && echo evil > {rel}" for rel in CREATED)
+    p = ws.sh(script)
+    quarantine_cleanup.extend(quarantined(p.stderr).values())
+    assert p.returncode == 0, p.stderr
+    for rel in CREATED:
+        assert not (ws.proj / rel).exists(), (rel, p.stderr)
+    # instructions are not commands: they stay
+    p = ws.sh("mkdir -p s/.cursor/rules && echo x > s/.cursor/rules/r.md && echo x > AGENTS.md && echo x > s/CLAUDE.md")
+    assert (ws.proj / "s/.cursor/rules/r.md").exists() and (ws.proj / "AGENTS.md").exists()
+    assert not quarantined(p.stderr), p.stderr
+
+
+def test_agent_dirs_cannot_be_created_in_the_workspace_root(launcher, ws):
+    p = ws.sh("mkdir -p .devcontainer .zed .roo; echo x > .devcontainer/devcontainer.json; echo x > .zed/tasks.json;"
+              " echo x > .aider.conf.yml; ls -A .devcontainer .zed")
+    assert "devcontainer.json" not in p.stdout and "tasks.json" not in p.stdout
+    for rel in (".devcontainer", ".zed", ".roo", ".aider.conf.yml"):
+        assert not (ws.proj / rel).exists(), rel  # placeholders removed after the run
