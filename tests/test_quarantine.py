@@ -264,3 +264,16 @@ def test_setid_bits_on_files_made_during_the_run_are_stripped_after_it(launcher,
         assert len(lines) == 1 and "from 2 files" in lines[0], p.stdout
     finally:
         subprocess.run(["rm", "-rf", str(state)])
+
+
+@pytest.mark.parametrize("op", [
+    {"op": "delete", "path": "a\x1b]0;x\x07b"},
+    {"op": "mkdir", "path": "a\nb"},
+    {"op": "symlink", "path": "ok", "target": "\u202etxt.exe"},
+])
+def test_apply_plan_lines_escape_session_chosen_names(op):
+    from corral.workspace.apply import describe
+
+    line = describe(op)
+    assert line.isprintable(), repr(line)
+    assert "\\x1b" in line or "\\x0a" in line or "\\u202e" in line
