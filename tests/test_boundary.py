@@ -495,6 +495,12 @@ class FakeFS(HostFS):
     def expand_globs(self, patterns):
         return []
 
+    def reachable_by(self, path, uid, gid):
+        return True
+
+    def owner(self, path):
+        return (0, 0)
+
 
 def test_plan_never_holds_a_real_value(ctx, tmp_path):
     home = ctx.home

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+from . import _timing
+
 USAGE = """\
 usage: corral run [OPTIONS] [--] COMMAND [ARGS...]
        corral run [OPTIONS] -c 'SHELL STRING'
@@ -214,6 +216,7 @@ def cmd_run(args: list[str]) -> int:
         raise UsageError("no command given (usage: corral run [OPTIONS] [--] COMMAND [ARGS...])")
     ctx = launch_context()
     policy = build_policy(opts, ctx)
+    _timing.mark("policy")
     if policy.process.run_as and ctx.uid != 0 and policy.process.run_as[0] != ctx.uid:
         raise SetupError("--as-user / process.run_as needs corral to be launched as root", "drop the option")
     from .sandbox.plan import build_plan
@@ -258,6 +261,7 @@ def cmd_run(args: list[str]) -> int:
     try:
         plan = build_plan(policy, ctx, opts.command, dict(os.environ), run_id=run_id, session=session,
                           output=output, boundary=boundary)
+        _timing.mark("plan")
         limits = None
         if policy.limits.any:
             from .sandbox.limits import prepare as prepare_limits
@@ -476,7 +480,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_version()
         head = args[0]
         if head == "run":
-            return cmd_run(args[1:])
+            try:
+                return cmd_run(args[1:])
+            finally:
+                _timing.mark("exit")
+                _timing.report()
         if head == "policy":
             return cmd_policy(args[1:])
         if head == "doctor":
@@ -494,7 +502,11 @@ def main(argv: list[str] | None = None) -> int:
         if head == "proxy":
             return cmd_proxy(args[1:])
         # srt-style: `corral [OPTIONS] [--] COMMAND` means `corral run ...`
-        return cmd_run(args)
+        try:
+            return cmd_run(args)
+        finally:
+            _timing.mark("exit")
+            _timing.report()
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI's one place to turn errors into a line

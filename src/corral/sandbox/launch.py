@@ -292,8 +292,11 @@ def run_foreground(plan: Plan, tty: bool | None = None, namespaces=None, report_
             tty = os.isatty(0) and os.isatty(1)
         except OSError:
             tty = False
+    from .._timing import mark
+
     run = Run(plan, namespaces, limits)
     argv = run.prepare(new_session=not tty)
+    mark("prepare")
     master = slave = None
     try:
         if tty:
@@ -303,6 +306,7 @@ def run_foreground(plan: Plan, tty: bool | None = None, namespaces=None, report_
             copy_winsize(master)
         pid = _spawn(argv, dict(plan.env), run, slave)
         run.started(pid)
+        mark("spawn")
         if run.limits is not None:  # limits hook: the wall-clock timer
             run.limits.started(pid)
         if slave is not None:
@@ -326,7 +330,9 @@ def run_foreground(plan: Plan, tty: bool | None = None, namespaces=None, report_
         for fd in (master, slave):
             if fd is not None:
                 os.close(fd)
+    mark("command")
     status = run.finish(exit_status(raw))
+    mark("cleanup")
     if report_blocked is not None:
         summary = run.blocked_summary()
         if summary:

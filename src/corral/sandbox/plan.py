@@ -335,8 +335,10 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     hidden_files: set[str] = set()
     from . import identity as ids
 
-    identity = ids.choose(policy.process.run_as, ctx.uid, fs.owner(cwd) if fs.kind(cwd) else (0, 0),
-                          fs.sandbox_id())
+    identity = None
+    if ctx.uid == 0:
+        identity = ids.choose(policy.process.run_as, ctx.uid, fs.owner(cwd) if fs.kind(cwd) else (0, 0),
+                              fs.sandbox_id())
     run_as = (identity.uid, identity.gid) if identity else None
     idmaps: list[IdMap] = []
     if identity is not None and identity.idmapped:
