@@ -215,6 +215,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                       getattr(self.connection, "ct_sni", None))
         owner._record(req)
         route = req.route
+        if route in owner.routes:
+            status, headers, body = owner.routes[route](req)
+            return self._send(status, body, "application/octet-stream", headers)
         if owner.git_root is not None and _is_git_path(route):
             return self._git(req)
         if route == "/echo":
@@ -451,7 +454,7 @@ class HttpsServer:
     present exactly this token (Bearer, or as the Basic password)."""
 
     def __init__(self, ca: TestCA, *, untrusted: bool = False, git_root: Path | None = None,
-                 git_token: str | None = None, alpn=("http/1.1",)):
+                 git_token: str | None = None, alpn=("http/1.1",), routes=None):
         self.ca = ca
         self.rogue: TestCA | None = None
         if untrusted:
@@ -466,6 +469,7 @@ class HttpsServer:
         self.context.sni_callback = self._sni
         self.git_root = Path(git_root).resolve() if git_root else None
         self.git_token = git_token
+        self.routes = dict(routes or {})  # extra routes: path -> fn(Request) -> (status, [(name, value)], body)
         self.requests: list[Request] = []
         self.ws_messages: list[bytes] = []
         self.handshake_errors: list[str] = []

@@ -248,59 +248,66 @@ def base64_fragments(data: bytes) -> tuple[bytes, ...]:
     """Base64 text that appears in the encoding of anything containing `data`, at each alignment.
 
     Base64 encodes 3 bytes at a time, so where `data` sits (the length of `user:` before it)
-    decides how it is encoded. For each of the 3 alignments, the whole groups made only of
-    `data`'s bytes encode to the same text whatever surrounds them.
+    decides how it is encoded. For each of the 3 alignments, the characters that encode only
+    bits of `data` are the same whatever surrounds them (standard and URL-safe alphabets).
     """
+    from .forms import base64_cores
+
     out = []
-    for skip in range(3):
-        whole = data[skip:]
-        whole = whole[: len(whole) - len(whole) % 3]
-        if whole:
-            encoded = _b64(whole)
-            out.append(encoded)
-            out.append(encoded.translate(_URLSAFE))
+    for core in base64_cores(data):
+        if core:
+            out += [core, core.translate(_URLSAFE)]
     return tuple(dict.fromkeys(out))
 
 
-_forms_cache: dict[str, tuple[bytes, tuple[bytes, ...]]] = {}
+_forms_cache: dict = {}
 
 
-def _placeholder_forms(placeholder: str) -> tuple[bytes, tuple[bytes, ...]]:
-    """(lower-case raw form, base64 fragments) searched for one placeholder."""
-    forms = _forms_cache.get(placeholder)
-    if forms is None:
+def _placeholder_patterns(placeholder: str):
+    """The PatternSet finding one placeholder in any form (see `forms`), in any letter case."""
+    patterns = _forms_cache.get(placeholder)
+    if patterns is None:
+        from . import forms
+
         raw = placeholder.encode("ascii")
-        fragments = tuple(dict.fromkeys(base64_fragments(raw) + base64_fragments(raw.lower())))
-        forms = (raw.lower(), fragments)
-        if len(_forms_cache) < 1024:
-            _forms_cache[placeholder] = forms
-    return forms
+        entries = [(forms.char_units(raw, fold=True), None), (forms.hex_units(raw), None),
+                   (forms.utf16_units(raw, fold=True), None), (forms.utf16_units(raw, True, fold=True), None)]
+        for text in dict.fromkeys((raw, raw.lower(), raw.upper())):
+            entries += [(forms.wrapped(core, b64=True), None) for core in forms.base64_cores(text)]
+            entries += [(forms.wrapped(core), None) for core in forms.base32_cores(text)]
+        patterns = forms.PatternSet(_unique(entries))
+        if len(_forms_cache) >= 1024:
+            _forms_cache.clear()
+        _forms_cache[placeholder] = patterns
+    return patterns
 
 
-def _search_spaces(data: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-    """(texts to search case-insensitively, texts to search as-is) derived from `data`."""
-    once = _percent_decode(data)
-    twice = _percent_decode(once)
-    exact = tuple(dict.fromkeys((data, once, twice)))
-    return tuple(t.lower() for t in exact), exact
+def _unique(entries: list) -> list:
+    seen, out = set(), []
+    for form, new in entries:
+        if form and form not in seen:
+            seen.add(form)
+            out.append((form, new))
+    return out
 
 
 def find_placeholders(data: bytes, known: dict) -> list:
     """The credentials (values of `known`, placeholder -> Credential) whose placeholder `data` carries.
 
-    Raw, in any letter case, percent-encoded (once or twice) and base64-encoded (at any
-    alignment, standard or URL-safe, also inside percent-encoding). Each credential once,
-    in `known`'s order.
+    In any letter case and any form `forms` knows (characters raw or percent-, JSON- or
+    HTML-escaped, hex, UTF-16, base64 and base32 at any alignment and in either alphabet), also
+    inside percent-encoding (once or twice). Each credential once, in `known`'s order.
     """
     if not data or not known:
         return []
-    lowered, exact = _search_spaces(bytes(data))
+    data = bytes(data)
+    once = _percent_decode(data)
+    spaces = tuple(dict.fromkeys((data, once, _percent_decode(once))))
     found = []
     for placeholder, cred in known.items():
-        raw, fragments = _placeholder_forms(placeholder)
-        if any(raw in text for text in lowered) or any(f in text for f in fragments for text in exact):
-            if cred not in found:
-                found.append(cred)
+        patterns = _placeholder_patterns(placeholder)
+        if cred not in found and any(patterns.search(text) for text in spaces):
+            found.append(cred)
     return found
 
 
@@ -375,10 +382,34 @@ class StreamReplacer:
         return self._run(self._tail, final=True) if self._pairs else b""
 
 
-class StreamRedactor(StreamReplacer):
-    """A StreamReplacer from real values (and their encodings) back to placeholders."""
+class StreamRedactor:
+    """Real values, in every form `forms` knows, back to placeholders (or to `*`s where only part
+    of an encoding could be replaced), also across chunk boundaries; holds back only a tail that
+    could begin such a form. Same interface as StreamReplacer: feed, flush, count."""
 
-    __slots__ = ()
+    __slots__ = ("_scanner",)
+
+    def __init__(self, patterns):
+        from .forms import Scanner
+
+        self._scanner = Scanner(patterns)
+
+    @property
+    def count(self) -> int:
+        return self._scanner.count
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._scanner.feed(chunk)
+
+    def flush(self) -> bytes:
+        return self._scanner.flush()
+
+    def could_begin(self, tail: bytes) -> bool:
+        """Whether `tail` could be the beginning of a form this redactor replaces."""
+        return self._scanner.could_begin(tail)
+
+    def __repr__(self):
+        return repr(self._scanner).replace("Scanner", type(self).__name__, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,7 +471,7 @@ class Injector:
     `bindings`: placeholder -> Credential, one placeholder per credential.
     """
 
-    __slots__ = ("_bindings", "_placeholder", "_redactions", "_bound")
+    __slots__ = ("_bindings", "_placeholder", "_patterns", "_values", "_bound")
 
     def __init__(self, bindings: dict):
         names, creds, placeholder_of = set(), [], {}
@@ -465,7 +496,9 @@ class Injector:
         put = object.__setattr__
         put(self, "_bindings", dict(bindings))
         put(self, "_placeholder", placeholder_of)
-        put(self, "_redactions", _redaction_pairs(creds, placeholder_of))
+        put(self, "_patterns", None)  # compiled on first use (tens of ms per credential)
+        put(self, "_values", [(c.value.encode("ascii"), placeholder_of[c.name].encode("ascii"))
+                              for c in creds if len(c.value) >= MIN_REDACT_LENGTH])
         put(self, "_bound", {})  # host as given -> bound(host): asked for on every request
 
     def __setattr__(self, name, value):
@@ -606,9 +639,15 @@ class Injector:
         ]
         return StreamReplacer(pairs) if pairs else None
 
+    def _redactions(self):
+        if self._patterns is None:
+            creds = list(self._bindings.values())
+            object.__setattr__(self, "_patterns", _redaction_patterns(creds, self._placeholder))
+        return self._patterns
+
     def redactor(self) -> StreamRedactor:
         """A fresh stream redactor for one response body."""
-        return StreamRedactor(self._redactions)
+        return StreamRedactor(self._redactions())
 
     def redact(self, data: bytes) -> bytes:
         """`data` with every real value (and its encodings) replaced by its placeholder."""
@@ -617,7 +656,13 @@ class Injector:
 
     def redact_headers(self, headers) -> list:
         """Response headers with every real value replaced by its placeholder."""
-        return [(bytes(n), self.redact(bytes(v))) for n, v in headers]
+        out = []
+        for n, v in headers:
+            v = bytes(v)
+            if self._values and self._redactions().search(v):
+                v = _rebase64(v, self._values)
+            out.append((bytes(n), self.redact(v)))
+        return out
 
 
 def _check_conflicts(creds: list) -> None:
@@ -636,27 +681,90 @@ def _check_conflicts(creds: list) -> None:
                 )
 
 
-def _redaction_pairs(creds: list, placeholder_of: dict) -> tuple:
-    """(real form, placeholder form) for every form a response may echo a value in."""
-    pairs = {}
+FILLER = b"*"  # what stands in for a value inside an encoding only part of which is replaced
+
+
+def _refill(filler: bytes, fold: bool = False):
+    """Replacement for a base64/base32 core: `filler`'s characters in place of the core's, line breaks kept."""
+    def put(match: bytes) -> bytes:
+        fill = filler.lower() if fold and match != match.upper() else filler
+        it = iter(fill)
+        return bytes(b if b in (10, 13) else next(it) for b in match)
+    return put
+
+
+def _hex_case(new: bytes):
+    return lambda match: new.upper() if match != match.lower() else new
+
+
+def _redaction_patterns(creds: list, placeholder_of: dict):
+    """Every form a response may echo a value in, and what replaces it (see `forms`).
+
+    Whole encodings of the value come back as the same encoding of its placeholder (a padded
+    base64 value, `Basic base64(user:value)`, hex, UTF-16, escaped characters). Inside a longer
+    base64 or base32 text only the characters that encode the value alone are known: they are
+    replaced by the encoding of `*`s at the same alignment, so the text keeps its length and
+    decodes to `*` where the value was (a few bits of its ends, shared with its neighbours,
+    remain).
+    """
+    from . import forms
+
+    entries = []
     for cred in creds:
         if len(cred.value) < MIN_REDACT_LENGTH:
             continue
         value, ph = cred.value.encode("ascii"), placeholder_of[cred.name].encode("ascii")
-        forms = [(value, ph), (_b64(value), _b64(ph)), (_b64(value, True), _b64(ph, True))]
-        quoted = _percent_encode(value)
-        if quoted != value:
-            forms.append((quoted, ph))
+        whole = [(_b64(value), _b64(ph)), (_b64(value, True), _b64(ph, True))]
         if cred.basic_user is not None:
             real, fake = cred.basic_credentials(cred.value), cred.basic_credentials(placeholder_of[cred.name])
-            forms += [(_b64(real), _b64(fake)), (_b64(real, True), _b64(fake, True))]
-        for old, new in forms:
-            pairs.setdefault(old, new)
-    return tuple(pairs.items())
+            whole += [(_b64(real), _b64(fake)), (_b64(real, True), _b64(fake, True))]
+        entries += [(forms.literal_units(old), new) for old, new in whole]
+        entries.append((forms.char_units(value), ph))
+        entries.append((forms.hex_units(value), _hex_case(ph.hex().encode())))
+        entries.append((forms.utf16_units(value), ph.decode().encode("utf-16-le")))
+        entries.append((forms.utf16_units(value, True), ph.decode().encode("utf-16-be")))
+        filler = FILLER * len(value)
+        for core, fill in zip(forms.base64_cores(value), forms.base64_cores(filler)):
+            entries.append((forms.wrapped(core, b64=True), _refill(fill)))
+        for core, fill in zip(forms.base32_cores(value), forms.base32_cores(filler)):
+            entries.append((forms.wrapped(core), _refill(fill)))
+    return forms.PatternSet(_unique(entries))
 
 
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+def _rebase64(data: bytes, values: list) -> bytes:
+    """`data` with each base64 token that decodes to text holding a real value re-encoded with the
+    placeholder in its place (`Basic base64(user:value)` for any user): for header values."""
+    import re
+
+    def fix(m) -> bytes:
+        token = m.group()
+        urlsafe = b"-" in token or b"_" in token
+        body = token.rstrip(b"=")
+        padded = len(body) != len(token)
+        std = body.translate(_FROM_URLSAFE) if urlsafe else body
+        for skip in range(4):
+            part = std[skip:]
+            extra = b""
+            if len(part) % 4 == 1:
+                part, extra = part[:-1], body[len(body) - 1:]
+            try:
+                decoded = binascii.a2b_base64(part + b"=" * (-len(part) % 4), strict_mode=True)
+            except (binascii.Error, ValueError):
+                continue
+            hits = [(v, p) for v, p in values if v in decoded]
+            if not hits:
+                continue
+            for v, p in hits:
+                decoded = decoded.replace(v, p)
+            encoded = _b64(decoded, urlsafe)
+            if not padded and len(std[skip:]) % 4:  # written without its padding: so is the new one
+                encoded = encoded.rstrip(b"=")
+            return body[:skip] + encoded + extra
+        return token
+
+    if len(data) > 64 * 1024:
+        return data
+    return re.sub(rb"[A-Za-z0-9+/_-]{12,}=*", fix, data)
 
 
-def _percent_encode(data: bytes) -> bytes:
-    return b"".join(bytes((b,)) if b in _UNRESERVED else b"%%%02X" % b for b in data)
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
