@@ -472,3 +472,33 @@ def test_corral_run_overlay_session_end_to_end(launcher, ws):
     assert changes(ws, "e2e") == []
     assert corral(ws, "discard", "e2e").returncode == 0
     assert os.listdir(ws.base / "state" / "corral" / "sessions") == []
+
+
+def test_new_repository_in_session_is_applied_with_a_sanitised_config(launcher, ws):
+    """A clone made under the overlay is applied (not refused) with only its inert git config
+    keys; the workspace's own git config modified in the session is still refused."""
+    src = ws.base / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("hello\n")
+    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(ws.base)}
+    for a in (["init", "-q"], ["add", "f.txt"], ["-c", "user.name=a", "-c", "user.email=a@a", "commit", "-q", "-m", "first"]):
+        subprocess.run(["git", *a], cwd=src, env=env, check=True, capture_output=True)
+    ws.chown()
+    s = overlay(ws, f"export GIT_CONFIG_GLOBAL=/dev/null HOME=/nonexistent\n"
+                    f"git -c safe.directory='*' clone -q {src} c\n"
+                    f"git -C c config core.fsmonitor 'touch {ws.base}/MARK; false'\n"
+                    f"git -C c config alias.x '!echo evil'\n")
+    proc = corral(ws, "apply", "s1")
+    assert proc.returncode == 0, proc.stderr
+    assert f"corral: sanitised c/.git/config: removed core.fsmonitor, alias.x (runs commands)" in proc.stderr
+    config = (ws.proj / "c/.git/config").read_text()
+    assert "fsmonitor" not in config and "alias" not in config and "url" in config
+    git = ["git", "-c", "safe.directory=*", "-C", str(ws.proj / "c")]
+    assert "first" in subprocess.run([*git, "log", "--oneline"], env=env, capture_output=True, text=True).stdout
+    subprocess.run([*git, "status"], env=env, capture_output=True)
+    assert not (ws.base / "MARK").exists()
+    assert_clean_finish(ws, s)
+    # the workspace's own repository config is not sanitised away: still refused
+    overlay(ws, "printf '[core]\\n\\tfsmonitor = evil\\n' >> .git/config", name="s2")
+    proc = corral(ws, "apply", "s2")
+    assert proc.returncode == 1 and "dangerous  .git/config: git config" in proc.stderr, proc.stderr

@@ -5,9 +5,12 @@ Rules of this module:
 * **All-or-nothing prechecks.** Before anything is written, every selected change is checked:
   a *conflict* is a real path changed since the session began (its ctime is at or after
   `Session.started_ns`, and it is not a change apply itself made, see `applied.json`); a
-  *dangerous* path is one `protected.classify` names anywhere along its components (rc
-  files, git hooks and config, editor and agent config). Either refuses the whole apply
-  (`ApplyRefused`, listing them) unless `force` / `allow_dangerous`.
+  *dangerous* path is one `protected.rule_for` names anywhere along its components (rc
+  files, git hooks, config and pointers, editor and agent config; git directories known by
+  what they hold in the merged view). Either refuses the whole apply (`ApplyRefused`,
+  listing them) unless `force` / `allow_dangerous`. A *new* git config (a repository cloned
+  or initialised in the session) is not refused: the upper layer's copy is sanitised
+  (`gitmeta`) just before the plan is made, and `ApplyResult.sanitised` says what went.
 * **A journal before the first write.** The ordered plan (each write carries the sha256 of
   its source) is written to `<session>/apply.journal` and fsync'ed; each operation appends
   `{"done": i}` (fsync'ed) when it is durable. An apply that finds a journal resumes it
@@ -44,31 +47,39 @@ from dataclasses import dataclass, field
 
 from ..display import shown
 from ..errors import CorralError, UsageError
-from . import protected
+from . import gitmeta, protected
 from .changes import Change, ftype, is_opaque, list_changes, perm, sha256_file
 from .sessions import fsync_dir
 
 JOURNAL_VERSION = 1
 CRASH_ENV = "CORRAL_APPLY_CRASH_AFTER"
 
-# Why a protected name is dangerous, by the rule of `protected` that matched (data, not code).
-DANGER_REASONS = {
-    "rc": "shell startup file: runs code in your next shell",
-    ".envrc": "direnv file: runs code when you enter the directory",
-    ".gitconfig": "git config: can run commands on git operations",
-    ".gitmodules": "git submodules: can point git at other repositories",
-    ".ripgreprc": "ripgrep config: changes what your searches run and see",
-    ".mcp.json": "agent config: starts MCP servers",
-    ".vscode": "editor config: can run tasks and extensions when the folder opens",
-    ".idea": "editor config: can run tasks when the project opens",
-    ".git": "gitfile: points git at another repository (and its hooks)",
-    (".git", "hooks"): "git hook: runs on git operations",
-    (".git", "config"): "git config: can run commands on git operations",
-    (".claude", "commands"): "agent config: commands the agent runs",
-    (".claude", "agents"): "agent config: agent definitions",
-    (".claude", "settings.json"): "agent config: permissions and hooks",
-    (".claude", "settings.local.json"): "agent config: permissions and hooks",
+# Why a protected path is dangerous: the words of `protected.TABLE` for the rule that matched.
+# A new git config (a repository cloned or initialised in the session) is not refused: it is
+# applied sanitised (see `gitmeta`); one that changed an existing file still is (sanitising
+# it would drop the user's own keys). `*.sample` files in a hooks directory are never run.
+SANITISED_RULES = frozenset({f"{protected.GITDIR}/config", f"{protected.GITDIR}/config.worktree"})
+# The kind of file, by the program the table names first (anything else is agent config).
+KIND_BY_PROGRAM = {
+    "bash": "shell startup file", "sh/dash/bash": "shell startup file", "zsh": "shell startup file",
+    "ksh": "shell startup file", "csh/tcsh": "shell startup file", "tcsh": "shell startup file",
+    "direnv": "direnv file", "ripgrep": "search tool config", "VS Code/Cursor/Windsurf": "editor config",
+    "JetBrains IDEs": "editor config", "Zed": "editor config", "Zed (~/.config/zed)": "editor config",
+    "Dev Containers": "editor config",
 }
+KIND_BY_RULE = {
+    f"{protected.GITDIR}/hooks": "git hook", f"{protected.GITDIR}/config": "git config",
+    f"{protected.GITDIR}/config.worktree": "git config", ".gitconfig": "git config",
+}
+
+
+def why_dangerous(rule: str) -> str:
+    """`shell startup file; bash: sourced by every interactive shell`"""
+    text = protected.reason(rule)
+    program = text.split(":")[0]
+    kind = KIND_BY_RULE.get(rule) or KIND_BY_PROGRAM.get(program) or \
+        ("git metadata" if program == "git" else "agent config")
+    return f"{kind}; {text}"
 
 
 class ApplyRefused(CorralError):
@@ -97,6 +108,7 @@ class ApplyResult:
     ops: list[dict] = field(default_factory=list)  # the plan (executed, or only printed with dry_run)
     resumed: int = 0  # operations of an interrupted apply that this call finished
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): cannot be applied
+    sanitised: list[tuple[str, list[str]]] = field(default_factory=list)  # (path, removed keys): new git configs
     dry_run: bool = False
 
 
@@ -140,23 +152,48 @@ def select(changes: list[Change], prefixes: list[str] | None) -> tuple[list[Chan
     return sorted(chosen, key=lambda c: c.path), unmatched
 
 
-def danger(workspace: str, rel: str, is_dir: bool) -> str | None:
-    """Why `rel` (or one of its parent directories) is a protected path, or None."""
+def danger(workspace: str, rel: str, is_dir: bool, names_of=None) -> str | None:
+    """Why `rel` (or one of its parent directories) is a protected path, or None.
+    `names_of(rel_dir)`: the entries of a directory (to know git directories by what they
+    hold); without it, only directories called `.git` are git directories."""
+    rule, where = danger_rule(workspace, rel, is_dir, names_of)
+    if rule is None:
+        return None
+    why = why_dangerous(rule)
+    return why if where == rel else f"inside {shown(where)} ({why})"
+
+
+def danger_rule(workspace: str, rel: str, is_dir: bool, names_of=None) -> tuple[str | None, str]:
+    """(the `protected` rule that matched, the path it matched), or (None, "")."""
     parent = os.path.basename(workspace)
     parts = rel.split("/")
     for i, name in enumerate(parts):
         d = True if i < len(parts) - 1 else is_dir
-        if protected.classify(parent, name, d, allow_git_config=False):
+        here = "/".join(parts[:i])
+        names = names_of(here) if names_of is not None else ()
+        in_git = protected.is_git_dir(parent, names)
+        rule = protected.rule_for(f"{workspace}/{here}".rstrip("/"), name, d, in_git)
+        if rule is not None:
             where = "/".join(parts[: i + 1])
-            if (parent, name) in DANGER_REASONS:
-                why = DANGER_REASONS[(parent, name)]
-            elif name in protected.RC_FILES and name != ".envrc":
-                why = DANGER_REASONS["rc"]
-            else:
-                why = DANGER_REASONS.get(name, "protected file")
-            return why if where == rel else f"inside {shown(where)} ({why})"
+            if rule == f"{protected.GITDIR}/hooks" and i == len(parts) - 2 and parts[-1].endswith(".sample") \
+                    and not is_dir:
+                return None, ""  # git never runs a sample hook
+            return rule, where
         parent = name
-    return None
+    return None, ""
+
+
+def _names_of(session):
+    """Entries of a directory in the merged view (upper layer and real workspace)."""
+    def names_of(rel_dir: str) -> set[str]:
+        out: set[str] = set()
+        for base in (session.upper, session.workspace):
+            try:
+                out.update(os.listdir(os.path.join(base, rel_dir) if rel_dir else base))
+            except OSError:
+                pass
+        return out
+    return names_of
 
 
 def _load_applied(session) -> dict[str, int]:
@@ -218,17 +255,27 @@ def _changed_inside(session, applied, rel: str) -> str | None:
     return None
 
 
-def dangerous(session, chosen: list[Change]) -> list[tuple[str, str]]:
+def dangerous(session, chosen: list[Change], fixable: list | None = None) -> list[tuple[str, str]]:
+    """[(path, why)] of the chosen changes that touch protected paths. With `fixable`, new git
+    config files that `gitmeta` can sanitise are put there as (path, removed keys) instead."""
     found = []
+    names_of = _names_of(session)
     for c in chosen:
         for rel in c.paths:
             is_dir = c.type_new == "dir" if rel == c.path else c.type_old == "dir"
-            why = danger(session.workspace, rel, is_dir)
-            if why:
-                found.append((rel, why))
+            rule, where = danger_rule(session.workspace, rel, is_dir, names_of)
+            if rule is None:
+                continue
+            if fixable is not None and rule in SANITISED_RULES and where == rel and c.kind == "added" \
+                    and c.type_new == "file":
+                removed = gitmeta.sanitise_config_file(os.path.join(session.upper, rel), write=False)
+                if removed is not None:
+                    fixable.append((rel, removed))
+                    continue
+            found.append((rel, danger(session.workspace, rel, is_dir, names_of)))
         if c.kind == "renamed" and c.is_dir:  # what moves in with the directory
             for sub, is_dir in _upper_tree(session, c.path):
-                why = danger(session.workspace, sub, is_dir)
+                why = danger(session.workspace, sub, is_dir, names_of)
                 if why:
                     found.append((sub, why))
     return sorted(set(found))
@@ -720,9 +767,14 @@ def apply(session, paths=None, force: bool = False, allow_dangerous: bool = Fals
         if not chosen:
             return result
         bad = [] if force else conflicts(session, chosen)
-        risky = [] if allow_dangerous else dangerous(session, chosen)
+        fixable: list[tuple[str, list[str]]] = []
+        risky = [] if allow_dangerous else dangerous(session, chosen, fixable)
         if bad or risky:
             raise ApplyRefused(bad, risky)
+        for rel, removed in fixable:  # new git configs: applied with only their inert keys
+            if removed and not dry_run and gitmeta.sanitise_config_file(os.path.join(session.upper, rel)) is None:
+                raise ApplyRefused([], [(rel, "git config that could not be sanitised")])
+        result.sanitised = [(rel, removed) for rel, removed in fixable if removed]
         ops, result.skipped, planned = plan(session, chosen)
         result.ops = ops
         if dry_run or not ops:

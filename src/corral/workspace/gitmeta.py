@@ -414,6 +414,22 @@ def _only_samples(path: str) -> bool:
         return False
 
 
+def sanitise_config_file(path: str, write: bool = True) -> list[str] | None:
+    """Sanitise the git config file at `path` in place (atomically; not when `write` is
+    false). Returns the removed keys as `name (why)`, or None: not a regular, single-linked,
+    UTF-8 config this parser understands, or it could not be rewritten."""
+    text = _read_small(path)
+    if text is None:
+        return None
+    result = sanitise_config(text)
+    if result is None:
+        return None
+    new, removed = result
+    if removed and write and not _rewrite(path, new):
+        return None
+    return [f"{n} ({why})" for n, why in removed]
+
+
 def sanitise_or_none(path: str, is_dir: bool = False) -> list[str] | None:
     """Post-run hook for a protected entry the run created or replaced at `path`.
 
@@ -432,16 +448,7 @@ def sanitise_or_none(path: str, is_dir: bool = False) -> list[str] | None:
     if is_dir:
         return None
     if rule in (f"{protected.GITDIR}/config", f"{protected.GITDIR}/config.worktree"):
-        text = _read_small(path)
-        if text is None:
-            return None
-        result = sanitise_config(text)
-        if result is None:
-            return None
-        new, removed = result
-        if removed and not _rewrite(path, new):
-            return None
-        return [f"{n} ({why})" for n, why in removed]
+        return sanitise_config_file(path)
     if rule == f"{protected.GITDIR}/commondir":
         text = _read_small(path)
         worktree_admin = os.path.basename(os.path.dirname(d)) == "worktrees"

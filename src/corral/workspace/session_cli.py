@@ -147,6 +147,7 @@ def changes_main(args: list[str]) -> int:
 def apply_main(args: list[str]) -> int:
     """corral apply NAME [PATHS...] [--force] [--allow-dangerous] [--dry-run]"""
     from .apply import ApplyRefused, apply, describe
+    from . import gitmeta
     from .sessions import load_session
 
     opts, pos = _parse(args, {"--force", "--allow-dangerous", "--dry-run"}, APPLY_USAGE, 1, None)
@@ -165,6 +166,8 @@ def apply_main(args: list[str]) -> int:
     out = sys.stdout
     for path, why in result.skipped:
         sys.stderr.write(f"corral: skipped {shown(path)}: {why}\n")
+    for path, removed in result.sanitised:  # new git configs, applied with only their inert keys
+        sys.stderr.write(gitmeta.report_line(shown(path), removed) + "\n")
     if result.dry_run:
         if result.resumed:
             out.write(f"# would finish an interrupted apply ({result.resumed} operations left):\n")
