@@ -309,3 +309,63 @@ def test_placeholder_found_in_any_encoding_at_any_offset(encoding, prefix):
 def test_placeholder_search_has_no_false_alarm(encoding):
     data = ENCODINGS[encoding](b"nothing here: corral-ph-tok-" + b"0" * 31 + b"6")
     assert find_placeholders(data, {PH: CRED}) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: a bound host echoes the value it received in every encoding
+# ---------------------------------------------------------------------------------------------
+
+from test_credentials import assert_no_leak, https_records, masked_run, one, real, test_ca  # noqa: E402,F401
+from test_network import out_of  # noqa: E402
+from tlsservers import HttpsServer, presented_token  # noqa: E402
+
+ECHO_HEADERS = {  # header name -> what the server puts there, from the token it received
+    "X-Basic": lambda t: b"Basic " + base64.b64encode(b"x:" + t),
+    "X-B64-ab": lambda t: base64.b64encode(b"ab" + t),
+    "X-B64-a": lambda t: base64.b64encode(b"a" + t + b"!"),
+    "X-B64url": lambda t: base64.urlsafe_b64encode(b"user:" + t).rstrip(b"="),
+    "X-B32": lambda t: base64.b32encode(b"zz" + t),
+    "X-Hex": lambda t: b"0x" + t.hex().encode(),
+    "X-Pct": lambda t: _pct(t),
+}
+
+
+def _encoded_echo(req):
+    token = (presented_token(req.header("Authorization")) or "").encode()
+    headers = [(name, make(token).decode()) for name, make in ECHO_HEADERS.items()]
+    body = b"\n".join(name.encode() + b": " + ENCODINGS[name](p + token + b"!")
+                      for name in sorted(ENCODINGS) for p in (b"", b"a", b"ab", b"x:"))
+    return 200, headers, body + b"\n"
+
+
+@pytest.fixture
+def echo_server(test_ca):
+    s = HttpsServer(test_ca, routes={"/encoded": _encoded_echo})
+    yield s
+    s.close()
+
+
+def test_value_echoed_in_any_encoding_never_reaches_the_sandbox(launcher, ws, test_ca, echo_server):
+    gh = real("gh")
+    script = (f'echo "PH=$GH_TOKEN"; curl -sS --max-time 30 -D hdr.txt -o body.txt -w "code=%{{http_code}}\\n" '
+              f'{echo_server.url("/encoded")} -H "Authorization: Bearer $GH_TOKEN"')
+    p = masked_run(ws, script, echo_server, test_ca, gh)
+    assert one(p.stdout, "code=") == "200", out_of(p)
+    ph = one(p.stdout, "PH=")
+    # the server got the real value and sent it back in every encoding...
+    assert [g.header("authorization") for g in echo_server.got("/encoded")] == [f"Bearer {gh}"]
+    status, sent_headers, sent_body = _encoded_echo(echo_server.got("/encoded")[0])
+    assert reveals(sent_body, gh) and all(reveals(v.encode(), gh) for _, v in sent_headers)
+    # ...and nothing the sandbox received reveals it, decoded any way
+    head = (ws.proj / "hdr.txt").read_bytes()
+    body = (ws.proj / "body.txt").read_bytes()
+    assert len(body) >= len(sent_body) // 2
+    for line in head.splitlines() + body.splitlines():
+        assert not reveals(line, gh), line
+    assert not reveals(head, gh) and not reveals(body, gh)
+    # a whole Basic header comes back as the placeholder's
+    basic = [line.split(b":", 1)[1].strip() for line in head.splitlines() if line.lower().startswith(b"x-basic:")]
+    assert basic == [b"Basic " + base64.b64encode(b"x:" + ph.encode())], head
+    assert_no_leak(ws, p, gh)
+    [rec] = https_records(ws, echo_server.port)
+    assert rec.get("redacted", 0) >= len(ECHO_HEADERS), rec

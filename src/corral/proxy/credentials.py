@@ -396,7 +396,12 @@ class StreamRedactor:
 
     @property
     def count(self) -> int:
+        """Replacements made (for the audit log); the proxy resets it after reading."""
         return self._scanner.count
+
+    @count.setter
+    def count(self, n: int) -> None:
+        self._scanner.count = n
 
     def feed(self, chunk: bytes) -> bytes:
         return self._scanner.feed(chunk)
