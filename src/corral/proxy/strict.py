@@ -68,7 +68,7 @@ def content_length(values) -> int | None:
                 raise Refused(f"invalid Content-Length {shown(item)} (expected plain decimal digits)")
             if len(item) > 1 and item.startswith(b"0"):
                 raise Refused(f"Content-Length {shown(item)} has a leading zero")
-            if len(item) > 19 or int(item) > MAX_CONTENT_LENGTH:
+            if len(item) > len(str(MAX_CONTENT_LENGTH)) or int(item) > MAX_CONTENT_LENGTH:
                 raise Refused(f"Content-Length {shown(item)} is over {MAX_CONTENT_LENGTH}")
             if found is not None and found != item:
                 raise Refused(f"conflicting Content-Length values {shown(found)} and {shown(item)}")
@@ -100,6 +100,7 @@ HEAD_RULES = (
     (re.compile(rb"(?<!\r)\n"), "a line of the request head ends in a bare LF, not CRLF"),
     (re.compile(rb"\r(?!\n)"), "a bare CR in the request head"),
     (re.compile(rb"\r\n[ \t]"), "a folded header line (obs-fold) in the request head"),
+    (re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"), "a control character in the request head"),
 )
 
 
