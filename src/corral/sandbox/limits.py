@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import signal
 
-from .._values import frozen
+from .._values import frozen, replace
 from ..errors import SetupError
 from ..policy.limits import show
 from ..policy.model import LIMIT_KEYS, Limits
@@ -247,10 +247,7 @@ def probe(sandbox_uid: int | None = None, need_cgroups: bool = True) -> Facts:
         h = resource.getrlimit(getattr(resource, name))[1]
         hard.append((name, UNLIMITED if h == resource.RLIM_INFINITY else h))
     hierarchies = _hierarchies(uid) if need_cgroups else ()
-    processes = 0
-    if need_cgroups and sandbox_uid != 0:
-        processes = _count_processes(sandbox_uid)
-    return Facts(uid, sandbox_uid, tuple(hierarchies), tuple(hard), processes)
+    return Facts(uid, sandbox_uid, tuple(hierarchies), tuple(hard))
 
 
 def _hierarchies(uid: int) -> list[Hierarchy]:
@@ -344,7 +341,10 @@ def _count_processes(uid: int) -> int:
 def prepare(limits: Limits, sandbox_uid: int | None, report=None) -> LimitsPlan:
     """Probe, decide, tell the user what is not enforced (one line) or refuse (strict)."""
     need = any(getattr(limits, k) is not None for k in CGROUP_KEYS)
-    lp = plan_limits(limits, probe(sandbox_uid, need))
+    facts = probe(sandbox_uid, need)
+    lp = plan_limits(limits, facts)
+    if any(name == "RLIMIT_NPROC" for name, _ in lp.rlimits):  # the fallback counts what runs now (a /proc scan)
+        lp = plan_limits(limits, replace(facts, processes=_count_processes(facts.sandbox_uid)))
     refusal = lp.refusal()
     if refusal is not None:
         raise refusal
