@@ -268,7 +268,8 @@ def cmd_run(args: list[str]) -> int:
 
             # Before the command starts: refused here (strict), or one line on what is not enforced.
             run_as = plan.run_as if ctx.uid == 0 else None
-            limits = prepare_limits(policy.limits, run_as[0] if run_as else None, None if opts.dry_run else report)
+            limits = prepare_limits(policy.limits, run_as[0] if run_as else None, None if opts.dry_run else report,
+                                    refuse=not opts.dry_run)
         if opts.dry_run:
             return dry_run(plan, policy.network.allowed_domains, limits)
         if report is not None:

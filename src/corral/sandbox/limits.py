@@ -338,14 +338,15 @@ def _count_processes(uid: int) -> int:
     return n
 
 
-def prepare(limits: Limits, sandbox_uid: int | None, report=None) -> LimitsPlan:
-    """Probe, decide, tell the user what is not enforced (one line) or refuse (strict)."""
+def prepare(limits: Limits, sandbox_uid: int | None, report=None, refuse: bool = True) -> LimitsPlan:
+    """Probe, decide, tell the user what is not enforced (one line) or refuse (strict; not
+    with `refuse=False`, for --dry-run, which prints the decision instead)."""
     need = any(getattr(limits, k) is not None for k in CGROUP_KEYS)
     facts = probe(sandbox_uid, need)
     lp = plan_limits(limits, facts)
     if any(name == "RLIMIT_NPROC" for name, _ in lp.rlimits):  # the fallback counts what runs now (a /proc scan)
         lp = plan_limits(limits, replace(facts, processes=_count_processes(facts.sandbox_uid)))
-    refusal = lp.refusal()
+    refusal = lp.refusal() if refuse else None
     if refusal is not None:
         raise refusal
     line = lp.warning()
