@@ -140,6 +140,13 @@ NORMALIZE = [
     ("/a%2Fb", [("a%2Fb",), ("a", "b")], ""),
     ("/a%2fb%5cc", [("a%2Fb%5Cc",), ("a", "b%5Cc"), ("a%2Fb", "c"), ("a", "b", "c")], ""),
     ("/a\\b", [("a\\b",), ("a", "b")], ""),
+    # path parameters and trailing dots: also read the way servers that drop them read them
+    ("/a;v=1/b", [("a;v=1", "b"), ("a", "b")], ""),
+    ("/a%3bv/b", [("a%3Bv", "b"), ("a", "b")], ""),
+    ("/a/..;/b", [("a", "..;", "b"), ("b",)], ""),
+    ("/a./b..", [("a.", "b.."), ("a", "b")], ""),
+    ("/a/.../b", [("a", "...", "b")], ""),  # all dots: not a dot segment, kept
+    ("/a;x?q=1;r=2", [("a;x",), ("a",)], "q=1;r=2"),
 ]
 
 
@@ -420,3 +427,78 @@ def test_importing_httprules_is_cheap_and_opens_nothing():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[] []"
+
+
+# ---------------------------------------------------------------------------------------------
+# The documented push rule: every spelling of a push is refused (issue 10)
+# ---------------------------------------------------------------------------------------------
+
+PUSH_RULES = HttpRules([
+    "allow GET,HEAD,POST github.com/**",  # POST too: fetch posts to git-upload-pack
+    "deny POST github.com/**/git-receive-pack",
+    "deny * github.com/**/info/refs?service=git-receive-pack",
+])
+
+PUSH_SPELLINGS = [
+    # method, path, allowed, code
+    ("POST", "/o/r/git-receive-pack", False, DENY_RULE),  # no .git: GitHub serves it
+    ("POST", "/o/r.git/git-receive-pack", False, DENY_RULE),
+    ("POST", "/git-receive-pack", False, DENY_RULE),
+    ("POST", "/o/r/GIT-RECEIVE-PACK", False, DENY_RULE),  # deny rules ignore case
+    ("POST", "/o/r/Git-Receive-Pack/", False, DENY_RULE),
+    ("POST", "/o/r/git-receive-pack;x=1", False, BAD_REQUEST),  # ;params: readings disagree
+    ("POST", "/o/r/git-receive-pack%3bx", False, BAD_REQUEST),
+    ("POST", "/o/r;x=1/git-receive-pack", False, DENY_RULE),
+    ("POST", "/o/r/git-receive-pack.", False, BAD_REQUEST),  # trailing dot
+    ("POST", "/o/r/git-receive-pack..", False, BAD_REQUEST),
+    ("POST", "/o/r/git-receive-pack/.", False, DENY_RULE),
+    ("POST", "/o/r/./git-receive-pack", False, DENY_RULE),
+    ("POST", "//o//r//git-receive-pack", False, DENY_RULE),
+    ("POST", "/o/r/x/../git-receive-pack", False, DENY_RULE),
+    ("POST", "/o/r/x/..;/git-receive-pack", False, DENY_RULE),
+    ("POST", "/o/r/%67it-receive-pack", False, DENY_RULE),
+    ("POST", "/o/r/git%2dreceive%2Dpack", False, DENY_RULE),
+    ("POST", "/o/r%2Fgit-receive-pack", False, BAD_REQUEST),
+    ("POST", "/o/r%5cgit-receive-pack", False, BAD_REQUEST),
+    ("POST", "/o/r/git-receive-pack?x=1", False, DENY_RULE),
+    ("post", "/o/r/git-receive-pack", False, DENY_RULE),
+    # push discovery, whatever the method and spelling
+    ("GET", "/o/r/info/refs?service=git-receive-pack", False, DENY_RULE),
+    ("GET", "/o/r.git/info/refs?service=git-receive-pack", False, DENY_RULE),
+    ("HEAD", "/o/r/info/refs?service=git-receive-pack", False, DENY_RULE),
+    ("POST", "/o/r/info/refs?service=git-receive-pack", False, DENY_RULE),
+    ("GET", "/o/r/info/refs?service=GIT-RECEIVE-PACK", False, DENY_RULE),
+    ("GET", "/o/r/info/refs?SERVICE=git-receive-pack", False, DENY_RULE),
+    ("GET", "/o/r/info/refs?service=git%2Dreceive%2Dpack", False, DENY_RULE),
+    ("GET", "/o/r/info/refs?service=git-receive-pack&service=git-upload-pack", False, DENY_RULE),
+    ("GET", "/o/r/info/refs?a=b;service=git-receive-pack", False, DENY_RULE),
+    ("GET", "/o/r/INFO/Refs?service=git-receive-pack", False, DENY_RULE),
+    ("GET", "/o/r/info/refs;x?service=git-receive-pack", False, BAD_REQUEST),
+    ("GET", "/o/r/info/./refs?service=git-receive-pack", False, DENY_RULE),
+    ("GET", "/o/r/info//refs/?service=git-receive-pack", False, DENY_RULE),
+    # fetch still works, with or without .git
+    ("GET", "/o/r/info/refs?service=git-upload-pack", True, ALLOW),
+    ("GET", "/o/r.git/info/refs?service=git-upload-pack", True, ALLOW),
+    ("POST", "/o/r/git-upload-pack", True, ALLOW),
+    ("POST", "/o/r.git/git-upload-pack;x", True, ALLOW),  # every reading allowed
+    ("GET", "/o/r/blob/main/git-receive-pack.md", True, ALLOW),
+]
+
+
+@pytest.mark.parametrize("method,path,allowed,code", PUSH_SPELLINGS)
+def test_push_in_any_spelling_is_refused(method, path, allowed, code):
+    decision = PUSH_RULES.decide(method, "GitHub.com.", path)
+    assert (decision.allowed, decision.code) == (allowed, code), decision.reason
+
+
+def test_star_dot_git_names_only_dot_git_segments():
+    """`*.git` means what it says; that is why the documented push rule is `**/git-receive-pack`."""
+    old = HttpRules(["allow * github.com/**", "deny POST github.com/*/*.git/git-receive-pack"])
+    assert not old.decide("POST", "github.com", "/o/r.git/git-receive-pack").allowed
+    assert old.decide("POST", "github.com", "/o/r/git-receive-pack").allowed
+
+
+def test_allow_rules_stay_case_sensitive():
+    rules = HttpRules(["allow GET h.example/Public/**"])
+    assert rules.decide("GET", "h.example", "/Public/x").allowed
+    assert not rules.decide("GET", "h.example", "/public/x").allowed

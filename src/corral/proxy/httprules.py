@@ -10,8 +10,8 @@ A rule, in its compact string form::
     [allow|deny] METHODS HOST/PATH[?KEY=VALUE[&KEY=VALUE...]]
 
     GET,HEAD github.com/**                                   any path, GET and HEAD only
-    deny POST github.com/*/*.git/git-receive-pack            git push
-    deny GET github.com/*/*.git/info/refs?service=git-receive-pack   push discovery
+    deny POST github.com/**/git-receive-pack                 git push (with or without .git)
+    deny * github.com/**/info/refs?service=git-receive-pack  push discovery
     * api.example.com/v1/**                                  every method under /v1
 
 - METHODS: `*` or comma-separated methods, matched case-insensitively (`post` is POST).
@@ -19,7 +19,11 @@ A rule, in its compact string form::
   or `*` (every host). No port: HTTP rules name hosts, the domain rules name ports.
 - PATH: segments separated by `/`. A segment `**` matches any number of segments (also
   none); `*` alone matches one segment; `*` inside a segment (`*.git`) matches any run of
-  characters within that segment; everything else is literal and case-sensitive.
+  characters within that segment; everything else is literal. Allow rules compare paths
+  case-sensitively; deny rules case-insensitively (a server that ignores case must not let
+  `/GIT-RECEIVE-PACK` past `deny POST github.com/**/git-receive-pack`), query conditions too.
+  `*.git` means a segment ending in `.git`: GitHub also serves `/org/repo/git-receive-pack`,
+  so a rule meant to refuse pushes names `**/git-receive-pack`, not `*/*.git/...`.
 - The query is ignored unless the rule has a `?KEY=VALUE` condition. Git's push discovery
   is `GET /org/repo.git/info/refs?service=git-receive-pack`: the path alone cannot tell it
   from fetch discovery, so a condition can name the service. A deny rule's condition holds
@@ -49,6 +53,10 @@ Path normalisation, before matching (an attacker picks whichever spelling the ru
   segments. The request is judged under every reading; if the readings get different
   decisions, it is refused (400) — `/org/repo.git%2Fgit-receive-pack` cannot dodge a deny
   rule — and otherwise it goes through, so npm's `/@scope%2fname` still works.
+- Path parameters and trailing dots: some servers drop `;params` from a segment (`..;` is
+  `..` to Tomcat) or trailing dots (`pack.` is `pack` to Windows). Where a path has them, it
+  is also read with them dropped (before dot segments are resolved), and judged the same way:
+  `/o/r/git-receive-pack;x` cannot dodge a deny rule either.
 """
 
 from __future__ import annotations
@@ -112,12 +120,18 @@ class HttpRule:
     segments: tuple  # compiled path: "**" or a tuple of the parts between `*`s
 
     def matches(self, method: str, name: str, segments: tuple, query: str) -> bool:
-        """Whether this rule covers an upper-case `method` to canonical host `name`."""
+        """Whether this rule covers an upper-case `method` to canonical host `name`.
+
+        A deny rule ignores letter case in the path and the query condition (see the module
+        docstring): its own segments are stored lower-case."""
+        deny = self.action == "deny"
+        if deny:
+            segments = tuple(seg.lower() for seg in segments)
         return (
             (self.methods == "*" or method in self.methods)
             and host_in(self.host, name)
             and _glob(self.segments, segments)
-            and _query_holds(self.query, query, every=self.action == "allow")
+            and _query_holds(self.query, query, every=not deny, fold=deny)
         )
 
 
@@ -223,12 +237,25 @@ def _check_chars(text: str) -> None:
         raise ValueError("contains '#': a fragment is never sent to a server")
 
 
-def _segments(path: str, separators) -> tuple:
-    """Split canonical `path` on '/' and on `separators`, drop empty and '.' segments, resolve '..'."""
+_PARAMS = (";", "%3B")  # what begins a segment's parameters (`/a;v=1/b`), raw or escaped
+
+
+def _lax(seg: str) -> str:
+    """`seg` as a server that drops `;params` and trailing dots reads it (`.` and `..` kept)."""
+    for mark in _PARAMS:
+        seg = seg.split(mark, 1)[0]
+    return seg.rstrip(".") if seg.strip(".") else seg
+
+
+def _segments(path: str, separators, lax: bool = False) -> tuple:
+    """Split canonical `path` on '/' and on `separators`, drop empty and '.' segments, resolve '..';
+    with `lax`, drop each segment's `;params` and trailing dots first."""
     for sep in separators:
         path = path.replace(sep, "/")
     out: list[str] = []
     for seg in path.split("/"):
+        if lax:
+            seg = _lax(seg)
         if seg in ("", "."):
             continue
         if seg == "..":
@@ -255,8 +282,10 @@ def normalize_path(target: str) -> tuple[tuple[tuple, ...], str]:
     path = _canonical_escapes(path)
     _canonical_escapes(query)  # validated only; conditions decode it themselves
     present = [sep for sep in _AMBIGUOUS_SEPARATORS if sep in path]
-    readings = [_segments(path, combo) for n in range(len(present) + 1) for combo in combinations(present, n)]
-    return tuple(readings), query
+    laxes = (False, True) if any(mark in path for mark in _PARAMS) or "./" in path + "/" else (False,)
+    readings = [_segments(path, combo, lax) for lax in laxes
+                for n in range(len(present) + 1) for combo in combinations(present, n)]
+    return tuple(dict.fromkeys(readings)), query
 
 
 def _decode_query_part(text: str) -> str:
@@ -275,19 +304,22 @@ def _decode_query_part(text: str) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _query_values(query: str, key: str) -> list[str]:
-    """Every value of `key` in `query`; `&` and `;` both separate (some servers split on `;`)."""
+def _query_values(query: str, key: str, fold: bool = False) -> list[str]:
+    """Every value of `key` in `query`; `&` and `;` both separate (some servers split on `;`).
+    With `fold`, keys compare and values come back lower-case."""
     values = []
     for item in query.replace(";", "&").split("&"):
         k, eq, v = item.partition("=")
-        if _decode_query_part(k) == key:
-            values.append(_decode_query_part(v) if eq else "")
+        k = _decode_query_part(k)
+        if (k.lower() if fold else k) == key:
+            v = _decode_query_part(v) if eq else ""
+            values.append(v.lower() if fold else v)
     return values
 
 
-def _query_holds(conditions: tuple, query: str, *, every: bool) -> bool:
+def _query_holds(conditions: tuple, query: str, *, every: bool, fold: bool = False) -> bool:
     for key, value in conditions:
-        values = _query_values(query, key)
+        values = _query_values(query, key, fold)
         if every:
             if not values or any(v != value for v in values):
                 return False
@@ -444,6 +476,9 @@ def parse_rule(text: str, action: str | None = None) -> HttpRule:
     path, question, query = rest.partition("?")
     canonical, segments = _compile_path(path)
     conditions = _parse_conditions(query) if question else ()
+    if action == "deny":  # deny rules ignore letter case: compare lower-case with lower-case
+        segments = tuple(seg if seg == "**" else tuple(part.lower() for part in seg) for seg in segments)
+        conditions = tuple((k.lower(), v.lower()) for k, v in conditions)
     return HttpRule(action, methods, host, canonical, conditions, text.strip(), segments)
 
 
