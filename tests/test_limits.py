@@ -440,3 +440,30 @@ def test_library_runs_apply_the_limits(launcher, ws):
     assert f"hog {hog} slow 124" in r.stdout
     assert "wrap: resource limits ([limits]) need Sandbox.run" in r.stdout
     assert "corral: time limit 1s reached" in r.stderr
+
+
+@pytest.mark.parametrize("mount,root,path,expected", [
+    ("/sys/fs/cgroup/memory", "/", "/process_api/x", "/sys/fs/cgroup/memory/process_api/x"),
+    ("/sys/fs/cgroup/memory", "/", "/", "/sys/fs/cgroup/memory"),
+    ("/sys/fs/cgroup", "/docker/abc", "/docker/abc/sub", "/sys/fs/cgroup/sub"),  # a container's cgroup namespace root
+    ("/sys/fs/cgroup", "/docker/abc", "/docker/abc", "/sys/fs/cgroup"),
+])
+def test_cgroup_directory_of_a_path_in_a_mounted_hierarchy(mount, root, path, expected):
+    from corral.sandbox.limits import _within
+
+    assert _within(mount, root, path) == expected
+
+
+def test_probe_sees_this_machines_hierarchies():
+    from corral.sandbox.limits import probe
+
+    facts = probe()
+    by_ctrl = {c: h for h in facts.hierarchies for c in h.controllers}
+    own = {line.split(":")[1]: line.split(":")[2].strip() for line in open("/proc/self/cgroup") if line.split(":")[1]}
+    for ctrl in ("memory", "pids", "cpu"):
+        h = by_ctrl.get(ctrl)
+        if h is None or h.version != 1:
+            continue
+        path = next(p for names, p in own.items() if ctrl in names.split(","))
+        assert h.candidates[0].path == os.path.normpath(f"{h.mount}/{path}")
+        assert h.candidates[0].writable == (os.geteuid() == 0 and os.access(h.candidates[0].path, os.W_OK))
