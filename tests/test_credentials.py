@@ -945,6 +945,43 @@ def test_git_push_refused_by_http_rules(launcher, ws, test_ca, git_root, git_ser
     assert_no_leak(ws, p, git_token)
 
 
+# The rule the docs give for refusing pushes, and the one they gave before issue 10 (which
+# names only `*.git` repositories: a .git-less URL, which GitHub serves too, slipped past it).
+DOCUMENTED_PUSH_RULES = ["allow GET,HEAD,POST 127.0.0.1/**", "deny POST 127.0.0.1/**/git-receive-pack",
+                         "deny * 127.0.0.1/**/info/refs?service=git-receive-pack"]
+STAR_DOT_GIT_RULES = ["allow GET,HEAD,POST 127.0.0.1/**", "deny POST 127.0.0.1/*.git/git-receive-pack",
+                      "deny GET 127.0.0.1/*.git/info/refs?service=git-receive-pack"]
+
+
+@pytest.mark.parametrize("rules", ["documented", "star-dot-git"])
+def test_push_through_a_gitless_url_is_refused(launcher, ws, test_ca, git_root, git_server, git_token, rules):
+    (git_root / "repo").symlink_to("repo.git")  # the server answers for /repo/... as for /repo.git/...
+    extra = '[[credentials]]\nname = "GIT_TOKEN"\nfrom_env = "GIT_TOKEN"\nhosts = ["127.0.0.1"]\n'
+    policy = native(ws, [git_server.hostport], ca=test_ca, extra=extra,
+                    http_rules=DOCUMENTED_PUSH_RULES if rules == "documented" else STAR_DOT_GIT_RULES)
+    base = f"127.0.0.1:{git_server.port}/repo"
+    script = "\n".join([
+        f'git -c credential.helper= clone -q "https://x-access-token:$GIT_TOKEN@{base}" cl; echo "clone=$?"',
+        "cd cl && echo pushed > pushed.txt && git add pushed.txt && "
+        f"git {' '.join(GIT_ID)} commit -q -m push; echo \"commit=$?\"",
+        'git -c credential.helper= push origin HEAD:refs/heads/main > ../push.out 2>&1; echo "push=$?"',
+    ])
+    before = git_refs(git_root)
+    p = cred_run(ws, script, policy, env_extra={"GIT_TOKEN": git_token})
+    assert one(p.stdout, "clone=") == "0" and one(p.stdout, "commit=") == "0", out_of(p)
+    push_out = (ws.proj / "push.out").read_text()
+    receive = [(r.method, r.path) for r in git_server.got() if "receive-pack" in r.path]
+    if rules == "documented":
+        assert one(p.stdout, "push=") != "0" and "403" in push_out, (push_out, out_of(p))
+        assert receive == [] and git_refs(git_root) == before, receive
+        blocked = [r for r in audit(ws) if r.get("decision") == "block" and r.get("proto") == "https"]
+        assert blocked and all("receive-pack" in r.get("rule", "") for r in blocked), audit(ws)
+    else:  # the control: a rule naming only `*.git` lets the .git-less push through
+        assert one(p.stdout, "push=") == "0", (push_out, out_of(p))
+        assert ("POST", "/repo/git-receive-pack") in receive and git_refs(git_root) != before
+    assert_no_leak(ws, p, git_token)
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. native TOML: base-URL endpoints, credentials from a command
 # ---------------------------------------------------------------------------------------------

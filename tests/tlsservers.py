@@ -218,7 +218,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if route in owner.routes:
             status, headers, body = owner.routes[route](req)
             return self._send(status, body, "application/octet-stream", headers)
-        if owner.git_root is not None and _is_git_path(route):
+        if owner.git_root is not None and _is_git_path(route, owner.git_root):
             return self._git(req)
         if route == "/echo":
             return self._echo(req)
@@ -369,9 +369,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(status, body, ctype, extra)
 
 
-def _is_git_path(route: str) -> bool:
+def _is_git_path(route: str, root: Path | None = None) -> bool:
     first = route.lstrip("/").split("/", 1)[0]
-    return first.endswith(".git")
+    # also a repository named without .git (`repo` -> `repo.git`), as GitHub serves both
+    return first.endswith(".git") or (root is not None and bool(first) and (root / first / "HEAD").is_file())
 
 
 def big_body(n: int) -> bytes:
