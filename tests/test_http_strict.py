@@ -147,7 +147,7 @@ def _h(*pairs):
     ("CONNECT", "1.1", _h(("host", "a:443"), ("content-length", "0")), ("length", 0)),
 ])
 def test_request_framing(method, version, headers, framing):
-    assert strict.check_request(method.encode(), b"/", version.encode(), headers) == framing
+    assert strict.check_request(method.encode(), version.encode(), headers) == framing
 
 
 @pytest.mark.parametrize("method,version,headers,why", [
@@ -174,7 +174,7 @@ def test_request_framing(method, version, headers, framing):
 ])
 def test_request_head_a_strict_reader_refuses_is_refused(method, version, headers, why):
     with pytest.raises(Refused, match=why):
-        strict.check_request(method.encode(), b"/", version.encode(), headers)
+        strict.check_request(method.encode(), version.encode(), headers)
 
 
 @pytest.mark.parametrize("authority", ["a:99999", "a:+80", "a:0x50", "a:080", "a:0", "a:", "[::1]:", "[::1]:65536",
@@ -215,10 +215,14 @@ def test_chunked_framing_finds_the_end(body, extra):
     (b"5\r\nhello\n0\r\n\r\n", "not followed by CRLF"),
     (b"0\r\nX: y\n\r\n", "bare LF"),
     (b"5" + b";" * 5000 + b"\r\n", "too long"),
+    (b"0\r\n" + b"X: y\r\n" * 6000 + b"\r\n", "trailer section too long"),
 ])
-def test_chunked_framing_refuses(body, why):
+@pytest.mark.parametrize("step", [1, 1000, 1 << 20])
+def test_chunked_framing_refuses(body, why, step):
+    f = ChunkedFraming()
     with pytest.raises(Refused, match=why):
-        ChunkedFraming().feed(body)
+        for i in range(0, len(body), step):
+            f.feed(body[i:i + step])
 
 
 # -- a strict reference reader (RFC 9112), independent of h11 and of proxy/strict.py ----------------

@@ -119,7 +119,7 @@ def _values(headers, name: bytes) -> list:
     return [v for n, v in headers if n == name]
 
 
-def check_request(method: bytes, target: bytes, http_version: bytes, headers) -> tuple[str, int]:
+def check_request(method: bytes, http_version: bytes, headers) -> tuple[str, int]:
     """How the body of a request h11 parsed is framed: ("chunked", 0) or ("length", n).
 
     Refused: an HTTP version other than 1.0 and 1.1; a bad Content-Length; a Transfer-Encoding
@@ -173,9 +173,8 @@ class ChunkedFraming:
     def done(self) -> bool:
         return self.state == "done"
 
-    def feed(self, data) -> None:
-        view = memoryview(data)
-        i, n = 0, len(view)
+    def feed(self, data: bytes) -> None:
+        i, n = 0, len(data)
         while i < n:
             state = self.state
             if state == "done":
@@ -189,31 +188,25 @@ class ChunkedFraming:
                     self.state, self.left = "crlf", 0
                 continue
             if state == "crlf":
-                want = b"\r\n"[self.left]
-                if view[i] != want:
-                    raise Refused(f"chunk data not followed by CRLF (found {shown(bytes(view[i:i + 8]))})")
+                if data[i] != b"\r\n"[self.left]:
+                    raise Refused(f"chunk data not followed by CRLF (found {shown(data[i:i + 8])})")
                 i += 1
                 self.left += 1
                 if self.left == 2:
                     self.state = "size"
                 continue
-            # "size" or "trailer": a line
-            end = bytes(view[i:i + MAX_CHUNK_LINE + 2]).find(b"\n")
+            # "size" or "trailer": a line, searched in place (tiny chunks must not cost a copy each)
+            limit = (MAX_CHUNK_LINE if state == "size" else MAX_TRAILERS - self.trailers) - len(self.line)
+            end = data.find(b"\n", i, i + limit)
             if end < 0:
-                self.line += view[i:]
-                i = n
-                self._line_bounds()
-                continue
-            self.line += view[i:i + end + 1]
-            i += end + 1
-            self._line_bounds()
+                if n - i >= limit:
+                    raise Refused("chunk size line too long" if state == "size" else "chunked trailer section too long")
+                self.line += data[i:]
+                return
+            self.line += data[i:end + 1]
+            i = end + 1
             self._end_of_line(bytes(self.line))
             self.line.clear()
-
-    def _line_bounds(self) -> None:
-        limit = MAX_CHUNK_LINE if self.state == "size" else MAX_TRAILERS - self.trailers
-        if len(self.line) > limit:
-            raise Refused("chunk size line too long" if self.state == "size" else "chunked trailer section too long")
 
     def _end_of_line(self, line: bytes) -> None:
         if not line.endswith(b"\r\n") or b"\r" in line[:-2]:
@@ -258,7 +251,7 @@ class RequestReader:
             rest = conn.trailing_data[0]
             if before is not None:
                 check_head_lines(before[:len(before) - len(rest)])
-            framing, _length = check_request(event.method, event.target, event.http_version, event.headers)
+            framing, _length = check_request(event.method, event.http_version, event.headers)
             self.chunks = None
             if framing == "chunked":
                 chunks = ChunkedFraming()
