@@ -710,6 +710,9 @@ def test_request_with_malformed_framing_or_port_is_refused_and_reaches_no_upstre
     assert recorder.raw == []
     blocked = [r for r in _audit(audit) if r.get("status") == 400]
     assert len(blocked) == 1 and why in blocked[0]["reason"], _audit(audit)
+    assert blocked[0]["decision"] == "block" and "bytearray" not in blocked[0]["reason"]
+    if what == "Content-Length 2^64+5":  # a head that parses: the line says what it was for
+        assert (blocked[0]["method"], blocked[0]["host"], blocked[0]["port"]) == ("POST", "127.0.0.1", recorder.port)
 
 
 def test_well_formed_requests_still_reach_the_upstream(launcher, proxy, recorder):

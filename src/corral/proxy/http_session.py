@@ -161,18 +161,28 @@ class HttpSession:
         text = str(exc)
         status = 431 if getattr(exc, "error_status_hint", 400) == 431 or "too long" in text.lower() \
             or "too large" in text.lower() else 400
-        self._audit_refusal(f"malformed request: {_reason(text)}", status)
+        fields = {}
+        request = getattr(exc, "request", None)
+        if request is not None:  # a head h11 parsed and strict refused: say what it was for
+            fields = _target_fields(request.method, request.target, self.origin)
+            if self.origin is None:
+                run = self.proxy._run_for(*self._credentials(request))
+                fields["run_info"] = run if run else self.proxy.default_run
+        if "unexpectedly closed" in text:  # the client hung up mid-request: not a refusal
+            fields["decision"] = "error"
+        self._audit_refusal(f"malformed request: {_reason(text)}", status, **fields)
         await self._respond(status, "Bad Request" if status == 400 else "Request Header Fields Too Large",
                             f"corral proxy: malformed request: {text}\n")
 
-    def _audit_refusal(self, reason: str, status: int = 400, **fields) -> None:
+    def _audit_refusal(self, reason: str, status: int = 400, run_info=None, **fields) -> None:
         origin = self.origin
-        run = origin.run if origin is not None else self.proxy.default_run
+        run = origin.run if origin is not None else (run_info or self.proxy.default_run)
         if origin is not None:
             fields.setdefault("host", origin.host)
             fields.setdefault("port", origin.port)
-        self.proxy.record(run, proto=origin.proto if origin is not None else "http", decision="block",
-                          reason=reason, status=status, **fields)
+        fields.setdefault("decision", "block")
+        self.proxy.record(run, proto=origin.proto if origin is not None else "http", reason=reason, status=status,
+                          **fields)
 
     def _credentials(self, request):
         for name, value in request.headers:
@@ -218,7 +228,7 @@ class HttpSession:
             try:
                 host, port, path = split_absolute(target)
             except ValueError as exc:
-                self._audit_refusal(f"bad request target: {exc}", method=method)
+                self._audit_refusal(f"bad request target: {exc}", run_info=run, method=method)
                 await self._respond(400, "Bad Request", f"corral proxy: {exc}\n")
                 return False
             origin = proxy.endpoint_at(host, port, run)  # a base-URL endpoint reached through the proxy
@@ -571,7 +581,7 @@ class HttpSession:
         try:
             host, port = split_authority(target, default_port=None)
         except ValueError as exc:
-            self._audit_refusal(f"bad CONNECT target: {exc}", method="CONNECT")
+            self._audit_refusal(f"bad CONNECT target: {exc}", run_info=run, method="CONNECT")
             await self._respond(400, "Bad Request", f"corral proxy: bad CONNECT target: {exc}\n")
             return
         start = time.monotonic()
@@ -680,6 +690,24 @@ def _spliceable_length(method: bytes, response, minimum: int = SPLICE_MIN) -> in
     except ValueError as exc:
         raise DialFailed(f"the upstream's response: {exc}") from None
     return length if length is not None and length >= minimum else None
+
+
+def _target_fields(method: bytes, target: bytes, origin) -> dict:
+    """Method, host, port and path of a refused request, as far as its target says (audit only)."""
+    from .urls import split_absolute, split_authority
+
+    fields = {"method": method.decode("ascii", "replace")}
+    text = target.decode("ascii", "replace")
+    try:
+        if origin is not None:
+            fields["path"] = text
+        elif method == b"CONNECT":
+            fields["host"], fields["port"] = split_authority(text, None)
+        else:
+            fields["host"], fields["port"], fields["path"] = split_absolute(text)
+    except ValueError:
+        pass
+    return fields
 
 
 def _reason(text: str) -> str:

@@ -28,7 +28,10 @@ HTTP_VERSIONS = (b"1.0", b"1.1")
 
 
 class Refused(ValueError):
-    """A request the proxy must not forward; `str()` is the reason, fit for the client and the audit log."""
+    """A request the proxy must not forward; `str()` is the reason, fit for the client and the audit log.
+    `request`: the h11 Request it was found in, when its head could be parsed."""
+
+    request = None
 
 
 def shown(value) -> str:
@@ -249,14 +252,18 @@ class RequestReader:
         event = conn.next_event()
         if isinstance(event, h11.Request):
             rest = conn.trailing_data[0]
-            if before is not None:
-                check_head_lines(before[:len(before) - len(rest)])
-            framing, _length = check_request(event.method, event.http_version, event.headers)
             self.chunks = None
-            if framing == "chunked":
-                chunks = ChunkedFraming()
-                chunks.feed(rest)
-                self.chunks = chunks
+            try:
+                if before is not None:
+                    check_head_lines(before[:len(before) - len(rest)])
+                framing, _length = check_request(event.method, event.http_version, event.headers)
+                if framing == "chunked":
+                    chunks = ChunkedFraming()
+                    chunks.feed(rest)
+                    self.chunks = chunks
+            except Refused as exc:
+                exc.request = event  # for the audit line: its method and target
+                raise
         elif isinstance(event, h11.EndOfMessage) and self.chunks is not None:
             chunks, self.chunks = self.chunks, None
             if not chunks.done or chunks.extra != len(conn.trailing_data[0]):
