@@ -1,17 +1,50 @@
-"""The audit log: one JSON line per connection and per HTTP request.
+"""The audit log: one JSON line per connection and per HTTP request, bounded.
 
 Records hold names, addresses, decisions and byte counts; never a header value, a body, a
 URL query or proxy credentials (the query string may carry tokens, so only the path is kept).
+
+The sandbox decides how many events happen (a loop of DNS queries for a refused name makes
+thousands a second), so what is written is bounded three ways (`Limiter`, pure, and `AuditLog`):
+
+- **Aggregation.** The first of identical events (same run, kind, host, port, decision, rule,
+  reason, method, path: everything but the time) is written at once; the repeats within the
+  next `WINDOW` seconds are counted and written as one line with `"count": N` (N events) when
+  the window ends, and at the latest when the proxy stops. Events that carry their own
+  measurements (bytes, duration, credentials injected or redacted, placeholders) are never
+  merged.
+- **Rate.** Each run may write `RATE` lines a second (bursts of `BURST`); past that, events are
+  only counted, and one line `{"proto": "audit", "decision": "suppressed", "count": N}` says
+  how many were dropped once the run may write again (or when the proxy stops). The end-of-run
+  summary of blocked hosts is kept by the proxy itself, whatever the log dropped.
+- **Size.** When a write would take the file past `max_bytes` (`MAX_BYTES`, 10 MiB, or the
+  environment variable `CORRAL_AUDIT_MAX_BYTES` of the process that starts the proxy), it is
+  rotated: `audit.jsonl` -> `audit.jsonl.1` -> ... -> `audit.jsonl.KEEP` (the oldest is dropped).
+  Several corral processes may share the file: each line is one `write(2)` on an O_APPEND
+  descriptor, and rotation happens under an `flock` on `audit.jsonl.lock` after checking that
+  no other process rotated first; a process whose file was rotated away reopens the new one.
+  (Each process checks the size before its own write, so racing writers may take a file
+  past the cap by one line each.)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 
 FIELDS = ("time", "run", "command", "proto", "host", "port", "address", "decision", "rule",
-          "reason", "method", "path", "status", "injected", "placeholders", "redacted", "exfiltration", "up", "down", "ms")
+          "reason", "method", "path", "status", "injected", "placeholders", "redacted", "exfiltration", "up", "down",
+          "ms", "count")
+# Per-event measurements: a record carrying one is never merged with another.
+MEASURED = ("up", "down", "ms", "redacted", "injected", "placeholders", "exfiltration")
+
+MAX_BYTES = 10 * 1024 * 1024
+KEEP = 3  # rotated files kept beside the current one
+WINDOW = 5.0  # seconds over which identical events are counted into one line
+RATE = 100  # lines a second a run may write...
+BURST = 1000  # ...after a burst of this many
+MAX_BYTES_ENV = "CORRAL_AUDIT_MAX_BYTES"
 
 
 def default_path(environ=os.environ) -> str:
@@ -19,17 +52,136 @@ def default_path(environ=os.environ) -> str:
     return os.path.join(state, "corral", "audit.jsonl")
 
 
-class AuditLog:
-    """Appends records; each write is one `write(2)` on an O_APPEND descriptor, so concurrent
-    corral processes sharing the file never interleave inside a line."""
+def rotated_paths(path: str, keep: int = KEEP) -> list[str]:
+    """The rotated files of `path`, oldest first (`path.KEEP` ... `path.1`)."""
+    return [f"{path}.{i}" for i in range(keep, 0, -1)]
 
-    def __init__(self, path: str | None):
+
+def timestamp(now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
+def event_key(record: dict) -> str | None:
+    """What makes two events the same for aggregation; None for events never merged."""
+    if any(record.get(k) not in (None, "", 0, False, [], ()) for k in MEASURED):
+        return None
+    return json.dumps({k: v for k, v in record.items() if k != "time"}, sort_keys=True, default=str)
+
+
+class Limiter:
+    """Decides which records are written (pure: the caller passes the clock's `now`).
+
+    `admit(record, now)` and `due(now)` return the records to write now, in order;
+    `drain(now)` returns everything still held (when the log closes).
+    """
+
+    __slots__ = ("window", "rate", "burst", "_pending", "_buckets", "_suppressed")
+
+    def __init__(self, window: float = WINDOW, rate: float = RATE, burst: int = BURST):
+        self.window, self.rate, self.burst = window, rate, burst
+        self._pending: dict[str, list] = {}  # key -> [first seen, record, repeats]; oldest first
+        self._buckets: dict = {}  # run -> [tokens, last refill]
+        self._suppressed: dict = {}  # run -> [count, command]
+
+    def _take(self, run, now: float) -> bool:
+        bucket = self._buckets.get(run)
+        if bucket is None:
+            if len(self._buckets) >= 4096:
+                self._buckets.clear()
+            bucket = self._buckets[run] = [float(self.burst), now]
+        bucket[0] = min(float(self.burst), bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if bucket[0] >= 1:
+            bucket[0] -= 1
+            return True
+        return False
+
+    def _summary(self, run) -> dict:
+        count, command, _ = self._suppressed.pop(run)
+        return {"time": timestamp(), "run": run, "command": command, "proto": "audit", "decision": "suppressed",
+                "count": count,
+                "reason": f"{count} events over the audit rate limit ({self.rate:g} lines/s) were not written"}
+
+    def admit(self, record: dict, now: float) -> list[dict]:
+        out = self.due(now)
+        key = event_key(record)
+        if key is not None and key in self._pending:
+            self._pending[key][2] += 1
+            return out
+        run = record.get("run")
+        if not self._take(run, now):
+            held = self._suppressed.setdefault(run, [0, record.get("command"), now])
+            held[0] += 1
+            return out
+        if key is not None:
+            self._pending[key] = [now, record, 0]
+        out.append(record)
+        return out
+
+    def due(self, now: float, everything: bool = False) -> list[dict]:
+        """Counts whose window ended (all with `everything`), and the count of events a run had
+        suppressed, once a window after the first of them (one summary line a window at most)."""
+        out, done = [], []
+        for key, (first, record, repeats) in self._pending.items():
+            if not everything and now - first < self.window:
+                break  # insertion order is time order: the rest are younger
+            done.append(key)
+            if repeats:
+                out.append({**record, "time": timestamp(), "count": repeats})
+        for key in done:
+            del self._pending[key]
+        for run, (_, _, since) in list(self._suppressed.items()):
+            if everything or now - since >= self.window:
+                out.append(self._summary(run))
+        return out
+
+    def drain(self, now: float) -> list[dict]:
+        return self.due(now, everything=True)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._pending or self._suppressed)
+
+
+def _env_max_bytes(environ=os.environ) -> int:
+    text = environ.get(MAX_BYTES_ENV, "").strip()
+    if not text:
+        return MAX_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1024:
+        import sys
+
+        print(f"corral: warning: {MAX_BYTES_ENV}={text[:40]!r} is not a byte count of at least 1024; "
+              f"using {MAX_BYTES}", file=sys.stderr)
+        return MAX_BYTES
+    return value
+
+
+class AuditLog:
+    """Appends records, aggregated, rate-limited and rotated (see the module docstring); each
+    line is one `write(2)` on an O_APPEND descriptor, so concurrent corral processes sharing
+    the file never interleave inside a line. Safe to call from several threads."""
+
+    FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+
+    def __init__(self, path: str | None, *, max_bytes: int | None = None, keep: int = KEEP,
+                 limiter: Limiter | None = None, clock=time.monotonic):
         self.path = path
         self.fd = -1
+        self.max_bytes = _env_max_bytes() if max_bytes is None else max_bytes
+        self.keep = max(1, keep)
+        self.limiter = limiter or Limiter()
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
         if path:
             try:
                 os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-                self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self.fd = os.open(path, self.FLAGS, 0o600)
             except OSError as exc:
                 import sys
 
@@ -39,24 +191,102 @@ class AuditLog:
     def write(self, record: dict) -> None:
         if self.fd < 0:
             return
-        record.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z")
-        line = json.dumps({k: record[k] for k in FIELDS if record.get(k) not in (None, "")},
-                          separators=(",", ":"), ensure_ascii=False) + "\n"
+        record.setdefault("time", timestamp())
+        with self._lock:
+            for rec in self.limiter.admit(record, self.clock()):
+                self._append(rec)
+            self._arm()
+
+    def flush(self) -> None:
+        """Write the counts whose window ended (a timer calls this while counts are held)."""
+        with self._lock:
+            self._timer = None
+            if self.fd < 0:
+                return
+            for rec in self.limiter.due(self.clock()):
+                self._append(rec)
+            self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is None and self.limiter.holding:
+            self._timer = threading.Timer(self.limiter.window / 2, self.flush)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _append(self, record: dict) -> None:
+        line = (json.dumps({k: record[k] for k in FIELDS if record.get(k) not in (None, "")},
+                           separators=(",", ":")) + "\n").encode()
         try:
-            os.write(self.fd, line.encode())
+            self._rotate_if_needed(len(line))
+            os.write(self.fd, line)
         except OSError:
             pass  # a full disk must not take the proxy down
 
-    def close(self) -> None:
-        if self.fd >= 0:
+    def _rotate_if_needed(self, n: int) -> None:
+        size = os.fstat(self.fd).st_size
+        if size == 0 or size + n <= self.max_bytes:
+            return
+        import fcntl
+
+        lock = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            mine = os.fstat(self.fd)
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            if (current is not None and (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino)
+                    and current.st_size + n > self.max_bytes):
+                older = rotated_paths(self.path, self.keep)
+                for src, dst in zip(older[1:], older):  # .KEEP-1 -> .KEEP, ..., .1 -> .2
+                    try:
+                        os.replace(src, dst)
+                    except FileNotFoundError:
+                        pass
+                os.replace(self.path, older[-1])
+            # rotated now, or by another process before us: append to the file at `path`
+            fd = os.open(self.path, self.FLAGS, 0o600)
             os.close(self.fd)
-            self.fd = -1
+            self.fd = fd
+        finally:
+            os.close(lock)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self.fd >= 0:
+                for rec in self.limiter.drain(self.clock()):
+                    self._append(rec)
+                os.close(self.fd)
+                self.fd = -1
 
 
 # -- reading, for `corral audit` --------------------------------------------------------------
 
-def read_records(path: str, follow: bool = False, poll: float = 0.25):
-    """Yield parsed records; with `follow`, keep waiting for new lines like `tail -f`."""
+def _parse(line: str):
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None  # a torn or foreign line: skip it rather than stop
+    return rec if isinstance(rec, dict) else None
+
+
+def read_records(path: str, follow: bool = False, poll: float = 0.25, rotated: bool = True):
+    """Yield parsed records: the rotated files' (oldest first, with `rotated`), then the current
+    file's; with `follow`, keep waiting for new lines like `tail -f`, across rotations."""
+    if rotated:
+        for old in rotated_paths(path):
+            try:
+                with open(old, encoding="utf-8", errors="replace") as fh:
+                    for line in fh:
+                        rec = _parse(line) if line.endswith("\n") else None
+                        if rec is not None:
+                            yield rec
+            except OSError:
+                continue
     try:
         fh = open(path, encoding="utf-8", errors="replace")
     except FileNotFoundError:
@@ -65,39 +295,64 @@ def read_records(path: str, follow: bool = False, poll: float = 0.25):
         while not os.path.exists(path):
             time.sleep(poll)
         fh = open(path, encoding="utf-8", errors="replace")
-    with fh:
+    try:
         partial = ""
         while True:
             line = fh.readline()
             if not line:
                 if not follow:
                     return
+                if _rotated_away(fh, path):  # everything of the old file is read: go on with the new one
+                    fh.close()
+                    fh = open(path, encoding="utf-8", errors="replace")
+                    partial = ""
+                    continue
                 time.sleep(poll)
                 continue
             if not line.endswith("\n"):
                 partial += line
                 continue
             line, partial = partial + line, ""
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue  # a torn or foreign line: skip it rather than stop
+            rec = _parse(line)
+            if rec is not None:
+                yield rec
+    finally:
+        fh.close()
+
+
+def _rotated_away(fh, path: str) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fh.fileno())
+    return (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino)
 
 
 COLUMNS = (("time", 12), ("run", 12), ("proto", 11), ("decision", 8), ("host", 30), ("port", 5),
            ("address", 15), ("up", 9), ("down", 9), ("why", 40))
 
 
+def _text(value) -> str:
+    """A field as shown in the table: names the sandbox chose are escaped (`display.shown`)."""
+    from ..display import shown
+
+    if value is None:
+        return ""
+    return shown(value if isinstance(value, str) else str(value))
+
+
 def format_row(rec: dict) -> str:
-    t = rec.get("time", "")
+    t = _text(rec.get("time"))
+    method = rec.get("method")
     values = {
         "time": t[11:23] if len(t) >= 23 else t,
-        "run": str(rec.get("run", ""))[:12],
-        "proto": rec.get("proto", ""),
-        "decision": rec.get("decision", ""),
-        "host": rec.get("host", "") + (f" {rec['method']} {rec.get('path', '')}" if rec.get("method") else ""),
-        "port": str(rec.get("port", "")),
-        "address": rec.get("address", ""),
+        "run": _text(rec.get("run"))[:12],
+        "proto": _text(rec.get("proto")),
+        "decision": _text(rec.get("decision")),
+        "host": _text(rec.get("host")) + (f" {_text(method)} {_text(rec.get('path'))}" if method else ""),
+        "port": _text(rec.get("port")),
+        "address": _text(rec.get("address")),
         "up": _size(rec.get("up")),
         "down": _size(rec.get("down")),
         "why": _why(rec),
@@ -107,14 +362,16 @@ def format_row(rec: dict) -> str:
 
 
 def _why(rec: dict) -> str:
-    why = rec.get("reason") or rec.get("rule") or ""
+    why = _text(rec.get("reason") or rec.get("rule") or "")
     if rec.get("exfiltration"):
         why = "EXFILTRATION ATTEMPT: " + why
     extra = []
+    if rec.get("count") and rec.get("decision") != "suppressed":
+        extra.append(f"and {_text(rec['count'])} more like it")
     if rec.get("injected"):
-        extra.append("injected " + ",".join(rec["injected"]))
+        extra.append("injected " + ",".join(_text(n) for n in rec["injected"]))
     if rec.get("redacted"):
-        extra.append(f"redacted {rec['redacted']}")
+        extra.append(f"redacted {_text(rec['redacted'])}")
     return "; ".join([why] + extra) if why and extra else why or "; ".join(extra)
 
 
@@ -125,7 +382,10 @@ def header() -> str:
 def _size(n) -> str:
     if n is None or n == "":
         return ""
-    n = int(n)
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        return _text(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"

@@ -24,6 +24,7 @@ FIRST_BYTES_WAIT = 0.5  # a client that sends nothing in this long waits for the
 TLS_FIRST_BYTES_WAIT = 2.0
 SERVER_SPEAKS_FIRST = frozenset((21, 22, 25, 110, 143, 587, 3306))  # ftp ssh smtp pop3 imap submission mysql
 RECV = 256 * 1024
+MAX_BLOCKED_NAMES = 1000  # distinct blocked destinations a run's end-of-run summary keeps count of
 
 
 class Proxy:
@@ -168,7 +169,10 @@ class Proxy:
         except Exception as exc:  # a bug in one connection: log it, keep serving
             import sys
 
-            print(f"corral proxy: internal error on a {name} connection: {type(exc).__name__}: {exc}", file=sys.stderr)
+            from ..display import shown
+
+            print(f"corral proxy: internal error on a {name} connection: {type(exc).__name__}: {shown(str(exc), 300)}",
+                  file=sys.stderr)
         finally:
             client.close()
 
@@ -181,7 +185,10 @@ class Proxy:
             fields.setdefault("command", run.command)
             if fields.get("decision") == "block":
                 key = hostport(fields.get("host", "?"), fields.get("port"))
-                run.blocked[key] = run.blocked.get(key, 0) + 1
+                if key in run.blocked or len(run.blocked) < MAX_BLOCKED_NAMES:  # the sandbox picks the names
+                    run.blocked[key] = run.blocked.get(key, 0) + 1
+                else:
+                    run.blocked_other += 1
         self.audit.write(fields)
 
     # -- HTTP proxy (and SOCKS5, sniffed by its first byte) --------------------------------------
@@ -350,10 +357,15 @@ class Proxy:
     def blocked_summary(self, run: RunInfo) -> str:
         if not run.blocked:
             return ""
+        from ..display import shown
+
         items = sorted(run.blocked.items(), key=lambda kv: -kv[1])
-        shown = ", ".join(f"{k} ({n})" if n > 1 else k for k, n in items[:8])
-        more = f" and {len(items) - 8} more" if len(items) > 8 else ""
-        return f"corral: blocked network access to {shown}{more} (see `corral audit --blocked`)"
+        names = ", ".join(f"{shown(k, 100)} ({n})" if n > 1 else shown(k, 100) for k, n in items[:8])
+        others = len(items) - 8 if len(items) > 8 else 0
+        more = f" and {others} more" if others else ""
+        if run.blocked_other:
+            more += f" (and {run.blocked_other} attempts on further names)"
+        return f"corral: blocked network access to {names}{more} (see `corral audit --blocked`)"
 
 
 # -- helpers ------------------------------------------------------------------------------------
