@@ -283,3 +283,18 @@ def test_denied_and_protected_file_is_neither_readable_nor_writable(launcher, ws
 
 def teardown_module(_m):
     rmtree("/tmp/pwn")
+
+
+def test_overlay_session_as_root_runs_unprivileged_on_idmapped_layers(launcher, ws):
+    """Overlay mode: the command runs as the sandbox uid, the workspace stays untouched, and the
+    session's files land owned by the launcher; apply brings them in owned by the launcher."""
+    p = ws.sh("id -u; echo new > made.txt; echo more >> README.txt", "--workspace", "overlay", "--session", "ov1")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split()[0] != "0"
+    assert not (ws.proj / "made.txt").exists()
+    assert (ws.proj / "README.txt").read_text() == "readme\n"
+    env = dict(launcher.env)
+    a = subprocess.run(launcher.argv(["apply", "ov1"]), cwd=ws.proj, env=env, capture_output=True, text=True, timeout=60)
+    assert a.returncode == 0, a.stderr
+    assert (ws.proj / "made.txt").read_text() == "new\n"
+    assert os.lstat(ws.proj / "made.txt").st_uid == launcher.uid

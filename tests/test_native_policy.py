@@ -64,7 +64,8 @@ def test_absent_keys_keep_defaults():
         ("[filesystem]\ndeny_read = [1]\n", "filesystem.deny_read[0]", "expected a path"),
         ("[filesystem]\ndeny_read = ['/*/x']\n", "filesystem.deny_read[0]", "whole filesystem"),
         ("[filesystem]\nallow_git_config = 'yes'\n", "filesystem.allow_git_config", "true or false"),
-        ("[process]\nrun_as = 0\n", "process.run_as", "non-zero"),
+        ("[process]\nrun_as = \"0:5\"\n", "process.run_as", "non-zero"),
+        ("[process]\nrun_as = -3\n", "process.run_as", "non-zero"),
         ("[process]\nbwrap = 'bwrap'\n", "process.bwrap", "absolute"),
         ("[process]\nunset_env = ['1BAD']\n", "process.unset_env[0]", "environment variable"),
         ("version = 2\n", "version", "version = 1"),
@@ -496,3 +497,9 @@ def test_importing_the_loaders_stays_light():
             "print(sorted({'re', 'tomllib', 'corral.proxy.httprules', 'corral.proxy.credentials'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "corral.proxy" not in out.stdout and "tomllib" not in out.stdout
+
+
+@pytest.mark.parametrize("value", ['"root"', "0", '"0"'])
+def test_run_as_root_is_the_named_opt_in(value):
+    p = load_toml(f"[process]\nrun_as = {value}\n", "p.toml", CTX)
+    assert p.process.run_as == (0, 0)

@@ -104,11 +104,12 @@ class Sandbox:
         return self.session[0] if self.session else None
 
     def _network_session(self):
-        if self._network is None and (self.policy.network.enabled or self.session):
+        from .sandbox.plan import helper_overlays
+
+        overlays = helper_overlays(self.policy, _context(self.cwd), self.session)
+        if self._network is None and (self.policy.network.enabled or overlays):
             from .sandbox.namespaces import NamespaceSession
 
-            real = os.path.realpath(self.cwd)
-            overlays = [(real, self.session[1], self.session[2], real)] if self.session else []
             self._network = NamespaceSession(self.policy.network if self.policy.network.enabled else None,
                                              overlays=overlays, boundary=self._credential_boundary())
         return self._network

@@ -251,11 +251,15 @@ def cmd_run(args: list[str]) -> int:
             for line in boundary.warnings:
                 report(line)
     namespaces = None
-    if (policy.network.enabled or session is not None) and not opts.dry_run:
+    overlays = []
+    if session is not None:
+        from .sandbox.plan import helper_overlays
+
+        overlays = helper_overlays(policy, ctx, session)
+    if (policy.network.enabled or overlays) and not opts.dry_run:
         from .sandbox.namespaces import NamespaceSession
 
         # Started first: the namespace helper works while the plan is built.
-        overlays = [(os.path.realpath(ctx.cwd), session[1], session[2], os.path.realpath(ctx.cwd))] if session else []
         namespaces = NamespaceSession(policy.network if policy.network.enabled else None, in_child=True,
                                       report=report, overlays=overlays, boundary=boundary)
     try:

@@ -70,6 +70,15 @@ def choose(run_as, launcher_uid: int, cwd_owner: tuple[int, int], sandbox_id: tu
     return Identity(sandbox_id[0], sandbox_id[1], "corral's dedicated sandbox uid (launched by root)", idmapped=True)
 
 
+def overlay_by_launcher(run_as, launcher_uid: int, cwd_owner: tuple[int, int], sandbox_id: tuple[int, int]) -> bool:
+    """Must the launcher mount an overlay session itself, with idmapped layers? (overlayfs
+    cannot be idmapped as a whole, only its layers; corral's namespace helper mounts it in a
+    user namespace, where layers cannot be idmapped.) True when the command runs as a uid that
+    does not own the workspace."""
+    ident = choose(run_as, launcher_uid, cwd_owner, sandbox_id)
+    return ident is not None and ident.idmapped and cwd_owner[0] != ident.uid
+
+
 def swap_map(disk: int, shown: int) -> str:
     """A uid_map/gid_map text that maps every id onto itself except `disk` <-> `shown`.
 

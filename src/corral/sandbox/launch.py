@@ -103,7 +103,8 @@ class Run:
         self.pass_fds = (seccomp_r, status_w, *data_fds.values())
         ids = None
         ws = self.plan.workspace
-        needs_namespaces = self.plan.network is not None or (ws is not None and ws.mode == "overlay")
+        needs_namespaces = self.plan.network is not None or (
+            ws is not None and ws.mode == "overlay" and not self.plan.overlay_layers)
         if needs_namespaces and self.namespaces is None:
             self.abort()
             raise SetupError("this plan needs corral's namespaces (network proxy or overlay), none were given")
@@ -181,7 +182,7 @@ class Run:
 
         ns = self.namespaces.ns if self.namespaces is not None else None
         plan = self.plan
-        if not (plan.idmaps or plan.skeletons) or os.geteuid() != 0:
+        if not (plan.idmaps or plan.skeletons or plan.overlay_layers) or os.geteuid() != 0:
             if ns is not None:
                 enter(ns)  # user namespace first: it grants the right to join the others
             return
@@ -193,7 +194,8 @@ class Run:
             setns(ns.mnt_fd, CLONE_NEWNS)
         from .mountprep import prepare
 
-        prepare(plan.idmaps, plan.skeletons, self.userns_fds)
+        prepare(plan.idmaps, plan.skeletons, self.userns_fds, plan.overlay_layers,
+                plan.workspace.upper if plan.overlay_layers else "", plan.workspace.work if plan.overlay_layers else "")
         if ns is not None:
             enter(ns, mount=False)
 
@@ -211,7 +213,7 @@ class Run:
     def _make_idmaps(self) -> None:
         from .mountprep import userns
 
-        for m in self.plan.idmaps:
+        for m in (*self.plan.idmaps, *self.plan.overlay_layers):
             key = (m.disk, m.shown)
             if key not in self.userns_fds:
                 try:

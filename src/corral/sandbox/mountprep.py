@@ -65,9 +65,12 @@ def userns(disk: tuple[int, int], shown: tuple[int, int]) -> int:
         os.waitpid(pid, 0)
 
 
-def prepare(idmaps: tuple[IdMap, ...], skeletons: tuple[Skeleton, ...], userns_fds: dict) -> None:
+def prepare(idmaps: tuple[IdMap, ...], skeletons: tuple[Skeleton, ...], userns_fds: dict,
+            overlay_layers: tuple[IdMap, ...] = (), upper: str = "", work: str = "") -> None:
     """In the forked child, before setns/setuid: a private mount namespace with the view.
-    `userns_fds`: (disk, shown) -> descriptor from `userns()`. Raises PrepError."""
+    `userns_fds`: (disk, shown) -> descriptor from `userns()`. `overlay_layers`: (lower,
+    session directory): idmapped, then the overlay is mounted on the lower directory with
+    `upper` and `work` from the session directory. Raises PrepError."""
     import ctypes
 
     from .netns import load_libc
@@ -81,19 +84,38 @@ def prepare(idmaps: tuple[IdMap, ...], skeletons: tuple[Skeleton, ...], userns_f
 
     check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making the mount tree private")
+
+    def idmapped_clone(m: IdMap) -> int:
+        fd = check(libc.syscall(SYS_OPEN_TREE, -100, m.path.encode(),
+                                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_NO_AUTOMOUNT),
+                   f"open_tree({m.path})")
+        attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_IDMAP, 0, 0, userns_fds[(m.disk, m.shown)])
+        check(libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr, 32),
+              f"idmapping {m.path} (mount_setattr MOUNT_ATTR_IDMAP)")
+        return fd
+
+    if overlay_layers:
+        # Layers first, while every path is visible; the overlay then sits on the lower one.
+        for m in overlay_layers:
+            fd = idmapped_clone(m)
+            check(libc.syscall(SYS_MOVE_MOUNT, fd, b"", -100, m.path.encode(), MOVE_MOUNT_F_EMPTY_PATH),
+                  f"attaching {m.path} (move_mount)")
+            os.close(fd)
+        lower = overlay_layers[0].path
+        options = f"lowerdir={lower},upperdir={upper},workdir={work},userxattr".encode()
+        check(libc.mount(b"overlay", lower.encode(), b"overlay", 0, options), f"mounting the overlay on {lower}")
     # Clone every tree to re-attach while the host paths are still visible (skeletons hide them).
     attach: list[tuple[str, int]] = []
     idmapped = {m.path: m for m in idmaps}
     kept = {p for s in skeletons for p, _ in s.keep}
     for path in sorted(set(idmapped) | kept, key=lambda p: (p.count("/"), p)):
-        fd = check(libc.syscall(SYS_OPEN_TREE, -100, path.encode(),
-                                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_NO_AUTOMOUNT),
-                   f"open_tree({path})")
         m = idmapped.get(path)
         if m is not None:
-            attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_IDMAP, 0, 0, userns_fds[(m.disk, m.shown)])
-            check(libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr, 32),
-                  f"idmapping {path} (mount_setattr MOUNT_ATTR_IDMAP)")
+            fd = idmapped_clone(m)
+        else:
+            fd = check(libc.syscall(SYS_OPEN_TREE, -100, path.encode(),
+                                    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_NO_AUTOMOUNT),
+                       f"open_tree({path})")
         attach.append((path, fd))
     for sk in skeletons:
         check(libc.mount(b"tmpfs", sk.top.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755,size=64k"),

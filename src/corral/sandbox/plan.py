@@ -92,6 +92,9 @@ class Plan:
     # Launched by root: who the command runs as, and the view prepared for it (mountprep).
     identity: Identity | None = None
     idmaps: tuple[IdMap, ...] = ()
+    # Overlay mode where the command does not own the workspace: (lower, session dir) layers,
+    # idmapped, and the overlay mounted by the launcher's child rather than corral's helper.
+    overlay_layers: tuple[IdMap, ...] = ()
     skeletons: tuple[Skeleton, ...] = ()
     # Symlinks on the way to the policy files in use, in writable areas: (link, target).
     # A link cannot be made read-only; the run's cleanup puts back any it changed.
@@ -341,6 +344,7 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
                               fs.sandbox_id())
     run_as = (identity.uid, identity.gid) if identity else None
     idmaps: list[IdMap] = []
+    overlay_layers: tuple[IdMap, ...] = ()
     if identity is not None and identity.idmapped:
         # Writable areas owned by someone else are shown as the sandbox uid's (idmapped).
         shown = (identity.uid, identity.gid)
@@ -350,15 +354,10 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         if workspace is not None and workspace.staging:  # made by the launcher just before the run
             idmaps.append(IdMap(workspace.staging, (ctx.uid, ctx.gid), shown))
         elif mode == "overlay" and fs.owner(cwd)[0] != identity.uid:
-            # overlayfs cannot be idmapped itself (only its layers), and the session's layers
-            # are mounted before the run: refuse rather than run the command as uid 0.
-            from ..errors import SetupError
-
-            raise SetupError(
-                f"--workspace overlay launched by root needs the command to run as the owner of {cwd} "
-                f"(uid {fs.owner(cwd)[0]}), which corral will not do for root",
-                "pass --as-user USER (an unprivileged user who may read the project), or knowingly "
-                "--as-user root to run the command as host uid 0 as before")
+            # The launcher mounts the overlay itself, on idmapped layers (mountprep): the
+            # workspace as the lower layer, the session directory holding upper/ and work/.
+            session_dir = os.path.dirname(workspace.upper)
+            overlay_layers = (IdMap(cwd, fs.owner(cwd), shown), IdMap(session_dir, fs.owner(session_dir), shown))
     # The paths the run needs to reach: a directory the sandbox uid cannot search on the way
     # (/root, 0700) becomes a skeleton that holds only them.
     needed = [cwd, *(p for p, (d, _) in layout.nodes.items() if d == RW)]
@@ -593,10 +592,25 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         workspace=workspace,
         identity=identity,
         idmaps=tuple(idmaps),
+        overlay_layers=overlay_layers,
         skeletons=skeletons,
         policy_links=tuple(policy_links),
         notices=tuple(notices),
     )
+
+
+def helper_overlays(policy: Policy, ctx: LaunchContext, session, fs: HostFS | None = None) -> list:
+    """The overlay mounts corral's namespace helper makes for a session: (lower, upper, work,
+    target), or none when the launcher mounts it on idmapped layers (see Plan.overlay_layers)."""
+    if not session or policy.filesystem.workspace != "overlay":
+        return []
+    from . import identity as ids
+
+    fs = fs or HostFS()
+    cwd = fs.realpath(ctx.cwd)
+    if ctx.uid == 0 and ids.overlay_by_launcher(policy.process.run_as, ctx.uid, fs.owner(cwd), fs.sandbox_id()):
+        return []
+    return [(cwd, session[1], session[2], cwd)]
 
 
 def _skeleton_tops(needed, run_as, fs: HostFS, idmapped) -> dict[str, list[str]]:
