@@ -298,3 +298,25 @@ def test_overlay_session_as_root_runs_unprivileged_on_idmapped_layers(launcher, 
     assert a.returncode == 0, a.stderr
     assert (ws.proj / "made.txt").read_text() == "new\n"
     assert os.lstat(ws.proj / "made.txt").st_uid == launcher.uid
+
+
+LIBRARY_SNIPPET = """
+import subprocess, sys
+from corral import Policy, Sandbox
+with Sandbox(Policy.default()) as sb:
+    r = sb.run(["sh", "-c", "id -u; echo a > lib-run.txt"], capture_output=True, text=True)
+    w = subprocess.run(sb.wrap(["sh", "-c", "id -u; echo b > lib-wrap.txt"]), capture_output=True, text=True)
+print(r.stdout.strip(), w.stdout.strip(), r.returncode, w.returncode, r.stderr.strip(), w.stderr.strip())
+"""
+
+
+def test_library_run_and_wrap_never_run_as_host_root(launcher, ws):
+    import sys
+
+    p = subprocess.run([*launcher.prefix, sys.executable, "-c", LIBRARY_SNIPPET], cwd=ws.proj, env=launcher.env,
+                       capture_output=True, text=True, timeout=60)
+    run_uid, wrap_uid, *rest = p.stdout.split()
+    assert rest[:2] == ["0", "0"], p.stdout + p.stderr
+    assert run_uid != "0" and wrap_uid != "0"
+    for name in ("lib-run.txt", "lib-wrap.txt"):
+        assert os.lstat(ws.proj / name).st_uid == launcher.uid

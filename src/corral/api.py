@@ -274,9 +274,19 @@ class Sandbox:
             for name, value in proxy_environment(plan.network, self.policy.network).items():
                 full[k:k] = ["--setenv", name, value]
             network.start()
-            me = os.getpid()
-            prefix = ["nsenter", f"--user=/proc/{me}/fd/{network.ns.user_fd}",
-                      f"--net=/proc/{me}/fd/{network.ns.net_fd}", "--preserve-credentials", "--"]
+            if not plan.identity:
+                me = os.getpid()
+                prefix = ["nsenter", f"--user=/proc/{me}/fd/{network.ns.user_fd}",
+                          f"--net=/proc/{me}/fd/{network.ns.net_fd}", "--preserve-credentials", "--"]
+        if plan.identity:
+            # Launched by root: the command runs as the sandbox uid, in the view prepared for
+            # it; a runner cannot do that part, so a small trampoline does (sandbox.wrapped).
+            import sys
+
+            from .sandbox.wrapped import spec
+
+            prefix = [sys.executable, "-I", "-m", "corral.sandbox.wrapped",
+                      spec(plan, network.ns if network is not None else None), "--"]
         return [*prefix, "/bin/sh", "-c", 'exec 9<"$0" && exec "$@"', path, *full]
 
     def close(self) -> None:
