@@ -14,9 +14,10 @@ The scheme:
   1. TRACE and TRACK are blocked: they echo the request, injected credential included.
   2. A placeholder on its way to a host its credential is not bound to blocks the request and
      is flagged as an exfiltration attempt (`exfiltration=True`). Headers, the request target
-     and the body prefix are searched, as written, lower-cased, percent-decoded (twice) and as
-     base64 (standard and URL-safe, at every alignment, so `Basic base64(user:placeholder)`
-     is caught whatever the user name). This is an alarm, not the boundary: a determined
+     and the body prefix are searched in any letter case and every form `forms` knows
+     (escaped characters, hex, UTF-16, base64 and base32 at every offset, so
+     `Basic base64(user:placeholder)` is caught whatever the user name), also inside
+     percent-encoding (twice). This is an alarm, not the boundary: a determined
      program can encode a placeholder in ways no search sees, but the placeholder is worth
      nothing; the real value was never in the sandbox.
   3. A request to a bound host over plaintext is blocked unless every credential bound to that
@@ -35,9 +36,10 @@ The scheme:
      bound host may be stored and published there (a gist, an issue), so `in_body` hands the
      secret to anything the sandbox can write on that host.
 - Responses pass through `Injector.redactor()` / `redact()` / `redact_headers()`: every real
-  value, and its base64 and percent-encoded forms, goes back to the placeholder, also when a
-  value is split across chunks. Compressed bodies hide values from it: the proxy should ask
-  bound hosts for identity encoding.
+  value, in every form `forms` knows, goes back to the placeholder (or, inside a longer
+  base64/base32 text, to the encoding of `*`s), also when a value is split across chunks.
+  Compressed bodies hide values from it: the proxy should ask bound hosts for identity
+  encoding.
 """
 
 from __future__ import annotations
