@@ -217,6 +217,10 @@ def cmd_run(args: list[str]) -> int:
     ctx = launch_context()
     policy = build_policy(opts, ctx)
     _timing.mark("policy")
+    if ctx.uid == 0 and not opts.dry_run:
+        from .sandbox.plan import prefetch_identity
+
+        prefetch_identity(policy, ctx)
     if policy.process.run_as and ctx.uid != 0 and policy.process.run_as[0] != ctx.uid:
         raise SetupError("--as-user / process.run_as needs corral to be launched as root", "drop the option")
     from .sandbox.plan import build_plan

@@ -228,9 +228,13 @@ class Run:
             except OSError:
                 pass
         self.pass_fds = ()
-        for fd in self.userns_fds.values():
-            os.close(fd)
-        self.userns_fds = {}
+        if self.userns_fds:
+            from .mountprep import reap
+
+            for fd in self.userns_fds.values():
+                os.close(fd)
+            self.userns_fds = {}
+            reap()
 
     def _read_status(self, status: int) -> bool:
         """True when bwrap set the sandbox up and ran the command.

@@ -33,9 +33,15 @@ class PrepError(OSError):
         self.what = what
 
 
-def userns(disk: tuple[int, int], shown: tuple[int, int]) -> int:
-    """A descriptor of a new user namespace mapping `disk` <-> `shown` (uid and gid), for
-    mount_setattr's MOUNT_ATTR_IDMAP. Root only. One fork: the helper unshares and waits."""
+_started: dict = {}  # (disk, shown) -> (pid, r, w2): helpers forked ahead of need (prefetch)
+_exited: list[int] = []  # helpers told to exit, reaped by reap()
+
+
+def prefetch(disk: tuple[int, int], shown: tuple[int, int]) -> None:
+    """Fork the helper for `userns(disk, shown)` now, so that its fork and unshare overlap with
+    plan building (the CLI calls this as soon as it knows who the command runs as)."""
+    if (disk, shown) in _started:
+        return
     from .netns import load_libc
 
     libc = load_libc()
@@ -53,6 +59,14 @@ def userns(disk: tuple[int, int], shown: tuple[int, int]) -> int:
             os._exit(0)
     os.close(w)
     os.close(r2)
+    _started[(disk, shown)] = (pid, r, w2)
+
+
+def userns(disk: tuple[int, int], shown: tuple[int, int]) -> int:
+    """A descriptor of a new user namespace mapping `disk` <-> `shown` (uid and gid), for
+    mount_setattr's MOUNT_ATTR_IDMAP. Root only. One fork: the helper unshares and waits."""
+    prefetch(disk, shown)
+    pid, r, w2 = _started.pop((disk, shown))
     try:
         if os.read(r, 1) != b"U":
             raise PrepError(1, "creating the user namespace for an idmapped mount")
@@ -61,8 +75,22 @@ def userns(disk: tuple[int, int], shown: tuple[int, int]) -> int:
         return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(r)
-        os.close(w2)  # the helper exits
-        os.waitpid(pid, 0)
+        os.close(w2)  # the helper exits; reaped later, off the start path
+        _exited.append(pid)
+
+
+def reap() -> None:
+    """Collect the helpers (and drop unused prefetched ones)."""
+    for pid, r, w2 in _started.values():
+        os.close(r)
+        os.close(w2)
+        _exited.append(pid)
+    _started.clear()
+    while _exited:
+        try:
+            os.waitpid(_exited.pop(), 0)
+        except ChildProcessError:
+            pass
 
 
 def prepare(idmaps: tuple[IdMap, ...], skeletons: tuple[Skeleton, ...], userns_fds: dict,

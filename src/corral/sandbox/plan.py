@@ -599,6 +599,25 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     )
 
 
+def prefetch_identity(policy: Policy, ctx: LaunchContext, fs: HostFS | None = None) -> None:
+    """Launched by root: start the user namespace helper of the likely idmapping (the working
+    directory's owner shown as the sandbox uid) now, so that it overlaps with plan building."""
+    if ctx.uid != 0:
+        return
+    from . import identity as ids
+
+    fs = fs or HostFS()
+    try:
+        owner = fs.owner(fs.realpath(ctx.cwd))
+    except OSError:
+        return
+    ident = ids.choose(policy.process.run_as, ctx.uid, owner, fs.sandbox_id())
+    if ident is not None and ident.idmapped and owner[0] != ident.uid:
+        from .mountprep import prefetch
+
+        prefetch(owner, (ident.uid, ident.gid))
+
+
 def helper_overlays(policy: Policy, ctx: LaunchContext, session, fs: HostFS | None = None) -> list:
     """The overlay mounts corral's namespace helper makes for a session: (lower, upper, work,
     target), or none when the launcher mounts it on idmapped layers (see Plan.overlay_layers)."""
