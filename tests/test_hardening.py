@@ -288,12 +288,16 @@ def teardown_module(_m):
 def test_overlay_session_as_root_runs_unprivileged_on_idmapped_layers(launcher, ws):
     """Overlay mode: the command runs as the sandbox uid, the workspace stays untouched, and the
     session's files land owned by the launcher; apply brings them in owned by the launcher."""
-    p = ws.sh("id -u; echo new > made.txt; echo more >> README.txt", "--workspace", "overlay", "--session", "ov1")
+    state = ws.base / "state"  # private: the test never touches the launcher's real sessions
+    state.mkdir()
+    os.chown(state, launcher.uid, launcher.gid)
+    env = {**launcher.env, "XDG_STATE_HOME": str(state)}
+    p = ws.sh("id -u; echo new > made.txt; echo more >> README.txt", "--workspace", "overlay", "--session", "ov1",
+              env_extra={"XDG_STATE_HOME": str(state)})
     assert p.returncode == 0, p.stderr
     assert p.stdout.split()[0] != "0"
     assert not (ws.proj / "made.txt").exists()
     assert (ws.proj / "README.txt").read_text() == "readme\n"
-    env = dict(launcher.env)
     a = subprocess.run(launcher.argv(["apply", "ov1"]), cwd=ws.proj, env=env, capture_output=True, text=True, timeout=60)
     assert a.returncode == 0, a.stderr
     assert (ws.proj / "made.txt").read_text() == "new\n"
