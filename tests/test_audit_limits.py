@@ -209,8 +209,8 @@ def test_bad_max_bytes_variable_warns_and_uses_the_default(monkeypatch, capsys):
 ROWS = [
     ({"host": "evil\x1b[2K\x1b[1Gcorral: all good", "decision": "block", "proto": "dns"}, "evil\\x1b[2K\\x1b[1Gcorral"),
     ({"host": "a\u202egnp.exe", "decision": "block", "proto": "dns"}, "a\\u202egnp.exe"),
-    ({"host": "h", "method": "GET", "path": "/x\ny", "decision": "allow", "proto": "http"}, "h GET /x\\x0ay"),
-    ({"host": "h", "reason": "r\rforged", "decision": "block", "proto": "dns"}, "r\\x0dforged"),
+    ({"host": "h", "method": "GET", "path": "/x\ny", "decision": "allow", "proto": "http"}, "h GET /x\\ny"),
+    ({"host": "h", "reason": "r\rforged", "decision": "block", "proto": "dns"}, "r\\rforged"),
     ({"host": "h", "decision": "block", "proto": "dns", "count": 41}, "and 41 more like it"),
 ]
 

@@ -16,9 +16,9 @@ CASES = [
     ("\x1b]0;title\x07", "\\x1b]0;title\\x07"),
     ("\x9b31m", "\\x9b31m"),  # the 8-bit CSI
     # line structure: no forged extra lines
-    ("a\nb", "a\\x0ab"),
-    ("a\r\nb", "a\\x0d\\x0ab"),
-    ("a\tb", "a\\x09b"),
+    ("a\nb", "a\\nb"),
+    ("a\r\nb", "a\\r\\nb"),
+    ("a\tb", "a\\tb"),
     ("a\x00b", "a\\x00b"),
     ("\x7f", "\\x7f"),
     ("\x85", "\\x85"),  # NEL

@@ -196,7 +196,7 @@ def test_escape_sequences_in_planted_name_come_out_escaped(launcher, ws, quarant
         assert bad not in p.stderr, repr(p.stderr)
     line = [ln for ln in p.stderr.splitlines() if ln.startswith("corral: quarantined ")]
     assert len(line) == 1, p.stderr
-    assert "x\\x1b[2K\\x1b]0;t\\x07\\x0dcorral: ok\\x0a\\u202e/.bashrc" in line[0]
+    assert "x\\x1b[2K\\x1b]0;t\\x07\\rcorral: ok\\n\\u202e/.bashrc" in line[0]
     for d in ws.proj.iterdir():
         if d.name.startswith("x\x1b"):
             assert not (d / ".bashrc").exists()
@@ -276,4 +276,4 @@ def test_apply_plan_lines_escape_session_chosen_names(op):
 
     line = describe(op)
     assert line.isprintable(), repr(line)
-    assert "\\x1b" in line or "\\x0a" in line or "\\u202e" in line
+    assert "\\x1b" in line or "\\n" in line or "\\u202e" in line

@@ -19,7 +19,12 @@ __all__ = ["shown"]
 ELLIPSIS = "..."
 
 
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}  # the escapes everyone reads at a glance
+
+
 def _escape(c: str) -> str:
+    if c in _SHORT:
+        return _SHORT[c]
     o = ord(c)
     if 0xDC80 <= o <= 0xDCFF:  # a byte that was not UTF-8, kept by the surrogateescape error handler
         return f"\\x{o - 0xDC00:02x}"
