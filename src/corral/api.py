@@ -183,7 +183,7 @@ class Sandbox:
         network = self._network_session()
         run = Run(plan, network, limits)
         full = run.prepare(new_session=True)
-        from .sandbox.netns import load_libc
+        from .sandbox.libc import load_libc
 
         load_libc()
         if network is not None:

@@ -235,15 +235,14 @@ def cmd_run(args: list[str]) -> int:
         except OSError as exc:
             raise SetupError(f"cannot create the output directory {output}: {exc.strerror}", "pick another --output") from None
     session = None
-    import contextlib
-
-    held = contextlib.ExitStack()
+    held = None  # the overlay session's shared lock, released when the run is over
     if policy.filesystem.workspace == "overlay":
         from .workspace.sessions import open_session
 
         opened = open_session(opts.session or f"run-{run_id}", os.path.realpath(ctx.cwd))
         # Shared while mounted: `corral apply`/`discard` must not edit the upper layer now.
-        held.enter_context(opened.lock(exclusive=False))
+        held = opened.lock(exclusive=False)
+        held.__enter__()
         session = (opened.name, opened.upper, opened.work)
     boundary = None
     from .sandbox import boundary as credential_boundary
@@ -290,7 +289,8 @@ def cmd_run(args: list[str]) -> int:
     finally:
         if namespaces is not None:
             namespaces.close()
-        held.close()
+        if held is not None:
+            held.__exit__(None, None, None)
     if session is not None and report is not None:
         report(f"corral: the run's writes are in overlay session {session[0]!r}: review with `corral changes "
                f"{session[0]}`, then `corral apply {session[0]}` or `corral discard {session[0]}`")

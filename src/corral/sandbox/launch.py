@@ -178,7 +178,7 @@ class Run:
         """Join the run's cgroups, build the prepared view, join corral's namespaces."""
         if self.limits is not None:  # limits hook: join the cgroups with the launcher's credentials
             self.limits.child.join()
-        from .netns import enter
+        from .libc import enter
 
         ns = self.namespaces.ns if self.namespaces is not None else None
         plan = self.plan
@@ -189,7 +189,7 @@ class Run:
         # Root with a view to prepare: still in the initial user namespace, build the view on
         # the overlay's mount namespace (if any), then join the user and network namespaces.
         if ns is not None and ns.mnt_fd >= 0:
-            from .netns import CLONE_NEWNS, setns
+            from .libc import CLONE_NEWNS, setns
 
             setns(ns.mnt_fd, CLONE_NEWNS)
         from .mountprep import prepare
@@ -211,6 +211,8 @@ class Run:
 
     # -- internals ----------------------------------------------------------------------
     def _make_idmaps(self) -> None:
+        if not (self.plan.idmaps or self.plan.overlay_layers):
+            return
         from .mountprep import userns
 
         for m in (*self.plan.idmaps, *self.plan.overlay_layers):
@@ -368,9 +370,10 @@ def _spawn(argv: list[str], env: dict[str, str], run: Run, tty_slave) -> int:
     The child enters the run's namespaces, view and cgroups, then drops to the sandbox uid
     (`Run.child_enter`, `Run.child_drop`)."""
     pass_fds = run.pass_fds
-    from .netns import load_libc
+    if run.namespaces is not None or run.plan.idmaps or run.plan.skeletons or run.plan.overlay_layers:
+        from .libc import load_libc
 
-    load_libc()  # before fork: the child makes its system calls through it
+        load_libc()  # before fork: the child makes its system calls through it
     if run.namespaces is not None:
         run.namespaces.ns  # noqa: B018 - received here, before fork (the child only uses it)
     err_r, err_w = os.pipe()  # CLOEXEC: closed by a successful exec
@@ -456,9 +459,9 @@ def _restore(previous: dict) -> None:
 def _reaper_main(fd: int, cleanup: Cleanup) -> None:
     """Wait for corral to go away; if it did not say 'done', clean up after it."""
     os.setsid()  # survive a kill of corral's process group
-    from .namespaces import _set_name
+    from .libc import set_name
 
-    _set_name("corral-reaper")
+    set_name("corral-reaper")
     for sig in FORWARDED:
         signal.signal(sig, signal.SIG_IGN)
     cleanup.locks = {}  # corral's lock descriptors: closed here, never ours to release

@@ -42,7 +42,7 @@ def prefetch(disk: tuple[int, int], shown: tuple[int, int]) -> None:
     plan building (the CLI calls this as soon as it knows who the command runs as)."""
     if (disk, shown) in _started:
         return
-    from .netns import load_libc
+    from .libc import load_libc
 
     libc = load_libc()
     r, w = os.pipe()
@@ -101,7 +101,7 @@ def prepare(idmaps: tuple[IdMap, ...], skeletons: tuple[Skeleton, ...], userns_f
     `upper` and `work` from the session directory. Raises PrepError."""
     import ctypes
 
-    from .netns import load_libc
+    from .libc import load_libc
 
     libc = load_libc()
 

@@ -220,7 +220,7 @@ def _not_dumpable() -> None:
     /proc/PID/mem for other processes of the same user (PR_SET_DUMPABLE 0)."""
     import resource
 
-    from .netns import load_libc
+    from .libc import load_libc
 
     try:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -230,9 +230,6 @@ def _not_dumpable() -> None:
 
 
 def _set_name(name: str) -> None:
-    """What `ps -o comm` and /proc/PID/comm show, so the processes of a run are told apart."""
-    try:
-        with open("/proc/self/comm", "w") as fh:
-            fh.write(name)
-    except OSError:
-        pass
+    from .libc import set_name
+
+    set_name(name)

@@ -19,9 +19,7 @@ import struct
 
 from ..errors import SetupError
 
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-CLONE_NEWNS = 0x00020000
+from .libc import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, enter, load_libc, setns  # noqa: F401 - re-exported
 MS_REC, MS_PRIVATE = 0x4000, 1 << 18
 
 # Addresses inside the namespace. 198.18.0.0/15 is reserved for benchmarking (RFC 2544), so it
@@ -304,35 +302,6 @@ def _run_nft(nft: str, rules: str) -> None:  # pragma: no cover - child
     _, status = os.waitpid(pid, 0)
     if status != 0:
         raise OSError(f"nft failed to install the redirect rules: {out.decode(errors='replace').strip()}")
-
-
-_LIBC = None
-
-
-def load_libc():
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-    return _LIBC
-
-
-def enter(ns: Namespace, mount: bool = True) -> None:
-    """In a forked child: join the namespace (user first: it grants the right to join net).
-    `mount=False`: the mount namespace was joined already (see launch.Run.child_enter).
-    Call load_libc() before forking."""
-    for fd, flag in ((ns.user_fd, CLONE_NEWUSER), (ns.net_fd, CLONE_NEWNET), (ns.mnt_fd if mount else -1, CLONE_NEWNS)):
-        if fd >= 0:
-            setns(fd, flag)
-
-
-def setns(fd: int, flag: int) -> None:
-    import ctypes
-
-    if load_libc().setns(fd, flag) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
 
 
 def original_destination(sock: socket.socket) -> tuple[str, int]:

@@ -32,7 +32,7 @@ def spec(plan, ns=None) -> str:
 def main(argv: list[str]) -> int:
     from .identity import IdMap, Skeleton
     from .mountprep import prepare, userns
-    from .netns import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, setns
+    from .libc import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, setns
 
     data = json.loads(argv[0])
     cmd = argv[2:] if argv[1:2] == ["--"] else argv[1:]
