@@ -430,12 +430,18 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
             if layout.writable(os.path.dirname(link)):
                 policy_links.append((link, target))
     notices = []
+    own_kept = []
     for own in fs.own_installation():
         p = real(own)
         if layout.writable(p) and layout.nodes.get(p, ("",))[0] != HIDE:
             protect(p, "corral's own installation (it runs outside the sandbox at its next start)")
-            notices.append(f"corral: {p} (corral's own installation) is in a writable area: it stays read-only "
-                           "inside, since a change there would run outside the sandbox at corral's next start")
+            own_kept.append(p)
+    if own_kept:
+        from ..display import shown
+
+        notices.append(f"corral: corral's own installation ({', '.join(map(shown, own_kept))}) is in a writable "
+                       "area: it stays read-only inside, since a change there would run outside the sandbox at "
+                       "corral's next start (install corral outside the project to let commands change it)")
     # corral's own state (overlay sessions, audit log, quarantine) and caches (secret scan
     # verdicts): a command allowed to write to HOME must not rewrite what corral trusts.
     state_base = environ.get("XDG_STATE_HOME") or os.path.join(ctx.home, ".local", "state")
