@@ -324,3 +324,21 @@ def test_library_run_and_wrap_never_run_as_host_root(launcher, ws):
     assert run_uid != "0" and wrap_uid != "0"
     for name in ("lib-run.txt", "lib-wrap.txt"):
         assert os.lstat(ws.proj / name).st_uid == launcher.uid
+
+
+def test_git_clone_of_a_host_repository_works_and_home_is_usable(launcher, ws):
+    """The sandbox uid owns no host repository: a local clone must not die of git's
+    'dubious ownership', and programs must not trip over an unreachable HOME."""
+    src = ws.outside / "src"
+    subprocess.run(["git", "init", "-q", str(src)], check=True)
+    (src / "a.txt").write_text("a\n")
+    subprocess.run(["git", "-C", str(src), "add", "a.txt"], check=True)
+    subprocess.run(["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "init"],
+                   check=True)
+    ws.chown()
+    p = ws.sh(f"git clone -q {src} cl && git -C cl log --oneline && cd ~ && ls -a >/dev/null && echo x")
+    assert p.returncode == 0, p.stderr
+    assert "init" in p.stdout and "x" in p.stdout
+    assert "Permission denied" not in p.stderr and "dubious" not in p.stderr, p.stderr
+    assert (ws.proj / "cl" / "a.txt").read_text() == "a\n"
+    assert os.lstat(ws.proj / "cl" / "a.txt").st_uid == launcher.uid

@@ -557,6 +557,22 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         resolv = real("/etc/resolv.conf")
         mounts.append(Mount("data", resolv if fs.kind(resolv) == "file" else "/etc/resolv.conf",
                             src=resolv_conf(network), why="the sandbox's resolver (corral's proxy)"))
+    if identity is not None and not visible(os.path.join(home, ".")):
+        # The launcher's HOME (/root) is out of the sandbox uid's reach: programs would warn on
+        # every dotfile they try. The private TMPDIR serves as HOME (gone with the run).
+        env["HOME"] = tmpdir
+    if identity is not None and "GIT_CONFIG_SYSTEM" not in env:
+        # The command's uid owns no repository on the host: git would refuse every one it did not
+        # create ("dubious ownership"), even a read-only source to clone. Inside the sandbox that
+        # check protects nothing (the command runs what it likes anyway). safe.directory is only
+        # honoured from protected config, and a local clone's upload-pack drops GIT_CONFIG_COUNT:
+        # the system config is the place (the host's /etc/gitconfig plus this one setting).
+        gitconfig = f"{tmpdir}/.corral-gitconfig"
+        system = fs.read_text("/etc/gitconfig") or ""
+        mounts.append(Mount("data", gitconfig, src=system + ("\n" if system and not system.endswith("\n") else "")
+                            + "[safe]\n\tdirectory = *\n",
+                            why="git's system config + safe.directory (the sandbox uid owns no host repository)"))
+        env["GIT_CONFIG_SYSTEM"] = gitconfig
     env.update(dict(policy.process.set_env))
     if boundary is not None:
         env.update(boundary.env)
