@@ -342,3 +342,25 @@ def test_git_clone_of_a_host_repository_works_and_home_is_usable(launcher, ws):
     assert "Permission denied" not in p.stderr and "dubious" not in p.stderr, p.stderr
     assert (ws.proj / "cl" / "a.txt").read_text() == "a\n"
     assert os.lstat(ws.proj / "cl" / "a.txt").st_uid == launcher.uid
+
+
+def test_a_datagram_socket_as_stdio_is_refused(launcher, ws):
+    """Only stdio is inherited; a Unix datagram socket there could reach host socket paths."""
+    import socket
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        p = subprocess.run(launcher.argv(["run", "--", "true"]), cwd=ws.proj, env=launcher.env, stdin=a.fileno(),
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        a.close()
+        b.close()
+    assert p.returncode == 125 and "Unix datagram socket" in p.stderr, p.stderr
+    c, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        p = subprocess.run(launcher.argv(["run", "--", "true"]), cwd=ws.proj, env=launcher.env, stdin=c.fileno(),
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        c.close()
+        d.close()
+    assert p.returncode == 0, p.stderr

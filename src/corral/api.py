@@ -291,6 +291,7 @@ class Sandbox:
 
     def close(self) -> None:
         """Remove host-side state of wrapped commands and quarantine what they planted."""
+        failed = None
         while self._wrapped:
             run, path = self._wrapped.pop()
             try:
@@ -298,7 +299,16 @@ class Sandbox:
             except OSError:
                 pass
             if run is not None:
-                run.finish(0)
+                try:
+                    run.finish(0)
+                except Exception as exc:  # noqa: BLE001 - finish every run, then report the first failure
+                    failed = failed or exc
+        if failed is not None:
+            self._finish_close()
+            raise failed
+        self._finish_close()
+
+    def _finish_close(self) -> None:
         if self._network is not None:
             self._network.close()
             self._network = None

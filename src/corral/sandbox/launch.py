@@ -23,6 +23,33 @@ from .plan import Plan
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
+def refuse_datagram_stdio() -> None:
+    """stdin/stdout/stderr are the only descriptors the command inherits. An AF_UNIX datagram
+    socket among them could `sendto` any host socket path (journald, /dev/log), which the
+    seccomp filter refuses to make inside: refuse to start with one, unless AF_UNIX is allowed."""
+    import stat
+
+    for fd in (0, 1, 2):
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+        except OSError:
+            continue
+        import socket
+
+        s = socket.socket(fileno=os.dup(fd))
+        try:
+            kind = (s.family, s.type)
+        finally:
+            s.close()
+        if kind == (socket.AF_UNIX, socket.SOCK_DGRAM):
+            raise SetupError(
+                f"descriptor {fd} (stdin, stdout or stderr) is a Unix datagram socket: the command could "
+                "send to any host socket path through it",
+                "give corral pipes, a terminal or a stream socket, or allow Unix sockets in the policy "
+                "(network.allow_unix_sockets)")
+
+
 def find_executable(name: str, path: str | None = None) -> str | None:
     if "/" in name:
         return name if os.access(name, os.X_OK) else None
@@ -70,6 +97,8 @@ class Run:
 
     def prepare(self, new_session: bool = True) -> list[str]:
         exe = resolve_bwrap(self.plan)
+        if not self.plan.seccomp.allow_unix_sockets:
+            refuse_datagram_stdio()
         from .seccomp import compile_filter
 
         program = compile_filter(self.plan.seccomp)
