@@ -47,3 +47,12 @@ def set_name(name: str) -> None:
             fh.write(name)
     except OSError:
         pass
+
+
+def write_file(path: str, text: str) -> None:
+    """One write to a /proc or /sys file (id maps, cgroup files): no buffering, no truncation."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 from .identity import IdMap, Skeleton, swap_map
+from .libc import write_file as _write
 
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
 OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, 0o2000000
@@ -160,10 +161,3 @@ def prepare(idmaps: tuple[IdMap, ...], skeletons: tuple[Skeleton, ...], userns_f
               f"attaching {path} (move_mount)")
         os.close(fd)
 
-
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)

@@ -20,6 +20,7 @@ import struct
 from ..errors import SetupError
 
 from .libc import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, enter, load_libc, setns  # noqa: F401 - re-exported
+from .libc import write_file as _write
 MS_REC, MS_PRIVATE = 0x4000, 1 << 18
 
 # Addresses inside the namespace. 198.18.0.0/15 is reserved for benchmarking (RFC 2544), so it
@@ -213,13 +214,6 @@ def _setup_error(why: str) -> SetupError:
     fix = problem.fix if problem else "run `corral doctor` to see what the machine refuses"
     return SetupError(f"cannot create the sandbox's namespaces: {why}", fix)
 
-
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def _child(sock: socket.socket, nft: str | None, network: bool, overlays, endpoint_ports=()) -> None:  # pragma: no cover
