@@ -2,7 +2,8 @@
 
 Every security test takes `launcher` and runs twice: `root` (corral started by the current
 user, root in CI) and `user` (an unprivileged `corral-test` user via setpriv). When the suite
-is not run as root, `user` is the current user and `root` is skipped.
+is not run as root, `user` is the current user and `root` is skipped. Each launcher, and the
+pytest process, has private XDG_STATE/CACHE/DATA/CONFIG_HOME directories (helpers.private_xdg).
 """
 
 from __future__ import annotations
@@ -17,6 +18,16 @@ sys.path.insert(0, os.path.dirname(__file__))
 import helpers  # noqa: E402
 
 _launchers: dict[str, helpers.Launcher] = {}
+
+
+def pytest_configure(config):
+    """In-process tests (scan caches, CA, audit log, sessions) use private XDG directories too:
+    the suite never writes the real ~/.local/state, ~/.cache, ~/.local/share or ~/.config."""
+    os.environ.update(helpers.private_xdg("pytest", os.geteuid(), os.getegid()))
+
+
+def pytest_unconfigure(config):
+    helpers.remove_private_root()
 
 
 def _get_launcher(name: str) -> helpers.Launcher:

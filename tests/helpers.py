@@ -40,14 +40,66 @@ class Launcher:
         return [*self.prefix, *CORRAL, *args]
 
     @property
+    def state_home(self) -> Path:
+        """The launcher's private XDG_STATE_HOME (never the real ~/.local/state)."""
+        return Path(self.env["XDG_STATE_HOME"])
+
+    @property
     def quarantine_root(self) -> Path:
-        state = self.env.get("XDG_STATE_HOME") or os.path.join(self.home, ".local", "state")
-        return Path(state) / "corral" / "quarantine"
+        return self.state_home / "corral" / "quarantine"
+
+
+# ---------------------------------------------------------------- private XDG directories
+# The suite never touches the launcher's real state, caches, data or config: every launcher
+# (and the pytest process itself, see conftest.pytest_configure) gets its own XDG_STATE_HOME,
+# XDG_CACHE_HOME, XDG_DATA_HOME and XDG_CONFIG_HOME under one per-session directory,
+# /tmp/ct-xdg-XXXX/<owner>/, owned by whoever uses it. (Not /tmp/corral-*: tests look for
+# corral's own leftovers there.)
+
+XDG_DIRS = {"XDG_STATE_HOME": "state", "XDG_CACHE_HOME": "cache", "XDG_DATA_HOME": "data",
+            "XDG_CONFIG_HOME": "config"}
+_private_root: Path | None = None
+
+
+def private_root() -> Path:
+    """The per-session directory holding every launcher's private XDG directories."""
+    global _private_root
+    if _private_root is None:
+        _private_root = Path(tempfile.mkdtemp(prefix="ct-xdg-", dir="/tmp"))
+        _private_root.chmod(0o755)  # the unprivileged launcher must reach its own subdirectory
+    return _private_root
+
+
+def private_xdg(owner: str, uid: int, gid: int) -> dict[str, str]:
+    """{XDG_*_HOME: path} of fresh directories (mode 0700, owned by uid:gid) for `owner`."""
+    base = private_root() / owner
+    made = [base, *(base / sub for sub in XDG_DIRS.values())]
+    for d in made:
+        d.mkdir(mode=0o700, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(d, uid, gid)
+    return {var: str(base / sub) for var, sub in XDG_DIRS.items()}
+
+
+def remove_private_root() -> None:
+    global _private_root
+    if _private_root is not None:
+        root, _private_root = _private_root, None
+        # overlayfs work dirs and locked test directories may be mode 000: open them first
+        for dirpath, dirs, _files in os.walk(root):
+            for d in dirs:
+                full = os.path.join(dirpath, d)
+                if not os.path.islink(full):
+                    try:
+                        os.chmod(full, 0o700)
+                    except OSError:
+                        pass
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def current_launcher(name: str) -> Launcher:
     env = dict(os.environ)
-    env.pop("XDG_STATE_HOME", None)
+    env.update(private_xdg(name, os.geteuid(), os.getegid()))
     home = env.get("HOME") or pwd.getpwuid(os.geteuid()).pw_dir
     return Launcher(name, os.geteuid(), os.getegid(), home, (), env)
 
@@ -72,7 +124,8 @@ def user_launcher() -> Launcher:
     os.chown(pw.pw_dir, pw.pw_uid, pw.pw_gid)
     prefix = ("setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", "--")
     env = {"HOME": pw.pw_dir, "USER": TEST_USER, "LOGNAME": TEST_USER,
-           "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+           "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+           **private_xdg("user", pw.pw_uid, pw.pw_gid)}
     launcher = Launcher("user", pw.pw_uid, pw.pw_gid, pw.pw_dir, prefix, env)
     probe = subprocess.run(launcher.argv(["--version"]), env=env, capture_output=True, text=True)
     if probe.returncode != 0:
