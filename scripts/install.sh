@@ -38,4 +38,7 @@ set +e
 .venv/bin/corral run -- sh -c "echo \"inside: \$(id -un), TMPDIR=\$TMPDIR\"; cat '$demo_key' || echo 'reading ~/.ssh was refused, as it should be'; touch /etc/corral-demo 2>&1 || true"
 set -e
 [ "${created_demo:-0}" = 1 ] && rm -f "$demo_key"
+# corral never edits shell rc files; it says how to put itself on PATH.
+echo
+echo "to run plain \`corral\`: ln -s \"$(pwd)/.venv/bin/corral\" ~/.local/bin/   (or add $(pwd)/.venv/bin to PATH)"
 exit 0
