@@ -21,6 +21,7 @@ import time
 import pytest
 
 import tlsservers
+from corral._values import replace
 from corral.policy.model import NetworkPolicy, ParentProxy
 from corral.policy.network import compile_rules
 from corral.proxy import tlsca
@@ -207,6 +208,8 @@ def parent():
 class Corral:
     def __init__(self, allowed, parent_proxy, audit_path, terminator=None, gate=None):
         rules = compile_rules(NetworkPolicy(allowed_domains=tuple(allowed)))
+        if parent_proxy is not None:  # the servers here are on loopback: route it through the parent too
+            parent_proxy = replace(parent_proxy, loopback_direct=False)
         self.audit_path = audit_path
         self.proxy = Proxy(rules, audit=AuditLog(str(audit_path)), parent_proxy=parent_proxy)
         self.proxy.terminator = terminator

@@ -685,27 +685,27 @@ CHECK_RESOLVED = [
     # host, port, addrs, allowed, code, reason fragment
     ("example.com", 443, ["93.184.216.34"], True, "allow", "allowed by allowedDomains entry 'example.com'"),
     ("example.com", 443, ["93.184.216.34", "2606:2800:220:1::1"], True, "allow", ""),
-    ("example.com", 443, ["127.0.0.1"], False, "ssrf", "resolves to loopback address 127.0.0.1"),
-    ("example.com", 443, ["::1"], False, "ssrf", "resolves to loopback address ::1"),
-    ("example.com", 443, ["93.184.216.34", "10.1.2.3"], False, "ssrf", "resolves to private address 10.1.2.3"),
-    ("example.com", 443, ["169.254.169.254"], False, "ssrf", "resolves to metadata address 169.254.169.254"),
-    ("example.com", 443, ["::ffff:169.254.169.254"], False, "ssrf", "metadata address 169.254.169.254"),
-    ("example.com", 443, ["64:ff9b::a9fe:a9fe"], False, "ssrf", "metadata address 64:ff9b::a9fe:a9fe"),
-    ("example.com", 443, ["2002:7f00:1::"], False, "ssrf", "loopback address 2002:7f00:1::"),
-    ("example.com", 443, ["fe80::1%eth0"], False, "ssrf", "link-local address fe80::1"),
-    ("example.com", 443, ["0.0.0.0"], False, "ssrf", "unspecified/this-network address 0.0.0.0"),
-    ("example.com", 443, ["100.64.1.1"], False, "ssrf", "cgnat address"),
-    ("example.com", 443, ["224.0.0.1"], False, "ssrf", "multicast address"),
-    ("example.com", 443, ["255.255.255.255"], False, "ssrf", "broadcast address"),
-    ("example.com", 443, ["240.1.1.1"], False, "ssrf", "reserved address"),
-    ("example.com", 443, ["fd12::1"], False, "ssrf", "private address fd12::1"),
+    ("example.com", 443, ["127.0.0.1"], False, "ssrf", "127.0.0.1 (a loopback address)"),
+    ("example.com", 443, ["::1"], False, "ssrf", "::1 (a loopback address)"),
+    ("example.com", 443, ["93.184.216.34", "10.1.2.3"], False, "ssrf", "10.1.2.3 (a private address)"),
+    ("example.com", 443, ["169.254.169.254"], False, "ssrf", "169.254.169.254 (a metadata address)"),
+    ("example.com", 443, ["::ffff:169.254.169.254"], False, "ssrf", "169.254.169.254 (a metadata address)"),
+    ("example.com", 443, ["64:ff9b::a9fe:a9fe"], False, "ssrf", "64:ff9b::a9fe:a9fe (a metadata address)"),
+    ("example.com", 443, ["2002:7f00:1::"], False, "ssrf", "2002:7f00:1:: (a loopback address)"),
+    ("example.com", 443, ["fe80::1%eth0"], False, "ssrf", "fe80::1 (a link-local address)"),
+    ("example.com", 443, ["0.0.0.0"], False, "ssrf", "0.0.0.0 (an unspecified/this-network address)"),
+    ("example.com", 443, ["100.64.1.1"], False, "ssrf", "(a cgnat address)"),
+    ("example.com", 443, ["224.0.0.1"], False, "ssrf", "(a multicast address)"),
+    ("example.com", 443, ["255.255.255.255"], False, "ssrf", "(a broadcast address)"),
+    ("example.com", 443, ["240.1.1.1"], False, "ssrf", "(a reserved address)"),
+    ("example.com", 443, ["fd12::1"], False, "ssrf", "fd12::1 (a private address)"),
     ("example.com", 443, [], False, "bad-host", "example.com did not resolve to any address"),
     ("example.com", 443, ["not-an-ip"], False, "ssrf", "not an IP address"),
     # this host's own addresses
-    ("example.com", 443, ["203.0.114.7"], False, "ssrf", "resolves to this host's own address 203.0.114.7"),
-    ("example.com", 443, ["198.51.99.1"], False, "ssrf", "this host's own address"),  # given as text
-    ("example.com", 443, ["::ffff:203.0.114.7"], False, "ssrf", "this host's own address 203.0.114.7"),
-    ("example.com", 443, ["2002:cb00:7207::1"], False, "ssrf", "this host's own address"),  # 6to4 of it
+    ("example.com", 443, ["203.0.114.7"], False, "ssrf", "203.0.114.7 (this host's own address)"),
+    ("example.com", 443, ["198.51.99.1"], False, "ssrf", "(this host's own address)"),  # given as text
+    ("example.com", 443, ["::ffff:203.0.114.7"], False, "ssrf", "203.0.114.7 (this host's own address)"),
+    ("example.com", 443, ["2002:cb00:7207::1"], False, "ssrf", "(this host's own address)"),  # 6to4 of it
     # deniedResolvedAddresses and deny IP entries act on resolved addresses
     ("example.com", 443, ["9.9.9.9"], False, "ssrf",
      "resolves to denied address 9.9.9.9 (deniedResolvedAddresses entry '9.9.9.0/24')"),
@@ -718,19 +718,19 @@ CHECK_RESOLVED = [
     ("example.com", 443, ["8.8.4.4"], False, "ssrf", "no other resolvers"),  # configured reason
     # an explicitly allowed address overrides the class, with its port
     ("db.example.com", 5432, ["10.1.2.3"], True, "allow", ""),
-    ("db.example.com", 5433, ["10.1.2.3"], False, "ssrf", "private address 10.1.2.3"),
+    ("db.example.com", 5433, ["10.1.2.3"], False, "ssrf", "10.1.2.3 (a private address)"),
     ("db.example.com", 5432, ["10.9.9.9"], False, "ssrf", "denied by deniedDomains entry '10.9.9.9'"),  # deny beats
     ("db.example.com", 443, ["192.168.1.5"], True, "allow", ""),
-    ("db.example.com", 443, ["192.168.1.6"], False, "ssrf", "private address 192.168.1.6"),
+    ("db.example.com", 443, ["192.168.1.6"], False, "ssrf", "192.168.1.6 (a private address)"),
     ("db.example.com", 443, ["::ffff:192.168.1.5"], True, "allow", ""),  # same address, mapped
-    ("db.example.com", 443, ["64:ff9b::c0a8:105"], False, "ssrf", "private address"),  # other form: exact only
+    ("db.example.com", 443, ["64:ff9b::c0a8:105"], False, "ssrf", "(a private address)"),  # other form: exact only
     ("a.example.net", 5432, ["10.0.0.1", "93.184.216.34"], True, "allow", ""),
-    ("a.example.net", 5432, ["10.0.0.1", "127.0.0.1"], False, "ssrf", "loopback address 127.0.0.1"),
+    ("a.example.net", 5432, ["10.0.0.1", "127.0.0.1"], False, "ssrf", "127.0.0.1 (a loopback address)"),
     # localhost, explicitly allowed: loopback is fine, nothing else is
     ("localhost", 8080, ["127.0.0.1", "::1"], True, "allow", ""),
     ("localhost", 8080, ["127.0.0.53"], True, "allow", ""),
-    ("localhost", 8080, ["127.0.0.1", "169.254.169.254"], False, "ssrf", "metadata address"),
-    ("localhost", 8080, ["192.168.7.7"], False, "ssrf", "private address"),
+    ("localhost", 8080, ["127.0.0.1", "169.254.169.254"], False, "ssrf", "(a metadata address)"),
+    ("localhost", 8080, ["192.168.7.7"], False, "ssrf", "(a private address)"),
     # IP literals: addrs is the literal itself
     ("10.1.2.3", 5432, ["10.1.2.3"], True, "allow", ""),
     ("192.168.1.5", 80, ["192.168.1.5"], True, "allow", ""),

@@ -43,40 +43,48 @@ WORKSPACE_MODES = ("bind", "ro", "tmpfs", "copy", "overlay")
 
 @frozen
 class ParentProxy:
-    """A corporate proxy that corral's own upstream connections go through (CONNECT)."""
+    """A corporate proxy that corral's own upstream connections go through (CONNECT).
+
+    `no_proxy` entries follow the NO_PROXY conventions (see `policy.upstream.bypasses`): `*`,
+    names (`corp`, `.corp`, `*.corp`: the name and every name under it), IP addresses and CIDR
+    ranges; a `:port` is ignored. With `loopback_direct`, localhost and loopback addresses are
+    always reached directly: a corporate proxy's loopback is not the launcher's."""
 
     http: str | None = None  # "http://proxy.corp:3128"
     https: str | None = None
-    no_proxy: tuple[str, ...] = ()  # names (".corp" suffixes) reached directly
+    no_proxy: tuple[str, ...] = ()  # destinations reached directly
+    loopback_direct: bool = True
+    origin: str = field(default="", compare=False)  # "HTTPS_PROXY", "<file>:network.parent_proxy"
+
+    @property
+    def url(self) -> str | None:
+        """The one URL used: corral tunnels every upstream connection with CONNECT, so the
+        HTTPS proxy is preferred, as clients do for CONNECT."""
+        return self.https or self.http
 
     def for_host(self, host: str) -> tuple[str, int] | None:
-        for entry in self.no_proxy:
-            e = entry.strip().lstrip("*").lstrip(".").lower()
-            if entry.strip() == "*" or host == e or host.endswith("." + e):
-                return None
-        url = self.https or self.http
-        if not url:
+        """(proxy host, port) for a connection to canonical `host`, or None to dial it directly."""
+        from .upstream import bypasses, split_proxy_url
+
+        url = self.url
+        if not url or bypasses(self.no_proxy, host, self.loopback_direct):
             return None
-        rest = url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[2]  # userinfo: `authorization`
-        if rest.startswith("["):
-            host_part, _, port = rest[1:].partition("]")
-            port = port.lstrip(":")
-        else:
-            host_part, _, port = rest.partition(":")
-        return host_part, int(port) if port.isdigit() else 3128
+        return split_proxy_url(url)[:2]
 
     def authorization(self) -> bytes | None:
         """`Proxy-Authorization` for the parent proxy, from user:password in its URL (or None)."""
-        url = self.https or self.http
+        url = self.url
         if not url:
             return None
-        authority = url.split("://", 1)[-1].split("/", 1)[0]
-        if "@" not in authority:
+        from .upstream import split_proxy_url
+
+        userinfo = split_proxy_url(url)[2]
+        if userinfo is None:
             return None
         import base64
         from urllib.parse import unquote
 
-        user, _, password = authority.rpartition("@")[0].partition(":")
+        user, _, password = userinfo.partition(":")
         return b"Basic " + base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode())
 
 
@@ -150,6 +158,12 @@ class NetworkPolicy:
     denied_addresses: tuple[str, ...] = ()  # IPs/CIDRs an allowed name must never resolve to
     strict_allowlist: bool = False  # refuse run-time allowances (Sandbox.allow_domain)
     parent_proxy: ParentProxy | None = None
+    # Fill what parent_proxy does not say from the launcher's HTTPS_PROXY/HTTP_PROXY/NO_PROXY
+    # (policy.upstream.with_environment); native `parent_proxy = false` or a table turns it off.
+    parent_proxy_env: bool = True
+    # Names whose local resolution is trusted even when private or loopback (split-horizon DNS).
+    trust_resolution: tuple[str, ...] = ()
+    allow_presets: tuple[str, ...] = ()  # preset names (policy.presets); their domains are in allowed_domains
     transparent: bool = True  # redirect programs that ignore the proxy variables
     proxy: bool = False  # start the proxy even with nothing allowed (audit what is tried)
     audit_log: str | None = None  # None: $XDG_STATE_HOME/corral/audit.jsonl; "": no log

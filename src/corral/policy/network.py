@@ -15,7 +15,7 @@ def compile_rules(net, source: str = "<policy>"):
         return _LAST[0][1]
     try:
         rules = Rules(allowed=net.allowed_domains, denied=net.denied_domains, reasons=dict(net.denied_reasons),
-                     denied_addresses=net.denied_addresses)
+                     denied_addresses=net.denied_addresses, trusted=net.trust_resolution)
     except ValueError as exc:
         raise PolicyError(source, "network", None, str(exc)) from None
     _LAST[:] = [(net, rules)]

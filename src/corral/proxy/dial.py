@@ -1,4 +1,6 @@
-"""Resolve, check, then dial exactly what was checked (no second lookup, no rebinding window)."""
+"""Resolve, check, then dial exactly what was checked (no second lookup, no rebinding window).
+
+Through a parent proxy nothing is resolved here: the parent resolves the name it is given."""
 
 from __future__ import annotations
 
@@ -43,6 +45,16 @@ class Dialer:
         literal = parse_ip(name)
         loop = asyncio.get_running_loop()
         parent = self.parent_proxy.for_host(name) if self.parent_proxy is not None else None
+        if parent is not None:
+            # The parent proxy resolves and dials: the local resolver is not asked, and the
+            # parent's own address (private, as corporate proxies are) is trusted because the
+            # launcher configured it. The destination was judged by name above; an address
+            # literal is also judged as an address, as it is exactly what the parent dials.
+            if literal is not None:
+                checked = rules.check_resolved(name, port, [literal], self.host_addresses)
+                if not checked.allowed:
+                    raise Blocked(checked)
+            return await self._via_parent(parent, name, port), f"via {parent[0]}:{parent[1]}", decision.rule
         if literal is not None:
             addrs = [literal]
         else:
@@ -50,18 +62,13 @@ class Dialer:
                 infos = await asyncio.wait_for(
                     loop.getaddrinfo(name, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP), CONNECT_TIMEOUT)
             except (OSError, asyncio.TimeoutError) as exc:
-                if parent is None:
-                    raise DialFailed(f"cannot resolve {name}: {getattr(exc, 'strerror', None) or exc}") from None
-                infos = ()  # behind a corporate proxy only the proxy may resolve outside names
+                raise DialFailed(f"cannot resolve {name}: {getattr(exc, 'strerror', None) or exc}") from None
             import ipaddress
 
             addrs = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
-        if addrs:  # what resolves here is checked; a name only the parent resolves is its to check
-            checked = rules.check_resolved(name, port, addrs, self.host_addresses)
-            if not checked.allowed:
-                raise Blocked(checked)
-        if parent is not None:
-            return await self._via_parent(parent, name, port), f"via {parent[0]}:{parent[1]}", decision.rule
+        checked = rules.check_resolved(name, port, addrs, self.host_addresses)
+        if not checked.allowed:
+            raise Blocked(checked)
         last: Exception | None = None
         for addr in addrs:
             family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET

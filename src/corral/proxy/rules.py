@@ -8,7 +8,10 @@ to refuse `*.co.uk`). A destination is judged twice:
    names are matched only by name patterns, IP literals only by IP/CIDR patterns.
 2. `Rules.check_resolved(host, port, addrs)`: the addresses the proxy is about to dial. An
    allowed name must not lead to loopback, private, metadata, ... addresses (SSRF and DNS
-   rebinding) unless that very address is allowed by an IP/CIDR entry.
+   rebinding) unless that very address is allowed by an IP/CIDR entry, or the name is one
+   whose resolution the policy trusts (`trust_resolution`, split-horizon DNS): then its
+   private, loopback, link-local, CGNAT and own-host addresses are accepted, for that name
+   only; metadata and the other classes never are, and deny entries still apply.
 
 The semantics mirror srt 0.0.83's allowedDomains / deniedDomains / deniedDomainReasons /
 deniedResolvedAddresses, so messages use those names.
@@ -74,6 +77,11 @@ _EMBEDDING_RANGES = (
     (IPv6Network("2001::/32"), 104),  # Teredo client
 )
 _LOOPBACK = (IPv4Network("127.0.0.0/8"), IPv6Network("::1/128"), IPv6Network("::ffff:127.0.0.0/104"))
+# Address classes a trusted name (trust_resolution) may resolve to: what split-horizon DNS, a
+# gateway or an internal mirror hands out. Metadata, unspecified, multicast, broadcast and
+# reserved addresses are never a mirror: a name resolving there is refused all the same.
+TRUSTABLE = frozenset({"private", "loopback", "link-local", "cgnat", "this host's own"})
+TRUST_HINT = "if your DNS is split-horizon, trust it by name"
 
 
 def parse_pattern(text: str, *, denied: bool) -> Pattern:
@@ -355,6 +363,22 @@ def _compile(texts, *, denied: bool) -> tuple[Pattern, ...]:
     return tuple(patterns)
 
 
+def _compile_trusted(entries) -> tuple[Pattern, ...]:
+    patterns = []
+    for text in entries:
+        try:
+            pattern = parse_pattern(text, denied=False)
+            if pattern.kind not in ("name", "wildcard"):
+                raise ValueError("trust_resolution lists names ('pypi.org', '*.corp.example'); "
+                                 "allow an address itself in allowed_domains")
+            if pattern.port is not None:
+                raise ValueError("trust_resolution lists names without a port")
+        except ValueError as exc:
+            raise ValueError(f"trust_resolution entry {text!r}: {exc}") from None
+        patterns.append(pattern)
+    return tuple(patterns)
+
+
 def _compile_addresses(entries) -> tuple[tuple[str, IPv4Network | IPv6Network], ...]:
     nets = []
     for entry in entries:
@@ -388,21 +412,22 @@ def _to_ip(value):
 class Rules:
     """A compiled, immutable rule set; build a changed one with `with_allowed` / `with_denied`."""
 
-    __slots__ = ("allowed", "denied", "reasons", "denied_addresses", "_allow", "_deny")
+    __slots__ = ("allowed", "denied", "reasons", "denied_addresses", "trusted", "_allow", "_deny", "_trust")
 
-    def __init__(self, allowed=(), denied=(), reasons=None, denied_addresses=()):
+    def __init__(self, allowed=(), denied=(), reasons=None, denied_addresses=(), trusted=()):
         self._init(
             _compile(_as_list(allowed), denied=False),
             _compile(_as_list(denied), denied=True),
             reasons,
             _compile_addresses(_as_list(denied_addresses)),
+            _compile_trusted(_as_list(trusted)),
         )
 
     @classmethod
-    def compile(cls, allowed=(), denied=(), reasons=None, denied_addresses=()) -> Rules:
-        return cls(allowed, denied, reasons, denied_addresses)
+    def compile(cls, allowed=(), denied=(), reasons=None, denied_addresses=(), trusted=()) -> Rules:
+        return cls(allowed, denied, reasons, denied_addresses, trusted)
 
-    def _init(self, allowed, denied, reasons, denied_addresses):
+    def _init(self, allowed, denied, reasons, denied_addresses, trusted=()):
         reasons = dict(reasons or {})
         denied_texts = {p.text for p in denied}
         for key, why in reasons.items():
@@ -417,8 +442,10 @@ class Rules:
         put(self, "denied", denied)
         put(self, "reasons", MappingProxyType(reasons))
         put(self, "denied_addresses", denied_addresses)  # (text, network) pairs
+        put(self, "trusted", trusted)  # trust_resolution patterns
         put(self, "_allow", _Index(allowed))
         put(self, "_deny", _Index(denied))
+        put(self, "_trust", _Index(trusted))
 
     def __setattr__(self, name, value):
         raise AttributeError("Rules is immutable; use with_allowed() / with_denied()")
@@ -428,7 +455,7 @@ class Rules:
 
     def _changed(self, allowed, denied) -> Rules:
         new = object.__new__(Rules)
-        new._init(allowed, denied, self.reasons, self.denied_addresses)
+        new._init(allowed, denied, self.reasons, self.denied_addresses, self.trusted)
         return new
 
     def with_allowed(self, texts) -> Rules:
@@ -499,16 +526,24 @@ class Rules:
         own = {ip for ip in map(_to_ip, host_addrs) if ip is not None}
         # decide() allowed it, and only an explicit `localhost` entry matches the name localhost.
         loopback_ok = name == "localhost"
+        literal = parse_ip(name) is not None
+        trusted = not literal and self._trust.match(name, None, None) is not None
         for value in addrs:
             ip = _to_ip(value)
             if ip is None:
                 return Decision(False, "", f"{name} resolved to {value!r}, which is not an IP address", SSRF)
-            refusal = self._refuse_address(ip, port, own, loopback_ok)
+            refusal = self._refuse_address(ip, port, own, loopback_ok, None if literal else name, trusted)
             if refusal is not None:
                 return refusal
         return first
 
-    def _refuse_address(self, ip, port: int, own: set, loopback_ok: bool) -> Decision | None:
+    def trusts(self, host: str) -> bool:
+        """Whether the policy trusts the local resolution of name `host` (trust_resolution)."""
+        name = _normalized(host)
+        return not isinstance(name, Decision) and self._trust.match(name, None, None) is not None
+
+    def _refuse_address(self, ip, port: int, own: set, loopback_ok: bool, name: str | None = None,
+                        trusted: bool = False) -> Decision | None:
         forms = (ip, *embedded_ipv4(ip))  # deny on any form that reaches a denied host
         for form in forms:
             for text, network in self.denied_addresses:
@@ -526,4 +561,19 @@ class Rules:
             return None
         if self._allow.match_ip(ip, port) is not None:
             return None  # this very address is explicitly allowed (allow only on the exact form)
-        return Decision(False, "", f"resolves to {category} address {ip}", SSRF)
+        if trusted and category in TRUSTABLE:
+            return None  # split-horizon DNS the policy trusts for this name
+        return Decision(False, "", resolved_refusal(name, ip, category), SSRF)
+
+
+def resolved_refusal(name: str | None, ip, category: str) -> str:
+    """The reason a name's resolution (or an address) is refused; for a name, how to trust it."""
+    if name is None:
+        return f"resolves to {category} address {ip}"
+    what = category if category == "this host's own" else f"{'an' if category[0] in 'aeiou' else 'a'} {category}"
+    text = f"{name} resolved to {ip} ({what} address): refused"
+    if category in TRUSTABLE:
+        return f'{text}; {TRUST_HINT}: trust_resolution = ["{name}"]'
+    if category == "metadata":
+        return f"{text}; a name never leads to cloud metadata (allow the address itself if you mean it)"
+    return text
