@@ -62,9 +62,9 @@ def test_policy_show_converts_srt_settings(me, ws):
 
 
 @pytest.mark.parametrize("args", [["run", "--bogus", "--", "true"], ["--frobnicate", "true"], ["run"]])
-def test_usage_errors_exit_125(me, ws, args):
+def test_usage_errors_exit_2(me, ws, args):
     p = corral(me, ws, *args)
-    assert p.returncode == 125
+    assert p.returncode == 2
     assert p.stderr.startswith("corral: ") and "Traceback" not in p.stderr
 
 

@@ -13,15 +13,29 @@ import sys
 from . import _timing
 
 USAGE = """\
+corral: run a command (an AI agent's shell command, an MCP server, a script) with the least
+privilege it needs, enforced by the kernel (bubblewrap, seccomp): it cannot read your
+credentials, writes only where you allow, cannot plant rc files or git hooks for later, and
+reaches only the hosts you allow, through corral's egress proxy (no network by default).
+srt (sandbox-runtime) settings files work as they are.
+
 usage: corral run [OPTIONS] [--] COMMAND [ARGS...]
        corral run [OPTIONS] -c 'SHELL STRING'
-       corral policy show [FILE]
-       corral scan [PATH] [--json] [--home] [--no-content]
-       corral changes NAME [--diff] | apply NAME [PATHS...] | discard NAME | sessions
-       corral audit [--follow] [--blocked] [--json] [--run ID] [--file PATH]
-       corral proxy --listen unix:PATH|tcp:HOST:PORT [--policy FILE] [--audit PATH]
-       corral doctor
-       corral --version
+       corral [OPTIONS] [--] COMMAND [ARGS...]   (srt's spelling of `corral run`)
+       corral COMMAND --help                     (each command's own options)
+
+commands:
+  run       run a command in the sandbox (options below; they stop at the first non-option)
+  policy    `policy show [FILE]`: the effective policy as TOML (srt JSON is converted)
+  scan      list the secret files in a directory that no sandboxed command may read
+  changes   what an overlay session (--workspace overlay) changed; --diff for a diff
+  apply     copy an overlay session's changes into the real workspace
+  discard   delete an overlay session
+  sessions  list the overlay sessions
+  audit     the egress proxy's log of connections and requests, as a table
+  proxy     run only the egress proxy, for containers and VMs
+  doctor    can this machine sandbox? each check corral relies on, with the fix
+  --version print corral's version
 
 run options:
   -s, --settings FILE     policy file: native TOML or srt settings JSON
@@ -33,6 +47,12 @@ run options:
   --deny-write PATH       deny writes to PATH
   --allow-domain DOMAIN   also allow network access to DOMAIN (example.com, *.example.com,
                           host:port, an IP or CIDR); starts the egress proxy
+  --pass-env NAME         let variable NAME (or a pattern: 'MY_*') reach the command although it
+                          looks like a credential (such variables are withheld by default)
+  --unset-env NAME        remove variable NAME from the command's environment
+  --mask-env NAME@HOST[,HOST]
+                          bind variable NAME to HOSTs: the command sees a placeholder, the proxy
+                          sends the real value to those hosts only (they must also be allowed)
   --workspace MODE        the working directory as: bind (default), ro, tmpfs (empty scratch),
                           copy (filtered staging copy), overlay (writes kept for review)
   --session NAME          overlay session to use or create (default: a new one per run)
@@ -47,6 +67,10 @@ run options:
   --dry-run               print the bwrap command and seccomp rules, run nothing
   -q, --quiet             fewer messages from corral
   -d, --debug             show tracebacks for corral's own errors
+  -h, --help              this help
+
+exit status: the command's own (128+N if it died of signal N); 127 command not found,
+126 not executable; 124 time limit, 137 memory limit; 2 usage error; 125 corral failed
 """
 
 SUBCOMMANDS = ("run", "policy", "doctor", "audit", "proxy", "scan", "changes", "apply", "discard", "sessions",
@@ -59,13 +83,15 @@ VALUE_OPTS = {
     "--allow-domain": "allow_domain", "--as-user": "as_user",
     "--workspace": "workspace", "--session": "session", "--output": "output",
     "--memory": "memory", "--cpus": "cpus", "--pids": "pids", "--timeout": "timeout",
+    "--pass-env": "pass_env", "--unset-env": "unset_env", "--mask-env": "mask_env",
 }
 FLAG_OPTS = {
     "--dry-run": "dry_run", "-d": "debug", "--debug": "debug", "-q": "quiet", "--quiet": "quiet",
     "--tty": "tty", "--no-tty": "no_tty", "-h": "help", "--help": "help", "-V": "version",
     "--version": "version",
 }
-REPEATABLE = {"allow_write", "allow_read", "deny_read", "deny_write", "allow_domain"}
+REPEATABLE = {"allow_write", "allow_read", "deny_read", "deny_write", "allow_domain", "pass_env", "unset_env",
+              "mask_env"}
 
 
 class Options:
@@ -77,6 +103,9 @@ class Options:
         self.deny_read: list[str] = []
         self.deny_write: list[str] = []
         self.allow_domain: list[str] = []
+        self.pass_env: list[str] = []
+        self.unset_env: list[str] = []
+        self.mask_env: list[str] = []
         self.workspace: str | None = None
         self.session: str | None = None
         self.output: str | None = None
@@ -88,7 +117,7 @@ class Options:
 
 
 def parse_run_args(args: list[str]) -> Options:
-    from .errors import UsageError
+    from .errors import CommandLineError
 
     opts = Options()
     i = 0
@@ -113,7 +142,7 @@ def parse_run_args(args: list[str]) -> Options:
                 i += 1
             else:
                 if i + 1 >= len(args):
-                    raise UsageError(f"option {name} needs a value")
+                    raise CommandLineError(f"option {name} needs a value")
                 value = args[i + 1]
                 i += 2
             attr = VALUE_OPTS[name]
@@ -124,7 +153,7 @@ def parse_run_args(args: list[str]) -> Options:
             continue
         if len(arg) > 2 and arg[1] != "-" and arg[:2] in VALUE_OPTS:
             pass
-        raise UsageError(f"unknown option {arg!r} (put the command after '--' if it is the command's own)")
+        raise CommandLineError(f"unknown option {arg!r} (put the command after '--' if it is the command's own)")
     opts.command = args[i:]
     if opts.command_string is not None:
         opts.command = [_shell(), "-c", opts.command_string, *opts.command]
@@ -198,13 +227,17 @@ def build_policy(opts: Options, ctx):
             except ValueError as exc:
                 raise PolicyError("<cli>", f"--{key}", raw, str(exc)) from None
         policy = policy.with_limits(**limits)
+    if opts.pass_env or opts.unset_env or opts.mask_env:
+        from .policy.secret_env import apply_cli
+
+        policy = apply_cli(policy, opts.pass_env, opts.unset_env, opts.mask_env)
     if opts.session is not None and policy.filesystem.workspace != "overlay":
         raise PolicyError("<cli>", "--session", opts.session, "sessions belong to --workspace overlay")
     return policy
 
 
 def cmd_run(args: list[str]) -> int:
-    from .errors import SetupError, UsageError
+    from .errors import CommandLineError, SetupError
 
     opts = parse_run_args(args)
     if opts.help:
@@ -213,7 +246,7 @@ def cmd_run(args: list[str]) -> int:
     if opts.version:
         return cmd_version()
     if not opts.command:
-        raise UsageError("no command given (usage: corral run [OPTIONS] [--] COMMAND [ARGS...])")
+        raise CommandLineError("no command given (usage: corral run [OPTIONS] [--] COMMAND [ARGS...])")
     ctx = launch_context()
     policy = build_policy(opts, ctx)
     _timing.mark("policy")
@@ -226,6 +259,11 @@ def cmd_run(args: list[str]) -> int:
     from .sandbox.plan import build_plan
 
     report = None if opts.quiet else _stderr_line
+    if opts.mask_env and report is not None:
+        from .policy.secret_env import mask_warnings
+
+        for line in mask_warnings(policy, opts.mask_env, os.environ):
+            report(line)
     run_id = os.urandom(6).hex()
     output = ""
     if opts.output:
@@ -282,6 +320,10 @@ def cmd_run(args: list[str]) -> int:
         if report is not None:
             for line in plan.notices:
                 report(line)
+            if plan.withheld_env:
+                from .policy.secret_env import notice
+
+                report(notice(name for name, _why in plan.withheld_env))
         from .sandbox.launch import run_foreground
 
         tty = True if opts.tty else False if opts.no_tty else None
@@ -342,21 +384,41 @@ def dry_run(plan, allowed=(), limits=None) -> int:
             out.write(f"skeleton   {sk.top}  # not searchable by uid {ident.uid}: shown holding only "
                       + ", ".join(p for p, _ in sk.keep) + "\n")
     out.write(f"\n# environment: TMPDIR={plan.tmpdir}; values of other variables are not shown\n")
+    if plan.withheld_env:
+        from .display import shown
+
+        out.write("# withheld (they look like credentials; --pass-env NAME lets one through):\n")
+        for name, why in plan.withheld_env:
+            out.write(f"withheld   {shown(name, 80)}  # {why}\n")
     return 0
 
 
-def cmd_policy(args: list[str]) -> int:
-    from .errors import UsageError
+POLICY_USAGE = """\
+usage: corral policy show [FILE | -s FILE]
+  Print the effective policy as TOML: FILE (native TOML or srt settings JSON, converted),
+  else ~/.config/corral/policy.toml, else the built-in defaults, with every default filled in.
+"""
 
-    if not args or args[0] in ("-h", "--help"):
-        sys.stdout.write("usage: corral policy show [FILE]\n")
-        return 0 if args else 125
+
+def cmd_policy(args: list[str]) -> int:
+    from .errors import CommandLineError
+
+    if args and args[0] in ("-h", "--help") or args[1:2] in (["-h"], ["--help"]):
+        sys.stdout.write(POLICY_USAGE)
+        return 0
+    if not args:
+        raise CommandLineError("policy: which policy command? (expected 'show')")
     if args[0] != "show":
-        raise UsageError(f"unknown policy command {args[0]!r} (expected 'show')")
+        raise CommandLineError(f"unknown policy command {args[0]!r} (expected 'show')")
     rest = args[1:]
     settings = None
     if rest and rest[0] in ("-s", "--settings"):
         rest = rest[1:]
+        if not rest:
+            raise CommandLineError(f"option {args[1]} needs a value")
+    if len(rest) > 1 or rest and rest[0].startswith("-") and rest[0] != "-":
+        raise CommandLineError(f"policy show: unexpected {rest[-1] if len(rest) > 1 else rest[0]!r} "
+                         "(expected at most one FILE)")
     if rest:
         settings = rest[0]
     from .policy import load
@@ -369,7 +431,7 @@ def cmd_policy(args: list[str]) -> int:
 
 
 def _take_options(args: list[str], flags: set[str], values: set[str], usage: str) -> dict:
-    from .errors import UsageError
+    from .errors import CommandLineError
 
     out: dict = {}
     i = 0
@@ -388,9 +450,9 @@ def _take_options(args: list[str], flags: set[str], values: set[str], usage: str
                 i += 1
                 out[name] = args[i]
             else:
-                raise UsageError(f"{name} needs a value")
+                raise CommandLineError(f"option {name} needs a value")
         else:
-            raise UsageError(f"unknown option {arg!r}\n{usage.rstrip()}")
+            raise CommandLineError(f"unknown option {arg!r}")
         i += 1
     return out
 
@@ -426,8 +488,6 @@ def cmd_audit(args: list[str]) -> int:
                 out.flush()
     except KeyboardInterrupt:
         return 0
-    except BrokenPipeError:
-        return 0
     return 0
 
 
@@ -442,12 +502,12 @@ usage: corral proxy --listen unix:PATH|tcp:HOST:PORT [--policy FILE] [--audit PA
 
 
 def cmd_proxy(args: list[str]) -> int:
-    from .errors import UsageError
+    from .errors import CommandLineError
 
     opts = _take_options(args, set(), {"--listen", "--policy", "--settings", "-s", "--audit"}, PROXY_USAGE)
     listen = opts.get("--listen")
     if not listen:
-        raise UsageError("--listen is required (unix:PATH or tcp:127.0.0.1:PORT)")
+        raise CommandLineError("--listen is required (unix:PATH or tcp:127.0.0.1:PORT)")
     from .policy import load
 
     ctx = launch_context()
@@ -461,8 +521,18 @@ def cmd_proxy(args: list[str]) -> int:
     return serve(listen, policy.network, opts.get("--audit"), boundary)
 
 
-def cmd_doctor(_args: list[str]) -> int:
+DOCTOR_USAGE = """\
+usage: corral doctor
+  Check what corral relies on here (bubblewrap, user namespaces, seccomp, the egress proxy's
+  namespace, overlay and idmapped mounts, cgroups for limits, TLS trust): one line each, with
+  the fix when a check fails. Exit status 1 when something corral needs is missing.
+"""
+
+
+def cmd_doctor(args: list[str]) -> int:
     from .sandbox.diagnose import doctor
+
+    _take_options(args, set(), set(), DOCTOR_USAGE)
 
     ok = True
     for what, good, detail in doctor():
@@ -478,13 +548,38 @@ def cmd_version() -> int:
     return 0
 
 
+# The commands whose usage a usage error points to (`corral COMMAND --help`).
+HELP_TOPICS = ("run", "policy", "doctor", "audit", "proxy", "scan", "changes", "apply", "discard", "sessions")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args or "-d" in args[:1]
     try:
-        if not args or args[0] in ("-h", "--help", "help"):
+        return _dispatch(args, debug)
+    except BrokenPipeError:
+        # The reader went away (`corral changes --diff | head -1`): stop quietly, as a
+        # program killed by SIGPIPE would (128 + 13); nothing more may reach the closed pipe.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        return 141
+
+
+def _dispatch(args: list[str], debug: bool) -> int:
+    try:
+        if not args:
+            sys.stderr.write("corral: no command given; usage: corral run [OPTIONS] [--] COMMAND [ARGS...] "
+                             "(`corral --help` lists every command)\n")
+            return 2
+        if args[0] in ("-h", "--help", "help"):
+            if args[0] == "help" and args[1:2] and args[1] in HELP_TOPICS:
+                return _dispatch([args[1], "--help"], debug)
             sys.stdout.write(USAGE)
-            return 0 if args else 125
+            return 0
         if args[0] in ("-V", "--version"):
             return cmd_version()
         head = args[0]
@@ -518,13 +613,21 @@ def main(argv: list[str] | None = None) -> int:
             _timing.report()
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # noqa: BLE001 - the CLI's one place to turn errors into a line
-        from .errors import CorralError
+        from .errors import CommandLineError, CorralError, PolicyError
 
         if debug:
             import traceback
 
             traceback.print_exc()
+        if isinstance(exc, CommandLineError) or isinstance(exc, PolicyError) and exc.source.startswith("<cli>"):
+            # Usage errors (a malformed command line, a bad option value) exit 2, as getopt-style
+            # tools do; 125 stays corral's own failures.
+            topic = args[0] if args and args[0] in HELP_TOPICS else "run"
+            sys.stderr.write(f"corral: {exc}; see `corral {topic} --help`\n")
+            return 2
         if isinstance(exc, CorralError):
             sys.stderr.write(f"corral: {exc}\n")
         else:

@@ -1,7 +1,8 @@
 """corral's error hierarchy.
 
 Every error corral raises on purpose derives from `CorralError` and renders as one line that
-says what is wrong and, where known, what to do. The CLI prints `str(err)` and exits 125;
+says what is wrong and, where known, what to do. The CLI prints `str(err)` and exits 125
+(2 for a malformed command line: `CommandLineError`, a bad option value);
 tracebacks are reserved for `--debug`.
 """
 
@@ -48,6 +49,11 @@ class SetupError(CorralError):
 
 class UsageError(CorralError):
     """Bad command-line usage."""
+
+
+class CommandLineError(UsageError):
+    """The command line itself is malformed (unknown option, missing value, wrong arguments):
+    the CLI exits 2 with one line and a pointer to `corral COMMAND --help`."""
 
 
 def _short(value: object, limit: int = 120) -> str:

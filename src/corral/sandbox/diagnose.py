@@ -57,6 +57,88 @@ def _can_unshare_user() -> bool:
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
+# -- what bwrap's exit means ----------------------------------------------------------------------
+# bwrap reports `child-pid` before it mounts anything and `exit-code` only once the command ran;
+# a command it could not exec (`bwrap: execvp X: No such file or directory`) and a mount that
+# failed both end with status 1 and no exit code. What tells them apart is whether bwrap got past
+# its mounts: it reads the seccomp program (our pipe) only after the last mount, right before
+# it starts the command, so an emptied pipe means the sandbox was built.
+
+RAN, SETUP_FAILED, START_FAILED = "ran", "setup", "start"
+
+
+def classify_exit(status_json: bytes, status: int, setup_done: bool | None) -> str:
+    """RAN (the status is the command's), SETUP_FAILED (bwrap could not build the sandbox) or
+    START_FAILED (the sandbox was built, the command could not be executed). Pure.
+    `setup_done`: whether bwrap read the seccomp pipe; None when unknown."""
+    if b'"exit-code"' in status_json:
+        return RAN
+    if b'"child-pid"' not in status_json:
+        return SETUP_FAILED
+    if status != 1:
+        return RAN  # killed by a signal (128+N), or a status the command itself set
+    return START_FAILED if setup_done else SETUP_FAILED
+
+
+def _covering(path: str, mounts) -> object | None:
+    """The last mount that hides `path` inside (an empty tmpfs or /dev/null over it)."""
+    hit = None
+    for m in mounts:
+        if m.op in ("tmpfs", "dev-null") and (path == m.dest or path.startswith(m.dest.rstrip("/") + "/")):
+            hit = m
+        elif m.op in ("bind", "ro-bind") and hit is not None and (
+                path == m.dest or path.startswith(m.dest.rstrip("/") + "/")):
+            hit = None  # re-opened below the hiding mount
+    return hit
+
+
+def start_failure(name: str, path_var: str, cwd: str, mounts=(), stat=os.stat) -> tuple[int, str]:
+    """The exit status and the one line for a command bwrap could not execute, as shells say
+    it: 127 `command not found` (or `no such file or directory` for a path), 126 when it
+    exists but cannot be executed. Looked up on the host along the sandbox's PATH, minus what
+    the plan hides (`mounts`); `stat` is injectable for tests."""
+    import stat as st
+
+    from ..display import shown
+
+    label = shown(name, 200)
+    if not name:
+        return 127, "corral: '': command not found"
+    if "/" in name:
+        candidates = [name if name.startswith("/") else os.path.normpath(os.path.join(cwd, name))]
+    else:
+        candidates = [os.path.join(d if d.startswith("/") else os.path.join(cwd, d or "."), name)
+                      for d in (path_var or "/bin:/usr/bin").split(":")]
+    hidden = None
+    blocked = None
+    for cand in candidates:
+        try:
+            info = stat(cand)
+        except OSError:
+            continue
+        cover = _covering(cand, mounts)
+        if cover is not None:
+            hidden = hidden or (cand, cover)
+            continue
+        if st.S_ISDIR(info.st_mode):
+            blocked = blocked or (cand, "is a directory")
+            continue
+        if not info.st_mode & 0o111:
+            blocked = blocked or (cand, "permission denied (not executable)")
+            continue
+        return 126, (f"corral: {label}: cannot be executed in the sandbox (bubblewrap's message is above; "
+                     f"`corral run --dry-run` shows what the sandbox hides)")
+    if blocked is not None:
+        return 126, f"corral: {label}: {blocked[1]}"
+    missing = "no such file or directory" if "/" in name else "command not found"
+    if hidden is not None:
+        cand, cover = hidden
+        why = f": {cover.why}" if cover.why else ""
+        return 127, (f"corral: {label}: {missing} in the sandbox ({shown(cand, 200)} is hidden by the "
+                     f"policy{shown(why, 120)})")
+    return 127, f"corral: {label}: {missing}"
+
+
 def diagnose_failure(plan, status: int) -> SetupError:
     problem = userns_problem()
     if problem is not None:

@@ -92,6 +92,7 @@ class Run:
         self.reaper_pid = 0
         self.reaper_fd = -1
         self.status_r = -1
+        self.setup_probe = -1  # the seccomp pipe's read end: emptied once bwrap built the sandbox
         self.pass_fds: tuple[int, ...] = ()
         self.userns_fds: dict = {}  # (disk ids, shown ids) -> user namespace for idmapped mounts
 
@@ -125,6 +126,8 @@ class Run:
                     self._tell_reaper(f"cgroup {path}\n")
             self.status_r, status_w = os.pipe()
             seccomp_r = _pipe_with(program)
+            if len(program) < 60000:  # a pipe (not a memfd): FIONREAD tells what bwrap left in it
+                self.setup_probe = os.dup(seccomp_r)
         except BaseException:
             self.abort()
             raise
@@ -166,14 +169,21 @@ class Run:
     def finish(self, status: int, report=stderr_report) -> int:
         """`status` is the exit status as the shell reports it (128+N for signal N)."""
         self._close_pass_fds()
-        setup_ok = self._read_status(status)
+        outcome = self._read_status(status)
         if self.limits is not None:  # limits hook: name the limit hit, remove the cgroups
             status = self.limits.finish(status, report)
         try:
             self.cleanup.run(report)  # CleanupIncomplete: the run must not look successful (125)
         finally:
             self._release_reaper()
-        if not setup_ok:
+        if outcome == "start":  # built, but the command could not be executed: 127/126, as shells do
+            from .diagnose import start_failure
+
+            env = dict(self.plan.env)
+            status, line = start_failure(self.plan.argv[0] if self.plan.argv else "", env.get("PATH", ""),
+                                         self.plan.cwd, self.plan.mounts)
+            report(line)
+        elif outcome == "setup":
             from .diagnose import diagnose_failure
 
             raise diagnose_failure(self.plan, status)
@@ -194,6 +204,7 @@ class Run:
         if self.status_r >= 0:
             os.close(self.status_r)
             self.status_r = -1
+        self._close_setup_probe()
         try:
             self.cleanup.run(report)
         except SetupError:
@@ -267,14 +278,33 @@ class Run:
             self.userns_fds = {}
             reap()
 
-    def _read_status(self, status: int) -> bool:
-        """True when bwrap set the sandbox up and ran the command.
+    def _close_setup_probe(self, look: bool = False) -> bool | None:
+        """Close the probe; with `look`, whether bwrap read the seccomp program (None: unknown)."""
+        if self.setup_probe < 0:
+            return None
+        try:
+            if not look:
+                return None
+            import array
+            import fcntl
+            import termios
 
-        bwrap reports `child-pid` before it mounts anything, and `exit-code` when the command
-        has ended; with a child pid but no exit code and exit status 1, bwrap failed while
-        setting up (a mount) and printed why. Killed by a signal, bwrap reports nothing more."""
+            left = array.array("i", [0])
+            fcntl.ioctl(self.setup_probe, termios.FIONREAD, left)
+            return left[0] == 0
+        except OSError:
+            return None
+        finally:
+            os.close(self.setup_probe)
+            self.setup_probe = -1
+
+    def _read_status(self, status: int) -> str:
+        """"ran" when bwrap set the sandbox up and ran the command, "setup" when it could not
+        build the sandbox (it printed why), "start" when it built it but could not execute
+        the command (`diagnose.classify_exit`)."""
         if self.status_r < 0:
-            return True
+            self._close_setup_probe()
+            return "ran"
         os.set_blocking(self.status_r, False)
         data = b""
         try:
@@ -284,9 +314,13 @@ class Run:
             pass
         os.close(self.status_r)
         self.status_r = -1
+        # Only a failed start needs the probe (and its imports): status 1 without an exit code.
+        setup_done = self._close_setup_probe(look=status == 1 and b'"exit-code"' not in data)
         if b'"exit-code"' in data:
-            return True
-        return b'"child-pid"' in data and status != 1
+            return "ran"  # the common case, without importing diagnose
+        from .diagnose import classify_exit
+
+        return classify_exit(data, status, setup_done)
 
     def _start_reaper(self) -> None:
         r, w = os.pipe()

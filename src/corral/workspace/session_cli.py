@@ -1,8 +1,8 @@
 """`corral changes | apply | discard | sessions`: the command line of overlay sessions.
 
 A thin client of `sessions`, `changes` and `apply`. Exit status: 0 on success, 1 when apply
-refused (each conflict or dangerous path on its own line, with the reason), 125 with one
-line `corral: ...` when corral itself failed (`--debug` re-raises for a traceback).
+refused (each conflict or dangerous path on its own line, with the reason), 2 for usage
+errors, 125 with one line `corral: ...` when corral itself failed (`--debug` re-raises for a traceback).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import time
 
 from ..display import shown
-from ..errors import CorralError, UsageError
+from ..errors import CommandLineError, CorralError, UsageError
 
 CHANGES_USAGE = """\
 usage: corral changes NAME [--diff] [--json]
@@ -56,12 +56,12 @@ def _parse(args: list[str], flags: set[str], usage: str, min_pos: int, max_pos: 
             raise SystemExit(0)
         elif not only_pos and arg.startswith("-") and arg != "-":
             if arg not in flags:
-                raise UsageError(f"unknown option {arg!r} (usage: {usage.splitlines()[0][7:]})")
+                raise CommandLineError(f"unknown option {arg!r} (usage: {usage.splitlines()[0][7:]})")
             opts.add(arg)
         else:
             pos.append(arg)
     if len(pos) < min_pos or (max_pos is not None and len(pos) > max_pos):
-        raise UsageError(usage.splitlines()[0])
+        raise CommandLineError(usage.splitlines()[0])
     return opts, pos
 
 
@@ -73,6 +73,11 @@ def _guard(func):
         args = [a for a in args[:cut] if a not in ("--debug", "-d")] + args[cut:]
         try:
             return func(args)
+        except CommandLineError as exc:
+            if debug:
+                raise
+            sys.stderr.write(f"corral: {exc}\n")
+            return 2  # a malformed command line exits 2, as everywhere in corral's command line
         except CorralError as exc:
             if debug:
                 raise
@@ -236,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     table = {"changes": changes_main, "apply": apply_main, "discard": discard_main, "sessions": sessions_main}
     if not args or args[0] not in table:
         sys.stderr.write("usage: corral {changes|apply|discard|sessions} ...\n")
-        return 125
+        return 2
     return table[args[0]](args[1:])
 
 
