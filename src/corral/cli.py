@@ -47,6 +47,8 @@ run options:
   --deny-write PATH       deny writes to PATH
   --allow-domain DOMAIN   also allow network access to DOMAIN (example.com, *.example.com,
                           host:port, an IP or CIDR); starts the egress proxy
+  --allow-preset NAME     also allow the names a package ecosystem needs: pypi, npm, debian,
+                          ubuntu, github, crates, go (`corral audit --suggest` proposes them)
   --pass-env NAME         let variable NAME (or a pattern: 'MY_*') reach the command although it
                           looks like a credential (such variables are withheld by default)
   --unset-env NAME        remove variable NAME from the command's environment
@@ -80,7 +82,7 @@ VALUE_OPTS = {
     "-c": "command_string",
     "--allow-write": "allow_write", "--allow-read": "allow_read",
     "--deny-read": "deny_read", "--deny-write": "deny_write",
-    "--allow-domain": "allow_domain", "--as-user": "as_user",
+    "--allow-domain": "allow_domain", "--allow-preset": "allow_preset", "--as-user": "as_user",
     "--workspace": "workspace", "--session": "session", "--output": "output",
     "--memory": "memory", "--cpus": "cpus", "--pids": "pids", "--timeout": "timeout",
     "--pass-env": "pass_env", "--unset-env": "unset_env", "--mask-env": "mask_env",
@@ -91,7 +93,7 @@ FLAG_OPTS = {
     "--version": "version",
 }
 REPEATABLE = {"allow_write", "allow_read", "deny_read", "deny_write", "allow_domain", "pass_env", "unset_env",
-              "mask_env"}
+              "mask_env", "allow_preset"}
 
 
 class Options:
@@ -103,6 +105,7 @@ class Options:
         self.deny_read: list[str] = []
         self.deny_write: list[str] = []
         self.allow_domain: list[str] = []
+        self.allow_preset: list[str] = []
         self.pass_env: list[str] = []
         self.unset_env: list[str] = []
         self.mask_env: list[str] = []
@@ -195,6 +198,7 @@ def build_policy(opts: Options, ctx):
 
         policy = policy.with_network(allowed_domains=policy.network.allowed_domains + tuple(opts.allow_domain))
         compile_rules(policy.network, "<cli> --allow-domain")
+    policy = _network_extras(policy, opts.allow_preset, None if opts.quiet else _stderr_line)
     fs = policy.filesystem
     changes = {}
     for attr in ("allow_write", "allow_read", "deny_read", "deny_write"):
@@ -233,6 +237,34 @@ def build_policy(opts: Options, ctx):
         policy = apply_cli(policy, opts.pass_env, opts.unset_env, opts.mask_env)
     if opts.session is not None and policy.filesystem.workspace != "overlay":
         raise PolicyError("<cli>", "--session", opts.session, "sessions belong to --workspace overlay")
+    return policy
+
+
+def _network_extras(policy, presets=(), report=None):
+    """--allow-preset names, and the launcher's HTTPS_PROXY/HTTP_PROXY/NO_PROXY as the parent
+    proxy (unless the policy opts out); `report` gets the line on a variable that cannot be used."""
+    if presets:
+        from .errors import PolicyError
+        from .policy import presets as table
+        from .policy.network import compile_rules
+
+        try:
+            extra = table.domains(presets)
+        except ValueError as exc:
+            raise PolicyError("<cli>", "--allow-preset", next(p for p in presets if p not in table.PRESETS),
+                              f"unknown preset; known presets: {table.known()}") from None
+        net = policy.network
+        policy = policy.with_network(
+            allowed_domains=net.allowed_domains + tuple(d for d in extra if d not in net.allowed_domains),
+            allow_presets=net.allow_presets + tuple(p for p in presets if p not in net.allow_presets))
+        compile_rules(policy.network, "<cli> --allow-preset")
+    if policy.network.enabled and policy.network.parent_proxy_env:
+        from .policy.upstream import with_environment
+
+        net, warnings = with_environment(policy.network, os.environ)
+        policy = policy.with_network(parent_proxy=net.parent_proxy, parent_proxy_env=False)
+        for line in warnings if report is not None else ():
+            report(line)
     return policy
 
 
@@ -425,7 +457,7 @@ def cmd_policy(args: list[str]) -> int:
     from .policy.render import to_toml
 
     ctx = launch_context()
-    policy = load.load(settings, ctx)
+    policy = _network_extras(load.load(settings, ctx), (), _stderr_line)
     sys.stdout.write(to_toml(policy, ctx))
     return 0
 
@@ -459,15 +491,21 @@ def _take_options(args: list[str], flags: set[str], values: set[str], usage: str
 
 AUDIT_USAGE = """\
 usage: corral audit [--follow] [--blocked] [--json] [--run ID] [--file PATH]
+       corral audit --suggest [--run ID] [--file PATH]
   Show the egress proxy's audit log ($XDG_STATE_HOME/corral/audit.jsonl) as a table.
+  --suggest prints the allowances (flags and a TOML snippet) that would have let a run's
+  blocked requests through: the last run with a block, or run ID (a prefix will do).
 """
 
 
 def cmd_audit(args: list[str]) -> int:
     from .proxy import audit
 
-    opts = _take_options(args, {"--follow", "-f", "--blocked", "--json"}, {"--run", "--file"}, AUDIT_USAGE)
+    opts = _take_options(args, {"--follow", "-f", "--blocked", "--json", "--suggest"}, {"--run", "--file"},
+                         AUDIT_USAGE)
     path = opts.get("--file") or audit.default_path()
+    if opts.get("--suggest"):
+        return _audit_suggest(audit, path, opts)
     follow = opts.get("--follow") or opts.get("-f")
     out = sys.stdout
     if not opts.get("--json"):
@@ -488,6 +526,25 @@ def cmd_audit(args: list[str]) -> int:
                 out.flush()
     except KeyboardInterrupt:
         return 0
+    return 0
+
+
+def _audit_suggest(audit, path: str, opts: dict) -> int:
+    from .display import shown
+    from .errors import CommandLineError
+
+    for flag in ("--follow", "-f", "--blocked", "--json"):
+        if opts.get(flag):
+            raise CommandLineError(f"--suggest does not go with {flag}")
+    try:
+        found = audit.suggest(audit.read_records(path), opts.get("--run"))
+    except ValueError as exc:
+        raise CommandLineError(str(exc)) from None
+    if found is None:
+        which = f"run {shown(opts['--run'])!s} has" if opts.get("--run") else "no run has"
+        sys.stderr.write(f"corral: {which} blocked requests in {shown(path)} (or its rotated files)\n")
+        return 1
+    sys.stdout.write(audit.format_suggestion(found))
     return 0
 
 
@@ -512,6 +569,12 @@ def cmd_proxy(args: list[str]) -> int:
 
     ctx = launch_context()
     policy = load.load(opts.get("--policy") or opts.get("--settings") or opts.get("-s"), ctx)
+    from .policy.upstream import with_environment
+
+    net, warnings = with_environment(policy.network, os.environ)  # the launcher's HTTPS_PROXY as the parent
+    for line in warnings:
+        _stderr_line(line)
+    policy = policy.with_network(parent_proxy=net.parent_proxy, parent_proxy_env=False)
     from .proxy.standalone import serve
     from .sandbox import boundary as credential_boundary
 

@@ -38,6 +38,8 @@ SCHEMA: dict[str, dict[str, str]] = {
         "proxy": "bool",
         "audit_log": "optpath",
         "parent_proxy": "parentproxy",
+        "trust_resolution": "strings",
+        "allow_presets": "presets",
         "allow_unix_sockets": "bool",
         "http_rules": "httprules",
         "require_host_match": "bool",
@@ -145,8 +147,16 @@ def from_mapping(data: dict, source: str, ctx: LaunchContext) -> Policy:
         proc_changes["bwrap_path"] = proc_changes.pop("bwrap")
     if "env" in proc_changes:
         proc_changes["set_env"] = proc_changes.pop("env")
+    if "parent_proxy" in net_changes:  # a table is the whole truth; false: no parent proxy at all
+        net_changes["parent_proxy_env"] = False
+    if net_changes.get("allow_presets"):
+        from .presets import domains
+
+        extra = [d for d in domains(net_changes["allow_presets"]) if d not in net_changes.get("allowed_domains", ())]
+        net_changes["allowed_domains"] = net_changes.get("allowed_domains", ()) + tuple(extra)
     network = replace(net, **net_changes)
-    if network.allowed_domains or network.denied_domains or network.denied_addresses or network.denied_reasons:
+    if (network.allowed_domains or network.denied_domains or network.denied_addresses or network.denied_reasons
+            or network.trust_resolution):
         from .network import compile_rules
 
         compile_rules(network, source)
@@ -356,13 +366,24 @@ def _check(kind: str, value, source: str, key: str, ctx: LaunchContext):
     if kind == "parentproxy":
         from .model import ParentProxy
 
+        if value is False:
+            return None  # no parent proxy, not even the launcher's HTTPS_PROXY
+        if value is True:
+            raise PolicyError(source, key, value, "expected a table with http, https and no_proxy, or false "
+                              "(the launcher's HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply when the key is absent)")
         if not isinstance(value, dict):
-            raise PolicyError(source, key, value, "expected a table with http, https and no_proxy")
+            raise PolicyError(source, key, value, "expected a table with http, https and no_proxy, or false")
         fields = {}
         for name, val in value.items():
             if name in ("http", "https"):
-                if not isinstance(val, str) or not val.startswith(("http://", "https://")):
+                from .upstream import redact, split_proxy_url
+
+                if not isinstance(val, str) or not val.startswith("http"):
                     raise PolicyError(source, f"{key}.{name}", val, "expected an http:// URL")
+                try:
+                    split_proxy_url(val)
+                except ValueError as exc:
+                    raise PolicyError(source, f"{key}.{name}", redact(val), str(exc)) from None
                 fields[name] = val
             elif name == "no_proxy":
                 if isinstance(val, str):
@@ -372,7 +393,16 @@ def _check(kind: str, value, source: str, key: str, ctx: LaunchContext):
                 fields[name] = tuple(val)
             else:
                 raise PolicyError(source, f"{key}.{name}", val, "unknown key (expected http, https, no_proxy)")
-        return ParentProxy(**fields)
+        return ParentProxy(**fields, origin=f"{source}:{key}")
+    if kind == "presets":
+        from .presets import PRESETS, known
+
+        if not isinstance(value, list):
+            raise PolicyError(source, key, value, f"expected a list of preset names ({known()})")
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or item not in PRESETS:
+                raise PolicyError(source, f"{key}[{i}]", item, f"unknown preset; known presets: {known()}")
+        return tuple(dict.fromkeys(value))
     if kind == "envtable":
         if not isinstance(value, dict):
             raise PolicyError(source, key, value, "expected a table of NAME = \"value\"")

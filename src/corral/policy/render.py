@@ -58,6 +58,7 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
         f"allowed_domains = {_list([_str(d) for d in net.allowed_domains])}",
         f"denied_domains = {_list([_str(d) for d in net.denied_domains])}",
         f"denied_addresses = {_list([_str(d) for d in net.denied_addresses])}",
+        f"trust_resolution = {_list([_str(d) for d in net.trust_resolution])}",
         f"strict_allowlist = {str(net.strict_allowlist).lower()}",
         f"transparent = {str(net.transparent).lower()}",
         f"proxy = {str(net.proxy).lower()}",
@@ -71,10 +72,23 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
         lines.append(f"audit_log = {_str(net.audit_log)}")
     if net.denied_reasons:
         lines.append("denied_reasons = { " + ", ".join(f"{_str(k)} = {_str(v)}" for k, v in net.denied_reasons) + " }")
+    if net.allow_presets:
+        shown = ", ".join(_str(n) for n in net.allow_presets)
+        lines.append(f"# allow_presets = [{shown}] (their names are in allowed_domains above)")
+    if net.parent_proxy is None and not net.parent_proxy_env:
+        lines.append("parent_proxy = false")
+    elif net.parent_proxy is None:
+        lines.append("# parent_proxy: the launcher's HTTPS_PROXY/HTTP_PROXY/NO_PROXY, if set")
     if net.parent_proxy is not None:
+        from .upstream import redact
+
         pp = net.parent_proxy
         lines += ["", "[network.parent_proxy]"]
-        lines += [f"{k} = {_str(v)}" for k, v in (("http", pp.http), ("https", pp.https)) if v]
+        if pp.origin:
+            lines.append(f"# from {pp.origin}" + ("; what it leaves out: the launcher's HTTPS_PROXY/HTTP_PROXY/NO_PROXY"
+                                                   if net.parent_proxy_env else ""))
+        # The password (if any) is not shown.
+        lines += [f"{k} = {_str(redact(v))}" for k, v in (("http", pp.http), ("https", pp.https)) if v]
         lines.append(f"no_proxy = {_list([_str(n) for n in pp.no_proxy])}")
     if net.tls != TlsPolicy():
         lines += ["", "[network.tls]", *_tls(net.tls)]

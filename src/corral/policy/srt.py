@@ -1321,7 +1321,17 @@ def _network(net: dict, source: str, ctx: LaunchContext) -> NetworkPolicy:
     if net.get("parentProxy"):
         pp = net["parentProxy"]
         no_proxy = tuple(v.strip() for v in (pp.get("noProxy") or "").split(",") if v.strip())
-        parent = ParentProxy(http=pp.get("http"), https=pp.get("https"), no_proxy=no_proxy)
+        from .upstream import redact, split_proxy_url
+
+        for name in ("http", "https"):
+            if pp.get(name):
+                try:
+                    split_proxy_url(pp[name])
+                except ValueError as exc:
+                    raise PolicyError(source, f"network.parentProxy.{name}", redact(pp[name]), str(exc)) from None
+        # What parentProxy leaves out comes from the launcher's HTTP(S)_PROXY/NO_PROXY, as in srt.
+        parent = ParentProxy(http=pp.get("http"), https=pp.get("https"), no_proxy=no_proxy,
+                             origin=f"{source}:network.parentProxy")
     policy = NetworkPolicy(
         allowed_domains=tuple(net["allowedDomains"]),
         denied_domains=tuple(net["deniedDomains"]),

@@ -391,3 +391,121 @@ def _size(n) -> str:
             return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
         n /= 1024
     return str(n)
+
+
+# -- `corral audit --suggest`: the allowances that would have let a run through ------------------
+
+NOT_ALLOWED_TAIL = "is not in allowedDomains"  # rules.Rules._judge's words for "no entry allows it"
+
+
+class Suggestion:
+    """What one run was refused, sorted into what an allowance fixes (pure data; see `suggest`)."""
+
+    def __init__(self, run: str, command: str):
+        self.run, self.command = run, command
+        self.blocked: dict[str, int] = {}  # "host:port" (or the name, for DNS) -> attempts
+        self.presets: dict[str, list[str]] = {}  # preset -> the blocked names it covers
+        self.domains: list[str] = []  # allowed_domains entries, outside every preset
+        self.trust: list[str] = []  # names whose (private) resolution was refused
+        self.other: dict[str, str] = {}  # "host:port" -> why no allowance is suggested
+
+
+def _entry(host: str, port) -> str:
+    """The allowed_domains entry for a blocked destination: the name alone for 80, 443 and DNS."""
+    if port in (None, "", 80, 443):
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def suggest(records, run: str | None = None) -> Suggestion | None:
+    """The blocked requests of `run` (an id or a unique prefix; default: the last run with a
+    block) sorted into presets, allowed_domains entries and trust_resolution names. None when
+    there is no such run; ValueError for an ambiguous prefix."""
+    from ..policy import presets
+    from ..proxy.addresses import normalize_host
+    from ..proxy.rules import TRUST_HINT
+
+    by_run: dict[str, list[dict]] = {}
+    last = None
+    for rec in records:
+        if rec.get("decision") != "block" or not rec.get("host"):
+            continue
+        rid = str(rec.get("run") or "")
+        by_run.setdefault(rid, []).append(rec)
+        last = rid
+    if run is None:
+        chosen = last
+    elif run in by_run:
+        chosen = run
+    else:
+        matches = [r for r in by_run if r.startswith(run)]
+        if len(matches) > 1:
+            raise ValueError(f"run {run!r} is ambiguous: {', '.join(sorted(matches)[:5])}")
+        chosen = matches[0] if matches else None
+    if chosen is None:
+        return None
+    recs = by_run[chosen]
+    out = Suggestion(chosen, str(next((r["command"] for r in recs if r.get("command")), "")))
+    entries: dict[str, str] = {}  # allowed_domains entry -> its host
+    for rec in recs:
+        raw, port = str(rec["host"]), rec.get("port")
+        where = f"{raw}:{port}" if port not in (None, "") else raw
+        count = rec.get("count") if isinstance(rec.get("count"), int) and rec.get("count") > 0 else 1
+        out.blocked[where] = out.blocked.get(where, 0) + count
+        reason = str(rec.get("reason") or "")
+        try:
+            host = normalize_host(raw)
+        except ValueError:
+            out.other[where] = "not a valid host name"
+            continue
+        if rec.get("exfiltration") or rec.get("status") == 400:
+            out.other[where] = reason or "refused"
+        elif TRUST_HINT in reason:
+            if host not in out.trust:
+                out.trust.append(host)
+        elif rec.get("rule") or not reason.endswith(NOT_ALLOWED_TAIL):
+            out.other[where] = reason or f"rule {rec.get('rule')}"
+        else:
+            entries[_entry(host, port)] = host
+    bare = {e for e, h in entries.items() if e == h}  # a bare name covers its other ports too
+    for name, host in entries.items():
+        if name != host and host in bare:
+            continue
+        covering = presets.covering(host)
+        if covering:
+            out.presets.setdefault(covering[0], []).append(name)
+        else:
+            out.domains.append(name)
+    return out
+
+
+def format_suggestion(s: Suggestion) -> str:
+    """Ready-to-paste flags and a TOML snippet; every name the sandbox chose is escaped."""
+    from ..display import shown
+
+    def q(text: str) -> str:
+        return '"' + shown(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    items = sorted(s.blocked.items(), key=lambda kv: -kv[1])
+    listed = ", ".join(f"{shown(k, 100)} ({n} times)" if n > 1 else shown(k, 100) for k, n in items[:12])
+    if len(items) > 12:
+        listed += f" and {len(items) - 12} more"
+    command = f" ({shown(s.command, 80)})" if s.command else ""
+    lines = [f"# run {shown(s.run) or '(none)'}{command}: blocked {listed}"]
+    if s.presets or s.domains:
+        lines.append("# flags for corral run:")
+        lines += [f"--allow-preset {p}" for p in s.presets]
+        lines += [f"--allow-domain {shown(d)}" for d in s.domains]
+    if s.presets or s.domains or s.trust:
+        lines.append("# or in the policy file (native TOML):")
+        lines.append("[network]")
+        if s.presets:
+            lines.append("allow_presets = [" + ", ".join(q(p) for p in s.presets) + "]")
+        if s.domains:
+            lines.append("allowed_domains = [" + ", ".join(q(d) for d in s.domains) + "]")
+        if s.trust:
+            lines.append("# these names resolved to private or loopback addresses (split-horizon DNS?):")
+            lines.append("trust_resolution = [" + ", ".join(q(t) for t in s.trust) + "]")
+    for where, why in s.other.items():
+        lines.append(f"# not suggested: {shown(where, 100)}: {shown(why, 200)}")
+    return "\n".join(lines) + "\n"
