@@ -56,7 +56,7 @@ NAMES = [
     (".env.dist", False, "dotenv", "template"),
     (".env.defaults", False, "dotenv", "template"),
     (".env.tpl", False, "dotenv", "template"),
-    (".envrc", False, None, ""),
+    (".envrc", False, "dotenv", "envrc"),
     ("environment.py", False, None, ""),
     ("id_rsa", False, "ssh-key", ""),
     ("keys/id_ed25519", False, "ssh-key", ""),
@@ -123,6 +123,43 @@ NAMES = [
     (".azure", False, None, ""),
     ("src", True, None, ""),
     ("README.md", False, None, ""),
+    # issue 11: names that slipped through
+    ("prod.env", False, "dotenv", ""),
+    ("deploy/staging.env", False, "dotenv", ""),
+    ("example.env", False, "dotenv", "template"),
+    ("sample.env", False, "dotenv", "template"),
+    ("template.env", False, "dotenv", "template"),
+    ("env.production", False, "dotenv", ""),
+    ("env.prod", False, "dotenv", ""),
+    ("env.staging", False, "dotenv", ""),
+    ("env.development", False, "dotenv", ""),
+    ("env.local", False, "dotenv", ""),
+    ("env.py", False, None, ""),
+    ("env.d.ts", False, None, ""),
+    (".dev.vars", False, "dotenv", ""),
+    ("app/.streamlit/secrets.toml", False, "app-secrets", ""),
+    ("secrets.toml", False, "app-secrets", ""),
+    ("config/secrets.yml", False, "app-secrets", ""),
+    ("secrets.yaml", False, "app-secrets", ""),
+    ("secrets.json", False, "app-secrets", ""),
+    (".secrets", False, "app-secrets", ""),
+    ("secrets.py", False, None, ""),
+    ("prod.tfvars", False, "terraform-vars", ""),
+    ("terraform.tfvars.json", False, "terraform-vars", ""),
+    ("terraform.tfvars.example", False, None, ""),
+    (".claude/.credentials.json", False, "agent-credentials", ""),
+    (".codex/auth.json", False, "agent-credentials", ""),
+    ("auth.json", False, None, ""),
+    (".cache/huggingface/token", False, "huggingface-token", ""),
+    (".cache/huggingface/stored_tokens", False, "huggingface-token", ""),
+    (".huggingface/token", False, "huggingface-token", ""),
+    ("token", False, None, ""),
+    (".config/containers/auth.json", False, "docker-auth", ""),
+    (".config/composer/auth.json", False, "composer-auth", ""),
+    (".composer/auth.json", False, "composer-auth", ""),
+    (".m2/settings-security.xml", False, "maven-master-password", ""),
+    (".boto", False, "aws-credentials", ""),
+    (".databrickscfg", False, "databricks-token", ""),
 ]
 
 
@@ -198,6 +235,10 @@ def _tokens():
         ("npm-token", "npm_" + rand(36)),
         ("pypi-token", "pypi-AgEIcHlwaS5vcmc" + rand(60)),
         ("huggingface-token", "hf_" + rand(34)),
+        ("connection-string", "DATABASE_URL=postgres://app:" + rand(16) + "@db.example.internal:5432/app"),
+        ("connection-string", "mongodb+srv://svc:" + rand(12) + "@cluster0.example.net/db"),
+        ("connection-string", "url: redis://default:" + rand(20) + "@cache:6379/0"),
+        ("connection-string", "index-url = https://me:" + rand(24) + "@pypi.example.com/simple"),
     ]
 
 
@@ -242,6 +283,13 @@ NOT_SECRETS = [
     "slack: xoxb-not-a-token",
     "password = hunter2",  # no signature for free-form passwords in contents
     "postgres://user:password@localhost:5432/app",  # example URL, not a signature
+    "postgres://postgres:postgres@localhost/app",  # dev default: password = user name
+    "mysql://root:root@127.0.0.1/app",
+    "redis://:${REDIS_PASSWORD}@cache:6379",  # a reference
+    "amqp://guest:guest@rabbit/",
+    "https://user:<token>@example.com/x",
+    "git@github.com:o/r.git",
+    "https://example.com/a:b@c",  # `:` and `@` in the path, no user info
 ]
 
 
@@ -293,6 +341,10 @@ CHECKS = [
     ("url", '[remote "origin"]\n\turl = git@github.com:o/r.git\n', None),
     ("url", '[remote "origin"]\n\turl = https://me:' + rand(30) + "@github.com/o/r.git\n", "secret"),
     ("url", '[remote "origin"]\n\turl = https://ghp_' + rand(36) + "@github.com/o/r.git\n", "secret"),
+    ("envrc", "use flake\nlayout python3\n", None),
+    ("envrc", "export API_TOKEN=$(pass show api)\nexport PASSWORD=\n", None),
+    ("envrc", "export DB_PASSWORD=" + rand(12) + "\n", "secret"),
+    ("envrc", "dotenv\nexport STRIPE=sk_live_" + rand(24) + "\n", "secret"),
 ]
 
 

@@ -203,6 +203,34 @@ class HostFS:
                 return True
             parent = os.path.dirname(parent)
 
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return os.listdir(path)
+        except OSError:
+            return []
+
+    def read_single(self, path: str, limit: int = 1 << 20) -> str | None:
+        """The text of a regular file with one name only (a hard link to another secret must
+        not be shown masked under this name), or None."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if (st.st_mode & 0o170000) != 0o100000 or st.st_nlink != 1 or st.st_size > limit:
+                return None
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                data = fh.read(limit + 1)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        try:
+            return data.decode("utf-8") if len(data) <= limit else None
+        except UnicodeDecodeError:
+            return None
+
     def scan_protected(self, roots, skip, allow_git_config):
         from ..workspace.scan import scan_protected
 
@@ -317,7 +345,8 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         else:
             deny_read.append((r.path, f"deny_read ({r.origin})"))
     if fsp.deny_credentials:
-        deny_read.extend((p, "credential location (deny_credentials)") for p in credential_paths(ctx))
+        deny_read.extend((p, "credential location (deny_credentials)")
+                         for p in credential_paths(ctx, environ, fs.listdir("/tmp")))
     # Always: with its key, a sandbox could sign certificates that sandboxes trust.
     data_base = environ.get("XDG_DATA_HOME") or os.path.join(ctx.home, ".local", "share")
     deny_read.append((os.path.join(data_base, "corral", "ca"), "corral's CA (deny always)"))
@@ -476,6 +505,9 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
             placeholders.append(Placeholder(path, "file"))
             layout.set(path, PROTECT, f"deny_write ({origin}), kept from being created")
 
+    # --- persistence outside the project: HOME entries, the launcher's PATH, spools -------
+    notices.extend(_protect_outside(layout, fs, ctx, environ, cwd, protect, placeholders))
+
     # --- pins: directories leading to a protected path cannot be renamed or removed ------
     # A read-only bind protects a file, not the name of its parent: `mv .git .git2` would move
     # the protected hooks away (and the host's repository with them). A mount point cannot be
@@ -531,6 +563,17 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
             mounts.append(Mount("bind", path, workspace.staging, why=why))
         elif decision == WS_OVERLAY:
             mounts.append(Mount("bind", path, path, why=why + " (mounted in corral's mount namespace)"))
+    # Credential files with a LINE_MASKS rule, hidden as credentials (not by an explicit
+    # deny_read, nor when the policy masks the file itself): shown with the values withheld.
+    unmasked = {real(p) for p, _c, _w in boundary.files} if boundary is not None else set()
+    unmasked.update(real(r.path) for r in fsp.deny_read if not r.glob)
+    for path in sorted(hidden_files - unmasked):
+        if not layout.nodes[path][1].startswith(("credential location", "secret file found")):
+            continue
+        shown_text = _line_masked(path, fs) if visible(path) else None
+        if shown_text is not None:  # after the /dev/null bind it covers
+            mounts.append(Mount("data", path, src=shown_text, perms=0o444,
+                                why="credential file masked line by line (token values withheld)"))
     if boundary is not None:
         # After the mounts they cover (a hidden credential file), before hidden directories
         # turn read-only (a masked file inside one is created in its tmpfs first).
@@ -619,6 +662,73 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         policy_links=tuple(policy_links),
         notices=tuple(notices),
     )
+
+
+def _protect_outside(layout: _Layout, fs: HostFS, ctx: LaunchContext, environ, cwd: str, protect,
+                     placeholders: list) -> list[str]:
+    """Persistence outside the project (protected.py's home-relative and absolute entries, the
+    directories on the launcher's PATH): read-only when they exist in a writable area, kept
+    from being created (placeholder at the first missing component) when missing. Returns the
+    notice lines (one when HOME itself is writable)."""
+    real = fs.realpath
+    home = real(ctx.home)
+
+    def kind_of(p):  # another run's placeholder counts as missing: we share it
+        k = fs.kind(p)
+        return None if k is not None and fs.shared_placeholder(p) else k
+
+    def guard(path, kind, base, why):
+        p = real(path)
+        if kind_of(p) is not None:
+            if layout.writable(p):
+                protect(p, why)
+            return
+        spot = protected.first_missing(path, base, kind, kind_of) if base else None
+        if spot is None:
+            return
+        ph = real(spot[0])
+        parent = os.path.dirname(ph)
+        if layout.writable(parent) and fs.kind(parent) == "dir" and layout.nodes.get(ph, ("",))[0] != PROTECT:
+            placeholders.append(Placeholder(ph, spot[1]))
+            layout.set(ph, PROTECT, f"{why}, kept from being created (placeholder)")
+
+    for path, kind, base, rule in protected.home_entries(ctx.home, environ):
+        guard(path, kind, base, f"{protected.reason(rule)} (mandatory)")
+    for d in path_dirs(environ.get("PATH", ""), cwd, home, real):
+        guard(d, "dir", home if _under(d, home) and d != home else os.path.dirname(d),
+              "on the launcher's PATH: its commands run outside the sandbox (mandatory)")
+    if not layout.writable(home):
+        return []
+    kept = sum(1 for p, (d, _) in layout.nodes.items() if d in (PROTECT, RO, HIDE) and _under(p, home) and p != home)
+    where = "the working directory is your home directory" if cwd == home else "your home directory is writable"
+    return [f"corral: {where}: the command can change everything in it except {kept} protected paths "
+            "(start-up files, PATH directories, credentials); run it from a project directory to give it less"]
+
+
+def path_dirs(path_var: str, cwd: str, home: str, real=os.path.realpath) -> list[str]:
+    """The launcher's PATH directories whose commands the user runs outside the sandbox: the
+    absolute entries (realpaths), except those inside the working directory (`./node_modules/.bin`,
+    `.venv/bin`: the project's own), unless the working directory is HOME or holds it (then
+    nothing in it is the project's own)."""
+    out: list[str] = []
+    whole = _under(home, cwd)
+    for entry in path_var.split(":"):
+        if not entry.startswith("/"):
+            continue  # "" and "." mean the current directory: the project's own
+        p = real(entry)
+        if p not in out and (whole or not _under(p, cwd)):
+            out.append(p)
+    return out
+
+
+def _line_masked(path: str, fs: HostFS) -> str | None:
+    """The masked text of a hidden credential file that `secrets.LINE_MASKS` names, or None."""
+    from ..workspace import secrets
+
+    if secrets.line_mask_rule(path) is None:
+        return None
+    text = fs.read_single(path)
+    return None if text is None else secrets.mask_lines(path, text)
 
 
 def prefetch_identity(policy: Policy, ctx: LaunchContext, fs: HostFS | None = None) -> None:

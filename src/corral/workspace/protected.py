@@ -15,7 +15,7 @@ are prompts, not code, and stay writable: the sandboxed agent could write the sa
 any source file. Workflows run by a CI service (`.github/workflows`) run on its machines, not
 on this host.
 
-Three kinds of patterns:
+Five kinds of patterns:
 
 * `NAME`: anywhere (in any directory of a writable area);
 * `PARENT/NAME`: inside a directory called PARENT, at any depth;
@@ -24,7 +24,12 @@ Three kinds of patterns:
   (a submodule's `.git/modules/<name>` at any depth of nesting, whatever `/` the name holds; a
   worktree's `.git/worktrees/<name>`; a bare repository). Detecting git directories by what
   they hold, not by where they sit, is what git does, so a submodule named `a/b` or a bare
-  clone anywhere is covered.
+  clone anywhere is covered;
+* `~/REL`: that path under HOME only (`~/.local/bin`, `~/.config/systemd`): persistence
+  outside the project, dangerous at that place only (`bin/` in a project is the project's
+  own). The plan also protects every directory on the launcher's PATH (outside the working
+  directory) the same way; `home_entries` lists these as paths;
+* `/ABS`: one absolute path (cron and at spools), protected when a policy makes it writable.
 
 What git reads inside a git directory, and the decisions taken:
 
@@ -46,6 +51,7 @@ What git reads inside a git directory, and the decisions taken:
 from __future__ import annotations
 
 GITDIR = "GITDIR"
+HOME = "~"
 
 # (pattern, kind, placeholder, what reads it and what it starts). kind is the type a
 # placeholder gets ("file" or "dir"); classification ignores the type (a directory named
@@ -141,14 +147,114 @@ TABLE: tuple[tuple[str, str, bool, str], ...] = (
     (".amazonq", "dir", True, "Amazon Q: MCP servers, CLI agents (hooks)"),
     (".junie", "dir", True, "JetBrains Junie: MCP servers"),
     (".github/hooks", "dir", True, "GitHub Copilot CLI/agent: hooks (*.json)"),
+    # --- home-relative entries (`~/REL`): dangerous only at this place under HOME (`bin` is
+    # harmless in a project, `~/.local/bin` is on the user's PATH). Entries under `.config/`
+    # and `.local/share/` are also looked for under $XDG_CONFIG_HOME / $XDG_DATA_HOME. A
+    # placeholder goes at the first missing component (`~/.config/systemd` when only
+    # `~/.config` exists). Rule: the user's next login, shell, editor or tool start runs it.
+    # PATH and autostart
+    (f"{HOME}/bin", "dir", True, "PATH: ~/bin is put on PATH by the default ~/.profile"),
+    (f"{HOME}/.local/bin", "dir", True, "PATH: ~/.local/bin is put on PATH by the default ~/.profile"),
+    (f"{HOME}/.config/systemd", "dir", True, "systemd: user units and timers, started at login"),
+    (f"{HOME}/.local/share/systemd", "dir", True, "systemd: user units, started at login"),
+    (f"{HOME}/.config/environment.d", "dir", True, "systemd: environment (PATH, LD_PRELOAD) of user services"),
+    (f"{HOME}/.config/autostart", "dir", True, "XDG autostart: desktop entries run at login"),
+    (f"{HOME}/.config/autostart-scripts", "dir", True, "KDE: scripts run at login"),
+    (f"{HOME}/.config/plasma-workspace/env", "dir", True, "KDE: scripts sourced at login"),
+    (f"{HOME}/.local/share/applications", "dir", True, "desktop entries: commands run when a file type is opened"),
+    (f"{HOME}/.config/mimeapps.list", "file", True, "desktop: which entry opens a file type"),
+    (f"{HOME}/.local/share/dbus-1", "dir", True, "D-Bus: services started on demand"),
+    (f"{HOME}/.pam_environment", "file", True, "PAM: environment of every login (LD_PRELOAD, PATH)"),
+    (f"{HOME}/.xprofile", "file", True, "X session: sourced at graphical login"),
+    (f"{HOME}/.xsessionrc", "file", True, "X session: sourced at graphical login"),
+    (f"{HOME}/.xsession", "file", True, "X session: run at graphical login"),
+    (f"{HOME}/.xinitrc", "file", True, "X session: run by startx"),
+    # shells: files the rc files source, completions, prompts
+    (f"{HOME}/.bash_aliases", "file", True, "bash: sourced by the default ~/.bashrc"),
+    (f"{HOME}/.bashrc.d", "dir", True, "bash: sourced by the default ~/.bashrc (Fedora)"),
+    (f"{HOME}/.bash_completion", "file", True, "bash-completion: sourced by every interactive shell"),
+    (f"{HOME}/.bash_completion.d", "dir", True, "bash-completion: sourced by interactive shells"),
+    (f"{HOME}/.local/share/bash-completion", "dir", True, "bash-completion: loaded on the first <Tab>"),
+    (f"{HOME}/.inputrc", "file", True, "readline: key bindings can type and run commands in every shell"),
+    (f"{HOME}/.zfunc", "dir", True, "zsh: autoloaded functions (fpath)"),
+    (f"{HOME}/.oh-my-zsh", "dir", True, "oh-my-zsh: plugins and themes sourced by every zsh"),
+    (f"{HOME}/.config/zsh", "dir", True, "zsh: the usual ZDOTDIR (rc files)"),
+    (f"{HOME}/.config/fish", "dir", True, "fish: config.fish, conf.d and functions, run by every fish"),
+    (f"{HOME}/.config/nushell", "dir", True, "nushell: config run by every nu"),
+    (f"{HOME}/.config/powershell", "dir", True, "PowerShell: profile run by every pwsh"),
+    (f"{HOME}/.config/starship.toml", "file", True, "starship: custom modules run commands at every prompt"),
+    (f"{HOME}/.config/direnv", "dir", True, "direnv: direnvrc sourced, direnv.toml can auto-allow .envrc"),
+    (f"{HOME}/.local/share/direnv", "dir", True, "direnv: the list of allowed .envrc files"),
+    (f"{HOME}/.tmux.conf", "file", True, "tmux: run-shell and hooks run commands"),
+    (f"{HOME}/.config/tmux", "dir", True, "tmux: the same"),
+    (f"{HOME}/.screenrc", "file", True, "screen: can run commands"),
+    # ssh: logins into this account, and what ssh runs
+    (f"{HOME}/.ssh/authorized_keys", "file", True, "sshd: who logs in, and command= options"),
+    (f"{HOME}/.ssh/authorized_keys2", "file", True, "sshd: the same (older name)"),
+    (f"{HOME}/.ssh/rc", "file", True, "sshd: run at every ssh login"),
+    (f"{HOME}/.ssh/environment", "file", True, "sshd: environment of ssh logins"),
+    (f"{HOME}/.ssh/config", "file", True, "ssh: ProxyCommand, LocalCommand, Match exec run commands"),
+    # corral itself, version control
+    (f"{HOME}/.config/corral", "dir", True, "corral: its default policy, read at its next start"),
+    (f"{HOME}/.config/git", "dir", True, "git: user config (commands, hooksPath), attributes (drivers)"),
+    (f"{HOME}/.hgrc", "file", True, "Mercurial: hooks and extensions"),
+    # editors: their rc files and plugin directories are code run at every start (the line:
+    # a file the editor *executes* is protected; state it only reads back, such as viminfo or
+    # undo history, is not)
+    (f"{HOME}/.vimrc", "file", True, "vim: vimscript run at every start"),
+    (f"{HOME}/.gvimrc", "file", True, "gvim: the same"),
+    (f"{HOME}/.exrc", "file", True, "vi/ex: commands run at every start"),
+    (f"{HOME}/.vim", "dir", True, "vim: plugins run at every start"),
+    (f"{HOME}/.config/nvim", "dir", True, "neovim: init.lua/init.vim and plugins"),
+    (f"{HOME}/.local/share/nvim/site", "dir", True, "neovim: packages loaded at every start"),
+    (f"{HOME}/.emacs", "file", True, "emacs: init file (elisp)"),
+    (f"{HOME}/.emacs.el", "file", True, "emacs: init file (elisp)"),
+    (f"{HOME}/.emacs.d", "dir", True, "emacs: init.el and packages"),
+    (f"{HOME}/.config/emacs", "dir", True, "emacs: init.el and packages"),
+    (f"{HOME}/.config/Code/User", "dir", True, "VS Code: user settings (terminal profiles, tasks), MCP"),
+    (f"{HOME}/.config/Cursor/User", "dir", True, "Cursor: user settings, the same"),
+    (f"{HOME}/.config/VSCodium/User", "dir", True, "VSCodium: user settings, the same"),
+    # interpreters and package managers: code run at their next start
+    (f"{HOME}/.local/lib", "dir", True, "Python: user site-packages (.pth, usercustomize) run at every start"),
+    (f"{HOME}/.pythonrc", "file", True, "Python: the usual PYTHONSTARTUP file"),
+    (f"{HOME}/.pythonrc.py", "file", True, "Python: the usual PYTHONSTARTUP file"),
+    (f"{HOME}/.ipython", "dir", True, "IPython: startup scripts and config (Python)"),
+    (f"{HOME}/.jupyter", "dir", True, "Jupyter: config files (Python)"),
+    (f"{HOME}/.config/pip", "dir", True, "pip: index-url decides whose packages (and setup.py) run"),
+    (f"{HOME}/.pip", "dir", True, "pip: the same (older place)"),
+    (f"{HOME}/.npmrc", "file", True, "npm: node-options, script-shell, prefix run code at every npm"),
+    (f"{HOME}/.yarnrc", "file", True, "yarn 1: yarn-path runs a script"),
+    (f"{HOME}/.yarnrc.yml", "file", True, "yarn: yarnPath runs a script, plugins"),
+    (f"{HOME}/.irbrc", "file", True, "Ruby irb: run at every start"),
+    (f"{HOME}/.pryrc", "file", True, "Ruby pry: run at every start"),
+    (f"{HOME}/.Rprofile", "file", True, "R: run at every start"),
+    (f"{HOME}/.cargo/config", "file", True, "cargo: rustc-wrapper, runners run commands"),
+    (f"{HOME}/.cargo/config.toml", "file", True, "cargo: rustc-wrapper, runners run commands"),
+    (f"{HOME}/.gradle/init.d", "dir", True, "Gradle: init scripts run by every build"),
+    (f"{HOME}/.gradle/init.gradle", "file", True, "Gradle: init script run by every build"),
+    (f"{HOME}/.gradle/init.gradle.kts", "file", True, "Gradle: init script run by every build"),
+    (f"{HOME}/.gradle/gradle.properties", "file", True, "Gradle: org.gradle.jvmargs (-javaagent) for every build"),
+    (f"{HOME}/.mavenrc", "file", True, "Maven: sourced by mvn"),
+    (f"{HOME}/.docker/cli-plugins", "dir", True, "docker: CLI plugins run as docker subcommands"),
+    (f"{HOME}/.aws/config", "file", True, "AWS CLI/SDKs: credential_process runs a command"),
+    (f"{HOME}/.kube/config", "file", True, "kubectl: exec credential plugins run commands"),
+    (f"{HOME}/.config/gh/config.yml", "file", True, "gh: aliases starting with ! run shell commands"),
+    # --- system spools (absolute): only when a policy makes them writable, which it normally
+    # does not (crontab and at are setgid helpers; the spools are root's)
+    ("/var/spool/cron", "dir", False, "cron: user crontabs, run on schedule"),
+    ("/var/spool/at", "dir", False, "at: queued jobs"),
     # Not protected, on purpose: `~/.claude.json` (Claude Code writes its state there on every
     # start, so an agent running inside corral with a writable HOME needs it; its project MCP
     # servers need the user's approval), `.github/workflows` (run by GitHub, not here).
 )
 
 # Derived views (kept for callers that predate the table).
+_PLACED = (HOME + "/", "/")  # home-relative and absolute entries: not matched by name
 ANYWHERE = {p: kind for p, kind, _, _ in TABLE if "/" not in p}
-NESTED = {tuple(p.split("/", 1)): kind for p, kind, _, _ in TABLE if "/" in p and not p.startswith(GITDIR + "/")}
+NESTED = {tuple(p.split("/", 1)): kind for p, kind, _, _ in TABLE
+          if "/" in p and not p.startswith(GITDIR + "/") and not p.startswith(_PLACED)}
+IN_HOME = {p[2:]: kind for p, kind, _, _ in TABLE if p.startswith(HOME + "/")}
+ABSOLUTE = {p: kind for p, kind, _, _ in TABLE if p.startswith("/")}
 IN_GITDIR = {p.split("/", 1)[1]: kind for p, kind, _, _ in TABLE if p.startswith(GITDIR + "/")}
 REASONS = {p: why for p, _, _, why in TABLE}
 PLACEHOLDER = {p for p, _, ph, _ in TABLE if ph}
@@ -250,3 +356,54 @@ def root_placeholders(lexists, isdir, allow_git_config: bool) -> list[tuple[str,
         if isdir(full.rpartition("/")[0]) and not lexists(full):
             out.append((full, kind))
     return out
+
+
+# Where the `.config/` and `.local/share/` entries are also looked for.
+_XDG_BASES = ((".config/", "XDG_CONFIG_HOME"), (".local/share/", "XDG_DATA_HOME"))
+
+
+def home_entries(home: str, environ) -> list[tuple[str, str, str, str]]:
+    """The home-relative and absolute entries as paths: [(path, kind, base, rule)].
+
+    `base` is the directory below which a missing entry gets its placeholder (HOME, or the
+    XDG base directory it sits in; "" for absolute entries, which never get one). An entry
+    under `.config/` is also listed under $XDG_CONFIG_HOME when that is set elsewhere (the
+    same for `.local/share/` and $XDG_DATA_HOME): programs read the XDG place."""
+    home = home.rstrip("/") or "/"
+    out: list[tuple[str, str, str, str]] = []
+    seen: set[str] = set()
+
+    def add(path, kind, base, rule):
+        if path not in seen:
+            seen.add(path)
+            out.append((path, kind, base, rule))
+
+    for p, kind, _ph, _why in TABLE:
+        if p.startswith("/"):
+            add(p, kind, "", p)
+        elif p.startswith(HOME + "/"):
+            rel = p[2:]
+            add(f"{home}/{rel}" if home != "/" else f"/{rel}", kind, home, p)
+            for prefix, var in _XDG_BASES:
+                xdg = (environ.get(var) or "").rstrip("/")
+                if rel.startswith(prefix) and xdg.startswith("/") and xdg != f"{home}/{prefix[:-1]}":
+                    add(f"{xdg}/{rel[len(prefix):]}", kind, xdg, p)
+    return out
+
+
+def first_missing(path: str, base: str, kind: str, kind_of) -> tuple[str, str] | None:
+    """Where the placeholder of the missing entry `path` (of type `kind`) goes: the first
+    missing component below `base` (a directory placeholder when it is not `path` itself),
+    or None when `base` itself is missing or something on the way is not a directory.
+    `kind_of(p)` answers "dir", "file" or None."""
+    if kind_of(base) != "dir" or not path.startswith(base.rstrip("/") + "/"):
+        return None
+    cur = base.rstrip("/")
+    for part in path[len(cur) + 1:].split("/"):
+        cur = f"{cur}/{part}"
+        k = kind_of(cur)
+        if k is None:
+            return cur, (kind if cur == path else "dir")
+        if k != "dir":
+            return None
+    return None

@@ -39,6 +39,25 @@ NAME_RULES: tuple[tuple[str, str, str, str], ...] = (
     (".env.defaults", "dotenv", "template", "env template"),
     (".env", "dotenv", "", "environment file (API keys, passwords)"),
     (".env.*", "dotenv", "", "environment file (API keys, passwords)"),
+    ("example.env", "dotenv", "template", "env template"),
+    ("sample.env", "dotenv", "template", "env template"),
+    ("template.env", "dotenv", "template", "env template"),
+    ("*.env", "dotenv", "", "environment file (prod.env, staging.env: API keys, passwords)"),
+    ("env.production", "dotenv", "", "environment file (API keys, passwords)"),
+    ("env.prod", "dotenv", "", "environment file (API keys, passwords)"),
+    ("env.staging", "dotenv", "", "environment file (API keys, passwords)"),
+    ("env.development", "dotenv", "", "environment file (API keys, passwords)"),
+    ("env.local", "dotenv", "", "environment file (API keys, passwords)"),
+    (".envrc", "dotenv", "envrc", "direnv file exporting a secret"),
+    (".dev.vars", "dotenv", "", "Cloudflare Wrangler local secrets"),
+    (".streamlit/secrets.toml", "app-secrets", "", "Streamlit secrets"),
+    ("secrets.toml", "app-secrets", "", "secrets file"),
+    ("secrets.yml", "app-secrets", "", "secrets file"),
+    ("secrets.yaml", "app-secrets", "", "secrets file"),
+    ("secrets.json", "app-secrets", "", "secrets file"),
+    (".secrets", "app-secrets", "", "secrets file"),
+    ("*.tfvars", "terraform-vars", "", "Terraform variables (passwords, keys)"),
+    ("*.tfvars.json", "terraform-vars", "", "Terraform variables (passwords, keys)"),
     ("*.pem", "private-key", "pem", "PEM file holding a private key"),
     ("*.key", "private-key", "key", "private key file"),
     ("id_rsa", "ssh-key", "", "SSH private key"),
@@ -86,6 +105,17 @@ NAME_RULES: tuple[tuple[str, str, str, str], ...] = (
     ("gcloud/credentials.db", "gcloud-credentials", "", "gcloud credential store"),
     ("gcloud/access_tokens.db", "gcloud-credentials", "", "gcloud access tokens"),
     (".azure/", "azure-credentials", "", "Azure CLI tokens and profiles"),
+    (".claude/.credentials.json", "agent-credentials", "", "Claude Code login"),
+    (".codex/auth.json", "agent-credentials", "", "Codex login"),
+    ("huggingface/token", "huggingface-token", "", "Hugging Face token"),
+    ("huggingface/stored_tokens", "huggingface-token", "", "Hugging Face tokens"),
+    (".huggingface/token", "huggingface-token", "", "Hugging Face token"),
+    ("containers/auth.json", "docker-auth", "", "podman/buildah registry logins"),
+    ("composer/auth.json", "composer-auth", "", "Composer repository logins"),
+    (".composer/auth.json", "composer-auth", "", "Composer repository logins"),
+    ("settings-security.xml", "maven-master-password", "", "Maven master password"),
+    (".boto", "aws-credentials", "", "boto/gsutil keys"),
+    (".databrickscfg", "databricks-token", "", "Databricks tokens"),
     (".gnupg/", "gpg-keys", "", "GnuPG keyring"),
 )
 
@@ -309,7 +339,19 @@ SIGNATURES: tuple[tuple[str, str, tuple[bytes, ...], bytes, str], ...] = (
      rb"(pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,})", "token"),
     ("huggingface-token", "Hugging Face token", (b"hf_",),
      rb"(?<![A-Za-z0-9_])(hf_[A-Za-z0-9]{34,40})(?![A-Za-z0-9_])", "token"),
+    # scheme://user:password@host; group 1 is the password (checked like a token, but a
+    # dev default such as postgres:postgres or user:password is a placeholder)
+    ("connection-string", "connection string with a password", (b"://",),
+     rb"(?i:\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|"
+     rb"clickhouse|cockroachdb|couchdbs?|neo4j(?:\+s)?|nats|ldaps?|smtps?|s?ftp|https?|"
+     rb"jdbc:[a-z0-9]+)://)([^\s:@/'\"<>]{1,128}:[^\s@/'\"<>]{1,256})@[A-Za-z0-9.\[\]_-]", "userinfo"),
 )
+# Passwords that sample configurations use: not secrets.
+DEFAULT_PASSWORDS = frozenset({
+    "password", "pass", "passwd", "pwd", "secret", "test", "testing", "admin", "root", "user",
+    "guest", "postgres", "mysql", "redis", "rabbitmq", "mongo", "example", "demo", "dev", "local",
+    "localhost", "corral-withheld",
+})
 TOKEN_MIN_ENTROPY = 3.0
 PEM_BODY_MIN_ENTROPY = 3.5
 MAX_MATCHES = 50  # per file
@@ -379,6 +421,12 @@ def scan_text(data: bytes | bytearray, end: int | None = None) -> list[ContentMa
                 if not token_ok(token):
                     continue
                 preview = redact(token)
+            elif check == "userinfo":
+                user, _, password = token.partition(":")
+                low = password.lower()
+                if is_placeholder(password) or low in DEFAULT_PASSWORDS or low == user.lower():
+                    continue
+                preview = f"{user[:4]}:****"
             elif check == "pem":
                 if not _pem_body_ok(data, e, end):
                     continue
@@ -511,6 +559,77 @@ def check_named(check: str, data: bytes) -> tuple[str, str] | None:
                 break
     elif check == "url":
         detail = _check_url(data)
+    elif check == "envrc":
+        detail = _check_envrc(data)
     else:
         raise ValueError(f"unknown check {check!r}")
     return ("secret", detail) if detail else None
+
+
+def _check_envrc(data: bytes) -> str | None:
+    """An `.envrc` is a shell script: a secret when it holds a token, or assigns a value that
+    is not a placeholder or a `$(command)` to a secret-sounding name."""
+    found = scan_text(data)
+    if found:
+        return f"line {found[0].line}: {found[0].why}"
+    for lineno, key, value in _env_pairs(data.decode("utf-8", "replace")):
+        low = key.lower()
+        if any(w in low for w in SECRET_KEY_WORDS) and not is_placeholder(value) and len(value) >= 8:
+            return f"line {lineno}: {key}"
+    return None
+
+
+# ----------------------------------------------------------------------------- line masking
+
+WITHHELD = "corral-withheld"
+# Credential files shown inside with their secret values replaced by WITHHELD instead of being
+# denied whole: the rest (registries, scopes, mirrors, build settings) stays readable. File name
+# (or `parent/name`) -> regex whose group `v` is a secret value. After masking, the text must
+# hold no token signature and no URL password any more, or the file stays denied whole.
+# Not masked (denied whole): files that hold nothing but credentials (.netrc, .pgpass,
+# .git-credentials, .gem/credentials, .cargo/credentials*, auth.json files, tokens).
+LINE_MASKS: dict[str, str] = {
+    ".npmrc": r"(?im)^[ \t]*[^#;\s][^=\n]*?(?:_authtoken|_auth|_password|password)[ \t]*=[ \t]*(?P<v>[^\n]*?)[ \t]*$",
+    ".yarnrc": r"(?im)^[ \t]*[^#\s][^\n]*?(?:_authtoken|_auth|_password|password)\"?[ \t]+(?P<v>[^\s\n][^\n]*?)[ \t]*$",
+    ".yarnrc.yml": r"(?im)^[ \t]*(?:npmauthtoken|npmauthident|npmpassword)[ \t]*:[ \t]*(?P<v>[^\n]*?)[ \t]*$",
+    ".pypirc": r"(?im)^[ \t]*(?:password|token)[ \t]*[=:][ \t]*(?P<v>[^\n]*?)[ \t]*$",
+    ".my.cnf": r"(?im)^[ \t]*password[ \t]*=[ \t]*(?P<v>[^\n]*?)[ \t]*$",
+    ".m2/settings.xml": r"(?is)<(password|passphrase)>(?P<v>.*?)</\1>",
+    ".gradle/gradle.properties": (r"(?im)^[ \t]*[^#!\s][^=:\n]*(?:password|passwd|token|secret|apikey|api_key|"
+                                  r"credential|signing\.key|auth)[^=:\n]*[=:][ \t]*(?P<v>[^\n]*?)[ \t]*$"),
+    ".bundle/config": r"(?m)^[ \t]*BUNDLE_(?!MIRROR__)[A-Z0-9_]*__[A-Z0-9_]+[ \t]*:[ \t]*(?P<v>[^\n]*?)[ \t]*$",
+    ".docker/config.json": r'(?i)"(?:auth|identitytoken|registrytoken|password)"\s*:\s*"(?P<v>[^"]*)"',
+}
+_URL_PASSWORD = r"(?i)\b[a-z][a-z0-9+.-]*://[^\s:@/'\"<>]+:(?P<v>[^\s@/'\"<>]+)@"
+
+
+def line_mask_rule(path: str) -> str | None:
+    """The LINE_MASKS key that applies to `path` (by name, or parent/name), or None."""
+    parent, _, name = path.rpartition("/")
+    key = f"{parent.rpartition('/')[2]}/{name}"
+    if key in LINE_MASKS:
+        return key
+    return name if name in LINE_MASKS else None
+
+
+def mask_lines(path: str, text: str) -> str | None:
+    """`text` with the secret values of `path`'s LINE_MASKS rule (and every URL password)
+    replaced by WITHHELD; None when the file has no rule or a secret would still show."""
+    import re
+
+    key = line_mask_rule(path)
+    if key is None:
+        return None
+
+    def withhold(m):
+        start, end = m.span("v")
+        if start == end:
+            return m.group(0)
+        a = m.start(0)
+        return m.group(0)[: start - a] + WITHHELD + m.group(0)[end - a:]
+
+    out = re.sub(LINE_MASKS[key], withhold, text)
+    out = re.sub(_URL_PASSWORD, withhold, out)
+    if scan_text(out.encode("utf-8", "surrogateescape")):
+        return None
+    return out
