@@ -237,7 +237,35 @@ def build_policy(opts: Options, ctx):
         policy = apply_cli(policy, opts.pass_env, opts.unset_env, opts.mask_env)
     if opts.session is not None and policy.filesystem.workspace != "overlay":
         raise PolicyError("<cli>", "--session", opts.session, "sessions belong to --workspace overlay")
+    for line in missing_writable(policy.filesystem.allow_write, os.path.lexists):
+        if not opts.quiet:
+            _stderr_line(line)
     return policy
+
+
+def missing_writable(rules, exists) -> list[str]:
+    """Writable paths that do not exist (nothing to bind: writes there would be refused).
+    `--allow-write` and native TOML `allow_write`: an error naming the path and the fix;
+    srt JSON `allowWrite` (srt skips missing paths): the warning lines returned. Pure but for
+    `exists`."""
+    from .display import shown
+    from .errors import PolicyError
+
+    warnings = []
+    for r in rules:
+        if r.glob or r.origin == "<built-in>" or exists(r.path):
+            continue
+        if r.origin.startswith("--allow-write"):
+            raise PolicyError("<cli>", "--allow-write", r.path, "no such file or directory (create it first, "
+                                                               "or fix the path)")
+        source, _, key = r.origin.rpartition(":")
+        if ".allowWrite[" in key:
+            warnings.append(f"corral: {shown(source)}: {key} = '{shown(r.path)}' does not exist: ignored, as srt "
+                            "does (create it first to allow writes there)")
+        elif ".allow_write[" in key:
+            raise PolicyError(source, key, r.path, "no such file or directory (create it first, fix the path, "
+                                                   "or remove the entry)")
+    return warnings
 
 
 def _network_extras(policy, presets=(), report=None):
@@ -352,6 +380,9 @@ def cmd_run(args: list[str]) -> int:
         if report is not None:
             for line in plan.notices:
                 report(line)
+            hidden = secrets_notice(plan.mounts, ctx.cwd, ctx.home)
+            if hidden:
+                report(hidden)
             if plan.withheld_env:
                 from .policy.secret_env import notice
 
@@ -369,6 +400,36 @@ def cmd_run(args: list[str]) -> int:
         report(f"corral: the run's writes are in overlay session {session[0]!r}: review with `corral changes "
                f"{session[0]}`, then `corral apply {session[0]}` or `corral discard {session[0]}`")
     return status
+
+
+SECRET_WHY = "secret file found by `corral scan`"
+
+
+def secrets_notice(mounts, cwd: str, home: str, limit: int = 3) -> str:
+    """One start-up line for the secret files `corral scan` found and the run hides: how many,
+    up to `limit` names (escaped, relative to the workspace or ~), how to list and re-open
+    them. "" when none is hidden. Pure: reads only the plan's mounts."""
+    from .display import shown
+
+    paths = [m.dest for m in mounts if m.op in ("dev-null", "tmpfs") and m.why.startswith(SECRET_WHY)]
+    if not paths:
+        return ""
+    base = cwd.rstrip("/") + "/"
+    inside = [p for p in paths if p.startswith(base)]
+
+    def label(path: str) -> str:
+        if path.startswith(base):
+            return path[len(base):]
+        if home not in ("", "/") and path.startswith(home.rstrip("/") + "/"):
+            return "~/" + path[len(home.rstrip("/")) + 1:]
+        return path
+
+    names = sorted(paths, key=lambda p: (not p.startswith(base), p))
+    listed = ", ".join(shown(label(p), 80) for p in names[:limit]) + (", ..." if len(names) > limit else "")
+    where = " in the workspace" if len(inside) == len(paths) else ""
+    count = f"{len(paths)} secret file{'s' if len(paths) != 1 else ''}{where} {'are' if len(paths) != 1 else 'is'}"
+    return (f"corral: {count} hidden ({listed}): `corral scan` lists them; "
+            "re-open one with --allow-read PATH")
 
 
 def _stderr_line(line: str) -> None:

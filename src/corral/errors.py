@@ -28,6 +28,10 @@ class PolicyError(CorralError):
         super().__init__(self._render())
 
     def _render(self) -> str:
+        if self.source.startswith("<cli>") and self.key.startswith("-"):
+            # An option, as typed: `--allow-write /x/y: no such file or directory (...)`.
+            shown_value = self.value if isinstance(self.value, str) else _short(self.value)
+            return f"{self.key} {_printable(shown_value)}: {self.why}"
         where = f"{self.source}: " if self.source else ""
         if self.key:
             return f"{where}{self.key} = {_short(self.value)}: {self.why}"
@@ -54,6 +58,12 @@ class UsageError(CorralError):
 class CommandLineError(UsageError):
     """The command line itself is malformed (unknown option, missing value, wrong arguments):
     the CLI exits 2 with one line and a pointer to `corral COMMAND --help`."""
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    from .display import shown
+
+    return shown(text, limit)
 
 
 def _short(value: object, limit: int = 120) -> str:

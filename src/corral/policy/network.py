@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from ..errors import PolicyError
-
-
 _LAST: list = []  # (policy, rules) of the last compile: loading validates, the session reuses it
 
 
@@ -17,6 +14,8 @@ def compile_rules(net, source: str = "<policy>"):
         rules = Rules(allowed=net.allowed_domains, denied=net.denied_domains, reasons=dict(net.denied_reasons),
                      denied_addresses=net.denied_addresses, trusted=net.trust_resolution)
     except ValueError as exc:
-        raise PolicyError(source, "network", None, str(exc)) from None
+        from .vocabulary import network_error
+
+        raise network_error(source, str(exc)) from None
     _LAST[:] = [(net, rules)]
     return rules
