@@ -257,6 +257,9 @@ class Sandbox:
         full[i + 1] = "9"
         j = full.index("--json-status-fd")
         del full[j : j + 2]
+        k = full.index("--chdir")
+        for name in dict.fromkeys([*self.policy.process.unset_env, *(n for n, _why in plan.withheld_env)]):
+            full[k:k] = ["--unsetenv", name]  # the runner's environment: what the plan left out stays out
         boundary = self._credential_boundary()
         if boundary is not None:
             # The runner's environment holds the real values: withhold them, set the placeholders.

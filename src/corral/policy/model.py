@@ -187,6 +187,10 @@ class ProcessPolicy:
     bwrap_path: str | None = None
     unset_env: tuple[str, ...] = ()  # variables removed from the sandbox's environment
     set_env: tuple[tuple[str, str], ...] = ()  # variables set inside (after unset)
+    # Variables that look like credentials are withheld (policy.secret_env); these name patterns
+    # (`*` any run, case-insensitive) pass whatever they look like; `secret_env` withholds more.
+    pass_env: tuple[str, ...] = ()
+    secret_env: tuple[str, ...] = ()
 
 
 @frozen

@@ -52,6 +52,8 @@ SCHEMA: dict[str, dict[str, str]] = {
         "run_as": "user",
         "bwrap": "abspath",
         "unset_env": "names",
+        "pass_env": "envpatterns",
+        "secret_env": "envpatterns",
         "env": "envtable",
     },
 }
@@ -336,6 +338,16 @@ def _check(kind: str, value, source: str, key: str, ctx: LaunchContext):
                 raise PolicyError(source, item_key, item, "not a valid environment variable name")
             out.append(item)
         return tuple(out)
+    if kind == "envpatterns":
+        from .secret_env import check_pattern
+
+        if not isinstance(value, list):
+            raise PolicyError(source, key, value, "expected a list of names or patterns such as 'MY_*'")
+        for i, item in enumerate(value):
+            why = check_pattern(item)
+            if why is not None:
+                raise PolicyError(source, f"{key}[{i}]", item, why)
+        return tuple(dict.fromkeys(value))
     if kind == "abspath":
         if not isinstance(value, str) or not value.startswith("/"):
             raise PolicyError(source, key, value, "expected an absolute path")

@@ -102,6 +102,9 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
     if proc.bwrap_path:
         lines.append(f"bwrap = {_str(proc.bwrap_path)}")
     lines.append(f"unset_env = {_list([_str(n) for n in proc.unset_env])}")
+    lines.append(f"pass_env = {_list([_str(n) for n in proc.pass_env])}")
+    lines.append(f"secret_env = {_list([_str(n) for n in proc.secret_env])}")
+    lines += _secret_env_comment()
     if proc.set_env:
         lines += ["", "[process.env]"]
         lines += [f"{name} = {_str(value)}" for name, value in proc.set_env]
@@ -112,6 +115,18 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
     for endpoint in policy.endpoints:
         lines += ["", "[[endpoints]]", *_endpoint(endpoint)]
     return "\n".join(lines) + "\n"
+
+
+def _secret_env_comment() -> list[str]:
+    from .secret_env import NOT_SECRET_NAMES, SECRET_NAMES
+
+    return [
+        "# Withheld unless pass_env names them (or a credential binds them): variables named",
+        "#   " + " ".join(p for p, _ in SECRET_NAMES if "*" in p) + ",",
+        "#   " + " ".join(p for p, _ in SECRET_NAMES if "*" not in p) + ",",
+        "#   but not " + " ".join(NOT_SECRET_NAMES) + ";",
+        "#   and variables holding a known token format, a JWT, a private key or a URL with a password.",
+    ]
 
 
 def _bool(value: bool) -> str:

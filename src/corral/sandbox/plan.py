@@ -100,6 +100,8 @@ class Plan:
     # A link cannot be made read-only; the run's cleanup puts back any it changed.
     policy_links: tuple[tuple[str, str], ...] = ()
     notices: tuple[str, ...] = ()  # one line each, printed before the run (unless quiet)
+    # (name, why) of the launcher's variables withheld because they look like credentials.
+    withheld_env: tuple[tuple[str, str], ...] = ()
 
 
 class HostFS:
@@ -589,6 +591,12 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     if boundary is not None:
         for name in boundary.unset:
             env.pop(name, None)
+    # Variables that look like credentials (policy.secret_env): out, unless passed; one notice.
+    from ..policy.secret_env import withheld as secret_variables
+
+    withheld = secret_variables(env, policy.process.pass_env, policy.process.secret_env)
+    for name in withheld:
+        del env[name]
     env.update({"TMPDIR": tmpdir, "TMP": tmpdir, "TEMP": tmpdir, "CORRAL_SANDBOX": "1", "SANDBOX_RUNTIME": "1"})
     network = None
     if policy.network.enabled:
@@ -621,6 +629,9 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         env.update(boundary.env)
         env = {k: boundary.scrub(v) for k, v in env.items()}
         argv = [boundary.scrub(a) for a in argv]
+    # Set by corral or the policy, or bound by a credential: not "withheld", whatever the value was.
+    bound = {n for c in policy.credentials for n in (c.from_env, c.env) if n}
+    withheld_env = tuple((n, why) for n, why in withheld.items() if n not in env and n not in bound)
 
     state = environ.get("XDG_STATE_HOME") or os.path.join(ctx.home, ".local", "state")
     skeletons = tuple(Skeleton(top, tuple((k, fs.kind(k) or "dir") for k in keep))
@@ -661,6 +672,7 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         skeletons=skeletons,
         policy_links=tuple(policy_links),
         notices=tuple(notices),
+        withheld_env=withheld_env,
     )
 
 
