@@ -273,13 +273,22 @@ def test_dangerous_files_are_refused_and_named(launcher, ws):
                     "echo fine > fine.txt")
     proc = corral(ws, "apply", "s1")
     assert proc.returncode == 1, proc.stderr
-    for line in ("dangerous  .bashrc: shell startup file", "dangerous  .git/hooks/pre-commit: inside .git/hooks (git hook",
+    for line in ("dangerous  .bashrc: shell startup file",
                  "dangerous  .vscode/settings.json: inside .vscode (editor config", "dangerous  sub/.envrc: direnv file"):
         assert line in proc.stderr
     assert "fine.txt" not in proc.stderr
+    assert ".git/hooks" not in proc.stderr  # inside .git: left out by default, never applied
+    # with the git directory's raw files, the hook is dangerous too
+    proc = corral(ws, "apply", "s1", "--include-git")
+    assert proc.returncode == 1, proc.stderr
+    assert "dangerous  .git/hooks/pre-commit: inside .git/hooks (git hook" in proc.stderr
     assert not (ws.proj / ".bashrc").exists() and not (ws.proj / ".git/hooks/pre-commit").exists()
     assert not (ws.proj / "fine.txt").exists()  # all or nothing
     proc = corral(ws, "apply", "s1", "--allow-dangerous")
+    assert proc.returncode == 0, proc.stderr
+    assert "left out 1 change inside .git/" in proc.stderr, proc.stderr
+    assert not (ws.proj / ".git/hooks/pre-commit").exists()
+    proc = corral(ws, "apply", "s1", "--allow-dangerous", "--include-git")
     assert proc.returncode == 0, proc.stderr
     assert (ws.proj / ".bashrc").read_text() == "evil\n" and (ws.proj / ".vscode/settings.json").exists()
     assert (ws.proj / ".git/hooks/pre-commit").read_text() == "evil\n" and (ws.proj / "fine.txt").exists()
@@ -498,7 +507,11 @@ def test_new_repository_in_session_is_applied_with_a_sanitised_config(launcher, 
     subprocess.run([*git, "status"], env=env, capture_output=True)
     assert not (ws.base / "MARK").exists()
     assert_clean_finish(ws, s)
-    # the workspace's own repository config is not sanitised away: still refused
+    # the workspace's own repository config: left out by default, and with --include-git
+    # it is not sanitised away but refused
     overlay(ws, "printf '[core]\\n\\tfsmonitor = evil\\n' >> .git/config", name="s2")
     proc = corral(ws, "apply", "s2")
+    assert proc.returncode == 0 and "left out 1 change inside .git/" in proc.stderr, proc.stderr
+    assert "fsmonitor" not in (ws.proj / ".git/config").read_text()
+    proc = corral(ws, "apply", "s2", "--include-git")
     assert proc.returncode == 1 and "dangerous  .git/config: git config" in proc.stderr, proc.stderr

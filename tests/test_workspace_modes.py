@@ -193,6 +193,8 @@ def test_overlay_dangerous_files_need_allow_dangerous(launcher, ws):
     assert p.returncode == 0, out_of(p)
     assert not (ws.proj / ".bashrc").exists()
     refused = _corral(ws, "apply", "d1")
+    assert refused.returncode == 1 and ".bashrc" in refused.stderr and ".git/hooks" not in refused.stderr
+    refused = _corral(ws, "apply", "d1", "--include-git")  # .git internals only when asked for
     assert refused.returncode == 1 and ".bashrc" in refused.stderr and ".git/hooks/pre-commit" in refused.stderr
     assert not (ws.proj / "fine.txt").exists()  # all or nothing
     ok = _corral(ws, "apply", "d1", "fine.txt")

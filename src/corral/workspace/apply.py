@@ -30,6 +30,13 @@ Rules of this module:
   kept while that directory still differs (removing them would hide the real files).
   The session itself stays, even when empty, until `corral discard`: runs may share it.
 
+Git directories: changes inside an existing git directory (`.git/**`, submodules' git dirs,
+bare repositories) are left out unless `include_git`; a repository created in the session
+(its git directory is new) is applied whole, its config sanitised. A session's new commits are
+fetched into the real repository as `refs/corral/<session>/...` instead (`gitcommits`), and the
+working-tree paths those commits carry are left to git (`--ff` fast-forwards the checked-out
+branch; otherwise the exact `git merge` command is printed).
+
 Modes: permission bits only (setuid/setgid never applied). When apply runs as root, files it
 creates take the owner of the file they replace, new entries the owner of their directory.
 """
@@ -48,7 +55,7 @@ from dataclasses import dataclass, field
 from ..display import shown
 from ..errors import CorralError, UsageError
 from . import gitmeta, protected
-from .changes import Change, ftype, is_opaque, list_changes, perm, sha256_file
+from .changes import Change, ftype, is_opaque, list_changes, perm, sha256_file, split_git
 from .sessions import fsync_dir
 
 JOURNAL_VERSION = 1
@@ -110,6 +117,36 @@ class ApplyResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): cannot be applied
     sanitised: list[tuple[str, list[str]]] = field(default_factory=list)  # (path, removed keys): new git configs
     dry_run: bool = False
+    git_left_out: dict[str, int] = field(default_factory=dict)  # {existing git dir: changes left out}
+    new_repos: dict[str, int] = field(default_factory=dict)  # {git dir created in the session: changes applied}
+    commits: list["CommitInfo"] = field(default_factory=list)
+
+
+@dataclass
+class CommitInfo:
+    """A repository whose session commits were (or, with dry_run, would be) fetched."""
+
+    gitdir: str  # relative to the workspace
+    worktree: str | None  # the directory it tracks (None: bare / a submodule's git dir)
+    refs: list[tuple[str, str]] = field(default_factory=list)  # (refs/corral/<session>/..., oid)
+    count: int = 0  # commits not in the real repository before
+    head_ref: str | None = None  # the corral ref of the session's HEAD commit
+    real_branch: str | None = None  # the real repository's checked-out branch
+    can_ff: bool = False  # the real HEAD is an ancestor of the session's HEAD commit
+    up_to_date: bool = False  # the session's HEAD commit is already in the real HEAD
+    covered: list[str] = field(default_factory=list)  # workspace paths the commits carry (not applied as files)
+    already: bool = False  # every ref was fetched by an earlier apply, unchanged since
+    ff_done: bool = False
+    ff_error: str | None = None
+    note: str | None = None  # why nothing was fetched
+
+    def merge_command(self, workspace: str) -> str | None:
+        if self.head_ref is None or self.up_to_date or self.worktree is None:
+            return None
+        import shlex
+
+        where = shlex.quote(os.path.join(workspace, self.worktree) if self.worktree else workspace)
+        return f"git -C {where} merge {'--ff-only ' if self.can_ff else ''}{self.head_ref}"
 
 
 # ---------------------------------------------------------------- selection and prechecks
@@ -743,8 +780,15 @@ def _finish(session, journal: _Journal) -> None:
 
 # ---------------------------------------------------------------- entry point
 
-def apply(session, paths=None, force: bool = False, allow_dangerous: bool = False, dry_run: bool = False) -> ApplyResult:
-    """Apply the session's changes (all, or those under `paths`, relative to the workspace)."""
+def apply(session, paths=None, force: bool = False, allow_dangerous: bool = False, dry_run: bool = False,
+          include_git: bool = False, commits: bool | None = None, ff: bool = False) -> ApplyResult:
+    """Apply the session's changes (all, or those under `paths`, relative to the workspace).
+    `include_git`: also the files inside existing git directories (raw, as they are in the
+    session). `commits`: fetch the session's new commits (None: when no `paths` are given and
+    not `include_git`). `ff`: then fast-forward the real checked-out branch when possible."""
+    if include_git and commits:
+        raise UsageError("--commits and --include-git exclude each other: either the session's commits are "
+                         "fetched, or its raw git files are copied")
     result = ApplyResult(dry_run=dry_run)
     hook = _CrashHook()
     with session.lock(exclusive=True):
@@ -760,28 +804,103 @@ def apply(session, paths=None, force: bool = False, allow_dangerous: bool = Fals
             result.resumed = pending
         prefixes = None if paths is None else normalize_paths(session, paths)
         changes = list_changes(session)
-        chosen, unmatched = select(changes, prefixes)
-        if unmatched and not result.resumed:
-            raise UsageError(f"no changes under {', '.join(p or '.' for p in unmatched)} in session "
-                             f"{session.name!r} (see `corral changes {session.name}`)")
-        if not chosen:
-            return result
-        bad = [] if force else conflicts(session, chosen)
-        fixable: list[tuple[str, list[str]]] = []
-        risky = [] if allow_dangerous else dangerous(session, chosen, fixable)
-        if bad or risky:
-            raise ApplyRefused(bad, risky)
-        for rel, removed in fixable:  # new git configs: applied with only their inert keys
-            if removed and not dry_run and gitmeta.sanitise_config_file(os.path.join(session.upper, rel)) is None:
-                raise ApplyRefused([], [(rel, "git config that could not be sanitised")])
-        result.sanitised = [(rel, removed) for rel, removed in fixable if removed]
-        ops, result.skipped, planned = plan(session, chosen)
-        result.ops = ops
-        if dry_run or not ops:
-            result.applied = [] if dry_run else planned
-            return result
-        journal = _Journal.create(session, ops)
-        _run(session, journal, force, hook)
-        _finish(session, journal)
-        result.applied = planned
+        use_commits = (prefixes is None if commits is None else commits) and not include_git
+        stagings: list = []
+        try:
+            if not include_git:
+                split = split_git(session, changes)
+                changes = split.plain + [c for gd in sorted(split.new_repos) for c in split.internal[gd]]
+                changes.sort(key=lambda c: c.path)
+                result.git_left_out = {gd: len(v) for gd, v in split.internal.items() if gd not in split.new_repos}
+                result.new_repos = {gd: len(split.internal[gd]) for gd in sorted(split.new_repos)}
+                if use_commits and result.git_left_out:
+                    changes = _stage_commits(session, sorted(result.git_left_out), changes, result, stagings)
+            chosen, unmatched = select(changes, prefixes)
+            if unmatched and not result.resumed:
+                raise UsageError(f"no changes under {', '.join(p or '.' for p in unmatched)} in session "
+                                 f"{session.name!r} (see `corral changes {session.name}`)")
+            bad = [] if force else conflicts(session, chosen)
+            fixable: list[tuple[str, list[str]]] = []
+            risky = [] if allow_dangerous else dangerous(session, chosen, fixable)
+            if bad or risky:
+                raise ApplyRefused(bad, risky)
+            if dry_run:
+                result.sanitised = [(rel, removed) for rel, removed in fixable if removed]
+                result.ops, result.skipped, _planned = plan(session, chosen) if chosen else ([], [], [])
+                return result
+            for staging, info in stagings:  # additive only: refs under refs/corral/<session>/
+                info.refs = staging.fetch_into_real()
+            for rel, removed in fixable:  # new git configs: applied with only their inert keys
+                if removed and gitmeta.sanitise_config_file(os.path.join(session.upper, rel)) is None:
+                    raise ApplyRefused([], [(rel, "git config that could not be sanitised")])
+            result.sanitised = [(rel, removed) for rel, removed in fixable if removed]
+            if chosen:
+                ops, result.skipped, planned = plan(session, chosen)
+                result.ops = ops
+                if ops:
+                    journal = _Journal.create(session, ops)
+                    _run(session, journal, force, hook)
+                    _finish(session, journal)
+                result.applied = planned
+            if ff:
+                for staging, info in stagings:
+                    _fast_forward(session, staging, info)
+        finally:
+            for staging, _info in stagings:
+                staging.close()
     return result
+
+
+def _stage_commits(session, gitdirs: list[str], changes: list[Change], result: ApplyResult, stagings: list):
+    """Stage the new commits of each existing git directory; returns `changes` without the
+    working-tree paths those commits carry."""
+    from . import gitcommits
+
+    for repo in gitcommits.repos_with_new_refs(session, gitdirs):
+        info = CommitInfo(repo.rel, repo.worktree, real_branch=repo.real_branch)
+        result.commits.append(info)
+        why = repo.usable
+        if why:
+            info.note = why
+            continue
+        staging = gitcommits.Staging(repo)
+        stagings.append((staging, info))
+        info.refs = [(gitcommits.corral_ref(session.name, r), o) for r, o in staging.refs.items()]
+        if not staging.refs:
+            info.note = "its new refs point to objects the session does not hold"
+            continue
+        info.count = staging.count_new_commits()
+        info.already = set(staging.refs) <= repo.fetched
+        info.head_ref = repo.head_ref() if (repo.session_branch in staging.refs or "HEAD" in staging.refs) else None
+        head = repo.session_head
+        if info.head_ref is None or head is None:
+            continue
+        info.up_to_date = repo.real_head is not None and staging.is_ancestor(head, repo.real_head)
+        info.can_ff = staging.is_ancestor(repo.real_head, head)
+        if repo.worktree is None or info.up_to_date:
+            continue
+        base = staging.merge_base(head, repo.real_head)
+        covered = gitcommits.covered_paths(changes, repo.worktree, session.upper, staging.tree(head),
+                                           staging.tree(base), staging.object_format, session.workspace)
+        info.covered = sorted(covered)
+        changes = [c for c in changes if not covered.intersection(c.paths)]
+    return changes
+
+
+def _fast_forward(session, staging, info: CommitInfo) -> None:
+    from . import gitcommits
+
+    if info.head_ref is None or info.up_to_date or info.worktree is None:
+        return
+    if not info.can_ff or info.real_branch is None:
+        info.ff_error = ("the histories diverged (the host committed too): merge or rebase instead"
+                         if info.real_branch is not None else "the real repository has a detached HEAD")
+        return
+    worktree = os.path.join(session.workspace, info.worktree) if info.worktree else session.workspace
+    proc = gitcommits.git(["--work-tree=" + worktree, "merge", "--ff-only", "-q", info.head_ref],
+                          git_dir=os.path.join(session.workspace, info.gitdir), cwd=worktree, check=False)
+    if proc.returncode == 0:
+        info.ff_done = True
+    else:
+        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        info.ff_error = shown(lines[0] if lines else f"git merge exited {proc.returncode}")

@@ -19,6 +19,10 @@ How overlayfs (mounted with `userxattr`, no redirect_dir, no metacopy) records w
 * copied-up entries may carry other `user.overlay.*` xattrs (ignored), and a copy-up that
   changed nothing (chown, utime, open for writing) is not a change.
 
+Changes inside git directories (`.git/**`, submodules' `.git/modules/**`, bare repositories)
+are told apart by `split_git`: `corral changes` and `apply` leave them out unless asked, and
+`gitcommits` brings a session's new commits in as commits instead.
+
 Only permission bits count as a mode change; setuid/setgid bits are masked everywhere
 (`apply` never sets them), as are ownership and timestamps.
 """
@@ -464,3 +468,79 @@ def _tree_diff(real: str, rel: str) -> str:
     if not out:
         out.append(f"diff --git a/{shown(rel)} b/{shown(rel)}\ndeleted directory\n")
     return "".join(out)
+
+
+# ---------------------------------------------------------------- git directories
+
+@dataclass
+class GitSplit:
+    """`list_changes` split by git directory: `plain` changes, and those inside a git directory
+    (`internal`: {git dir relative to the workspace: changes}); `new_repos`: the git
+    directories that do not exist in the real workspace (created in the session)."""
+
+    plain: list[Change]
+    internal: dict[str, list[Change]]
+    new_repos: set[str]
+
+    @property
+    def internal_count(self) -> int:
+        return sum(len(v) for v in self.internal.values())
+
+
+def git_dir_of(rel: str, is_dir: bool, names_of) -> str | None:
+    """The outermost git directory holding `rel` (or `rel` itself when it is one), or None.
+    `names_of(rel_dir)`: the entries of a directory of the merged view."""
+    from .protected import is_git_dir
+
+    parts = rel.split("/")
+    for i, name in enumerate(parts):
+        if i == len(parts) - 1 and not is_dir:
+            return None
+        here = "/".join(parts[: i + 1])
+        if name == ".git" or is_git_dir(name, names_of(here)):
+            return here
+    return None
+
+
+def merged_names(session):
+    """names_of(rel_dir): the entries of a directory in the merged view (upper and workspace), cached."""
+    cache: dict[str, set[str]] = {}
+
+    def names_of(rel_dir: str) -> set[str]:
+        if rel_dir not in cache:
+            out: set[str] = set()
+            for base in (session.upper, session.workspace):
+                try:
+                    out.update(os.listdir(os.path.join(base, rel_dir) if rel_dir else base))
+                except OSError:
+                    pass
+            cache[rel_dir] = out
+        return cache[rel_dir]
+    return names_of
+
+
+def split_git(session, changes: list[Change]) -> GitSplit:
+    names_of = merged_names(session)
+    plain: list[Change] = []
+    internal: dict[str, list[Change]] = {}
+    for c in changes:
+        where = None
+        for p in c.paths:
+            is_dir = (c.type_new if p == c.path else c.type_old) == "dir" or \
+                (c.kind == "deleted" and c.type_old == "dir")
+            where = git_dir_of(p, is_dir, names_of)
+            if where is not None:
+                break
+        if where is None:
+            plain.append(c)
+        else:
+            internal.setdefault(where, []).append(c)
+    new = set()
+    for gd in internal:
+        try:
+            st = os.lstat(os.path.join(session.workspace, gd))
+        except (FileNotFoundError, NotADirectoryError):
+            st = None
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            new.add(gd)
+    return GitSplit(plain, internal, new)

@@ -16,21 +16,34 @@ from ..display import shown
 from ..errors import CommandLineError, CorralError, UsageError
 
 CHANGES_USAGE = """\
-usage: corral changes NAME [--diff] [--json]
+usage: corral changes NAME [--diff] [--json] [--include-git]
   What the overlay session NAME changed, compared with the workspace as it is now:
   added, modified, deleted, renamed (old -> new) and mode changes, one per line.
-  --diff   a unified diff (binary files are named, not shown)
-  --json   a JSON array (with --diff, each change carries its "diff")
+  Paths inside git directories (.git/objects, refs, index, ...) are counted, not listed;
+  new commits are named (`corral apply NAME` fetches them).
+  --diff          a unified diff (binary files are named, not shown)
+  --json          a JSON array (with --diff, each change carries its "diff")
+  --include-git   list the paths inside git directories too
 """
 
 APPLY_USAGE = """\
 usage: corral apply NAME [PATHS...] [--force] [--allow-dangerous] [--dry-run]
+                    [--no-commits | --commits | --include-git] [--ff]
   Copy the session's changes (all, or those under PATHS, relative to the workspace root)
   into the real workspace, one file at a time, atomically and resumably. Applied changes
   leave the session; the session stays until `corral discard NAME`.
+  Git directories are not copied: the session's new commits are fetched into the real
+  repository as refs/corral/NAME/heads/BRANCH (git's own fetch, no hook or config of the
+  session), and the files they carry come with `git merge` (printed) or --ff. A repository
+  created in the session is applied whole, its config sanitised.
   --force            overwrite paths changed in the workspace since the session began
   --allow-dangerous  also apply shell rc files, git hooks/config, editor and agent config
   --dry-run          print the operations, change nothing
+  --ff               fast-forward the checked-out branch to the session's commits
+  --no-commits       do not fetch commits; apply every working-tree file as a file
+  --commits          fetch commits even when PATHS are given
+  --include-git      copy the raw files inside git directories too (as before: index, refs,
+                     objects; the host's own git changes since the session began conflict)
 """
 
 DISCARD_USAGE = """\
@@ -117,16 +130,47 @@ def _journal_note(session) -> None:
                          f"`corral apply {session.name}` finishes it\n")
 
 
+def _git_notes(session, split) -> None:
+    """stderr lines: what `changes` left out of git directories, and the session's new commits."""
+    from . import gitcommits
+
+    err = sys.stderr
+    for gd in sorted(split.new_repos):
+        n = len(split.internal[gd])
+        err.write(f"corral: new git repository {shown(gd)}/ ({n} path{'s' if n != 1 else ''}, not listed; "
+                  "`corral apply` applies it whole, its config sanitised)\n")
+    existing = sorted(gd for gd in split.internal if gd not in split.new_repos)
+    if not existing:
+        return
+    n = sum(len(split.internal[gd]) for gd in existing)
+    where = ", ".join(shown(gd) + "/" for gd in existing)
+    err.write(f"corral: {n} change{'s' if n != 1 else ''} inside {where} not shown (git internals: "
+              f"`corral changes {session.name} --include-git` lists them)\n")
+    for repo in gitcommits.repos_with_new_refs(session, existing):
+        if set(repo.new_refs) <= repo.fetched:
+            refs = ", ".join(shown(gitcommits.corral_ref(session.name, r)) for r in repo.new_refs)
+            err.write(f"corral: the session's commits in {shown(repo.rel)}/ are fetched as {refs}\n")
+            continue
+        refs = ", ".join(f"{shown(r)} (as {shown(gitcommits.corral_ref(session.name, r))})" for r in repo.new_refs)
+        err.write(f"corral: the session committed in {shown(repo.rel)}/: `corral apply {session.name}` fetches "
+                  f"{refs}; --ff also fast-forwards the checked-out branch\n")
+
+
 @_guard
 def changes_main(args: list[str]) -> int:
-    """corral changes NAME [--diff] [--json]"""
-    from .changes import list_changes, unified_diff
+    """corral changes NAME [--diff] [--json] [--include-git]"""
+    from .changes import list_changes, split_git, unified_diff
     from .sessions import load_session
 
-    opts, pos = _parse(args, {"--diff", "--json"}, CHANGES_USAGE, 1, 1)
+    opts, pos = _parse(args, {"--diff", "--json", "--include-git"}, CHANGES_USAGE, 1, 1)
     session = load_session(pos[0])
     _journal_note(session)
     found = list_changes(session)
+    split = None
+    if "--include-git" not in opts:
+        split = split_git(session, found)
+        found = split.plain
+        _git_notes(session, split)
     out = sys.stdout
     if "--json" in opts:
         items = []
@@ -138,7 +182,8 @@ def changes_main(args: list[str]) -> int:
         out.write(json.dumps(items, indent=2) + "\n")
         return 0
     if not found:
-        sys.stderr.write(f"corral: session {session.name!r} has no changes (workspace {shown(session.workspace)})\n")
+        if split is None or not split.internal:
+            sys.stderr.write(f"corral: session {session.name!r} has no changes (workspace {shown(session.workspace)})\n")
         return 0
     for c in found:
         if "--diff" in opts:
@@ -155,11 +200,18 @@ def apply_main(args: list[str]) -> int:
     from . import gitmeta
     from .sessions import load_session
 
-    opts, pos = _parse(args, {"--force", "--allow-dangerous", "--dry-run"}, APPLY_USAGE, 1, None)
+    opts, pos = _parse(args, {"--force", "--allow-dangerous", "--dry-run", "--include-git", "--commits",
+                              "--no-commits", "--ff"}, APPLY_USAGE, 1, None)
+    if len(opts & {"--include-git", "--commits", "--no-commits"}) > 1:
+        raise CommandLineError("choose one of --include-git, --commits and --no-commits")
+    if "--ff" in opts and opts & {"--include-git", "--no-commits"}:
+        raise CommandLineError("--ff fast-forwards to fetched commits: it cannot go with --include-git or --no-commits")
     session = load_session(pos[0])
+    commits = True if "--commits" in opts or "--ff" in opts else False if "--no-commits" in opts else None
     try:
         result = apply(session, pos[1:] or None, force="--force" in opts,
-                       allow_dangerous="--allow-dangerous" in opts, dry_run="--dry-run" in opts)
+                       allow_dangerous="--allow-dangerous" in opts, dry_run="--dry-run" in opts,
+                       include_git="--include-git" in opts, commits=commits, ff="--ff" in opts)
     except ApplyRefused as exc:
         err = sys.stderr
         err.write(f"corral: {exc}\n")
@@ -176,20 +228,58 @@ def apply_main(args: list[str]) -> int:
     if result.dry_run:
         if result.resumed:
             out.write(f"# would finish an interrupted apply ({result.resumed} operations left):\n")
+        for info in result.commits:
+            for ref, oid in info.refs:
+                out.write(f"fetch   {shown(info.gitdir)}/ {shown(ref)} {oid[:12]}\n")
         for op in result.ops:
             out.write(describe(op) + "\n")
+        _commit_notes(session, result, dry_run=True)
         return 0
     if result.resumed:
         sys.stderr.write(f"corral: finished an interrupted apply ({result.resumed} operations were left)\n")
     for c in result.applied:
         out.write(_describe(c) + "\n")
+    _commit_notes(session, result)
+    fetched = any(info.refs for info in result.commits)
     if result.applied:
         n = len(result.applied)
         sys.stderr.write(f"corral: applied {n} change{'s' if n != 1 else ''} to {shown(session.workspace)}; "
                          f"`corral discard {session.name}` when you are done with the session\n")
-    elif not result.resumed and not result.skipped:
+    elif not result.resumed and not result.skipped and not fetched and not result.git_left_out:
         sys.stderr.write(f"corral: session {session.name!r} has no changes to apply\n")
-    return 0
+    return 1 if any(info.ff_error for info in result.commits) else 0
+
+
+def _commit_notes(session, result, dry_run: bool = False) -> None:
+    """stderr lines: fetched commits, what to run next, git internals left out."""
+    err = sys.stderr
+    would = "would fetch" if dry_run else "fetched"
+    for info in result.commits:
+        where = shown(info.gitdir) + "/"
+        if info.note:
+            err.write(f"corral: the session's commits in {where} were not fetched: {info.note}\n")
+            continue
+        refs = ", ".join(shown(r) for r, _ in info.refs)
+        if info.already:
+            err.write(f"corral: the session's commits in {where} are fetched as {refs} (unchanged)\n")
+        else:
+            err.write(f"corral: {would} {info.count} commit{'s' if info.count != 1 else ''} of session "
+                      f"{session.name!r} into {where} as {refs}\n")
+        n = len(info.covered)
+        carried = f" ({n} file{'s' if n != 1 else ''} of the workspace come with them)" if n else ""
+        if info.ff_done:
+            err.write(f"corral: fast-forwarded {shown(info.real_branch.removeprefix('refs/heads/'))} to "
+                      f"{shown(info.head_ref)}{carried}\n")
+        elif info.up_to_date:
+            err.write(f"corral: the session's HEAD commit is already in {where}'s checked-out branch\n")
+        elif (cmd := info.merge_command(session.workspace)) is not None:
+            if info.ff_error:
+                err.write(f"corral: could not fast-forward: {info.ff_error}\n")
+            hint = "" if info.ff_error or not info.can_ff or dry_run else f", or `corral apply {session.name} --ff`"
+            err.write(f"corral: to bring them into the checked-out branch{carried}: `{shown(cmd)}`{hint}\n")
+    for gd, n in sorted(result.git_left_out.items()):
+        err.write(f"corral: left out {n} change{'s' if n != 1 else ''} inside {shown(gd)}/ (git internals; "
+                  "--include-git copies them raw)\n")
 
 
 @_guard
