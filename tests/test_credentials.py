@@ -437,11 +437,15 @@ def test_secret_is_nowhere_inside_and_placeholders_are_fresh(launcher, ws, test_
 
 
 def test_leak_check_sees_an_unmasked_secret(launcher, ws, tls_server):
-    # The harness itself can fail: without a credentials section the variable passes through
-    # unchanged, and the same inspection script shows the real value everywhere it is checked.
+    # The harness itself can fail: without a credentials section a variable passed on purpose
+    # (GH_TOKEN looks like a credential: withheld unless --pass-env) reaches the command unchanged,
+    # and the same inspection script shows the real value everywhere it is checked.
     gh = real("gh")
     settings = srt(ws, [tls_server.hostport], tls=False)
-    p = cred_run(ws, 'echo "PH=$GH_TOKEN"; cat /proc/self/environ | tr "\\0" "\\n"', settings, env_extra={"GH_TOKEN": gh})
+    path = ws.write(ws.base / "settings.json", json.dumps(settings))
+    p = helpers.run(ws.launcher, ["run", "--settings", str(path), "--pass-env", "GH_TOKEN", "-c",
+                                  'echo "PH=$GH_TOKEN"; cat /proc/self/environ | tr "\\0" "\\n"'], ws.proj,
+                    timeout=180, env_extra={"XDG_STATE_HOME": str(state_dir(ws)), "GH_TOKEN": gh})
     assert p.returncode == 0, out_of(p)
     assert one(p.stdout, "PH=") == gh
     assert f"GH_TOKEN={gh}" in p.stdout.splitlines()  # /proc/self/environ is read the way INSPECT does
