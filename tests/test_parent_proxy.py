@@ -55,6 +55,7 @@ class ConnectProxy:
 
     def __init__(self, require: str | None = None):
         self.require = require
+        self.names: dict[str, str] = {}  # names this parent resolves itself (to 127.0.0.1 servers)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.05)
         self.port = self.listener.getsockname()[1]
@@ -108,7 +109,8 @@ class ConnectProxy:
                 return
             host, _, port = target.rpartition(":")
             try:
-                upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=TIMEOUT)
+                upstream = socket.create_connection((self.names.get(host, host.strip("[]")), int(port)),
+                                                    timeout=TIMEOUT)
             except OSError:
                 conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
                 return
