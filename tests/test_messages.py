@@ -279,3 +279,30 @@ def test_cli_and_native_errors_never_say_srt_keys(me, ws):
     srt = ws.settings("n.json", allowedDomains=["*.com"])
     p = corral(me, ws, "run", "-s", str(srt), "--", "true")
     assert p.returncode == 125 and "allowedDomains" in p.stderr, p.stderr
+
+
+# ---------------------------------------------------------------- corral doctor
+
+DOCTOR_CHECKS = ("bubblewrap", "user namespaces", "seccomp filters", "egress proxy namespace",
+                 "overlay in a user namespace", "cgroups for limits", "TLS termination")
+
+
+def test_doctor_reports_only_what_corral_uses(launcher, ws):
+    p = helpers.run(launcher, ["doctor"], ws.proj)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = [line.split(":", 1)[0].split(None, 1) for line in p.stdout.splitlines()]
+    states = {what: state for state, what in rows}
+    assert set(states) == set(DOCTOR_CHECKS) | ({"idmapped mounts"} if launcher.is_root else set()), p.stdout
+    assert "Landlock" not in p.stdout
+    assert all(state in ("ok", "warn", "FAIL") for state in states.values())
+    assert "bubblewrap 0." in p.stdout  # the version, not only the path
+    for line in p.stdout.splitlines():
+        if not line.startswith("ok"):
+            assert "fix:" in line, line  # a failed check says what to do
+
+
+def test_doctor_overlay_probe_leaves_nothing_behind(me, ws):
+    before = {n for n in os.listdir("/tmp") if n.startswith("corral-doctor-")}
+    p = corral(me, ws, "doctor")
+    assert p.returncode == 0
+    assert {n for n in os.listdir("/tmp") if n.startswith("corral-doctor-")} == before

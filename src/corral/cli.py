@@ -660,8 +660,9 @@ def cmd_doctor(args: list[str]) -> int:
 
     ok = True
     for what, good, detail in doctor():
-        ok &= good or what == "Landlock"
-        sys.stdout.write(f"{'ok  ' if good else 'FAIL'}  {what}: {detail}\n")
+        optional = what == "cgroups for limits"  # limits fall back to rlimits: a warning, not a failure
+        ok &= good or optional
+        sys.stdout.write(f"{'ok  ' if good else 'warn' if optional else 'FAIL'}  {what}: {detail}\n")
     return 0 if ok else 1
 
 
