@@ -561,9 +561,13 @@ def test_plan_hides_the_default_ca_directory(ctx):
 
 
 def test_plan_without_boundary_keeps_the_environment(ctx):
-    """The control: without a boundary the value is passed as it is (so the checks above mean something)."""
+    """The control: without a boundary the value is passed as it is (so the checks above mean something),
+    once pass_env lets it through (a variable named like a token is otherwise withheld even then)."""
     fs = FakeFS({ctx.cwd: "dir", ctx.home: "dir"})
-    plan = build_plan(policy(spec()), ctx, ["echo", REAL], {"PATH": "/usr/bin", "GH_TOKEN": REAL}, fs=fs)
+    environ = {"PATH": "/usr/bin", "GH_TOKEN": REAL}
+    plan = build_plan(policy(spec()), ctx, ["echo", REAL], environ, fs=fs)
+    assert "GH_TOKEN" not in dict(plan.env)
+    plan = build_plan(policy(spec()).with_process(pass_env=("GH_TOKEN",)), ctx, ["echo", REAL], environ, fs=fs)
     assert dict(plan.env)["GH_TOKEN"] == REAL and plan.argv == ("echo", REAL)
 
 
