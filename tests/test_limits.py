@@ -220,15 +220,15 @@ def test_strict_refuses_only_what_is_not_enforced():
 # -- CLI ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("flag,value,words", [
-    ("--memory", "lots", "--memory = 'lots': expected a size"),
-    ("--cpus", "-1", "--cpus = '-1': out of range"),
-    ("--pids", "x", "--pids = 'x': expected a whole number"),
-    ("--timeout", "forever", "--timeout = 'forever': expected a duration"),
+    ("--memory", "lots", "--memory lots: expected a size"),
+    ("--cpus", "-1", "--cpus -1: out of range"),
+    ("--pids", "x", "--pids x: expected a whole number"),
+    ("--timeout", "forever", "--timeout forever: expected a duration"),
 ])
 def test_bad_limit_flags_are_one_line(me, ws, flag, value, words):
     r = helpers.run(me, ["run", flag, value, "--", "true"], ws.proj)
-    assert r.returncode == 125
-    assert r.stderr.strip() == f"corral: <cli>: {words}" or (words in r.stderr and r.stderr.count("\n") == 1)
+    assert r.returncode == 2  # a usage error
+    assert r.stderr.startswith(f"corral: {words}") and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_dry_run_reports_how_each_limit_is_enforced(launcher, ws):

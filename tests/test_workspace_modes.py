@@ -204,9 +204,9 @@ def test_overlay_dangerous_files_need_allow_dangerous(launcher, ws):
 
 def test_bad_workspace_options(launcher, ws):
     p = helpers.run(launcher, ["run", "--workspace", "nfs", "--", "true"], ws.proj)
-    assert p.returncode == 125 and "--workspace" in p.stderr and "overlay" in p.stderr
+    assert p.returncode == 2 and "--workspace" in p.stderr and "overlay" in p.stderr  # a usage error
     p = helpers.run(launcher, ["run", "--session", "x", "--", "true"], ws.proj)
-    assert p.returncode == 125 and "--session" in p.stderr
+    assert p.returncode == 2 and "--session" in p.stderr
     p = helpers.run(launcher, ["run", "--workspace", "overlay", "--session", "../evil", "--", "true"], ws.proj,
                     env_extra=_state(ws))
     assert p.returncode == 125 and "Traceback" not in p.stderr
