@@ -92,7 +92,7 @@ def test_network_table_loads():
 @pytest.mark.parametrize("text,key,fragment", [
     ("[network]\nallowed_domains = ['*']\n", "network", "overly broad"),
     ("[network]\nallowed_domains = ['*.co.uk']\n", "network", "*.co.uk"),
-    ("[network]\ndenied_reasons = { 'x.com' = 'r' }\n", "network", "deniedDomainReasons"),
+    ("[network]\ndenied_reasons = { 'x.com' = 'r' }\n", "network", "denied_reasons"),  # native words, never srt's
     ("[network]\naudit_log = 'rel/path'\n", "network.audit_log", "absolute"),
     ("[network.parent_proxy]\nhttp = 'proxy:3128'\n", "network.parent_proxy.http", "http://"),
 ])
