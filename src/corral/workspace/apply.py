@@ -897,8 +897,16 @@ def _fast_forward(session, staging, info: CommitInfo) -> None:
                          if info.real_branch is not None else "the real repository has a detached HEAD")
         return
     worktree = os.path.join(session.workspace, info.worktree) if info.worktree else session.workspace
-    proc = gitcommits.git(["--work-tree=" + worktree, "merge", "--ff-only", "-q", info.head_ref],
-                          git_dir=os.path.join(session.workspace, info.gitdir), cwd=worktree, check=False)
+    gitdir = os.path.join(session.workspace, info.gitdir)
+    since = time.clock_gettime_ns(getattr(time, "CLOCK_REALTIME_COARSE", 5))
+    try:
+        proc = gitcommits.git(["--work-tree=" + worktree, "merge", "--ff-only", "-q", info.head_ref],
+                              git_dir=gitdir, cwd=worktree, check=False)
+    finally:  # launched by root on another user's repository: the files git wrote go to that user
+        gitcommits.give_back(gitdir, os.lstat(gitdir), since)
+        if staging.repo.real_head and staging.repo.session_head:
+            gitcommits.give_back(worktree, os.lstat(worktree), since,
+                                 staging.changed_paths(staging.repo.real_head, staging.repo.session_head))
     if proc.returncode == 0:
         info.ff_done = True
     else:

@@ -402,6 +402,10 @@ class Staging:
             out[os.fsdecode(path)] = (mode, oid)
         return out
 
+    def changed_paths(self, a: str, b: str) -> list[str]:
+        proc = git(["diff", "--name-only", "--no-renames", "-z", a, b], git_dir=self.path, check=False)
+        return [os.fsdecode(p) for p in proc.stdout.split(b"\0") if p]
+
     def merge_base(self, a: str, b: str | None) -> str | None:
         if not b:
             return None
@@ -418,13 +422,50 @@ class Staging:
         returns [(corral ref, oid)]."""
         if not self.refs:
             return []
+        import time
+
         specs = [f"+refs/s/{r}:{corral_ref(self.repo.session.name, r)}" for r in self.refs]
-        git(["fetch", "-q", "--no-tags", "--no-write-fetch-head", "--no-auto-gc", "--no-recurse-submodules",
-             self.path, *specs], git_dir=self.repo.real)
+        since = time.clock_gettime_ns(getattr(time, "CLOCK_REALTIME_COARSE", 5))
+        try:
+            git(["fetch", "-q", "--no-tags", "--no-write-fetch-head", "--no-auto-gc", "--no-recurse-submodules",
+                 self.path, *specs], git_dir=self.repo.real)
+        finally:
+            give_back(self.repo.real, os.lstat(self.repo.real), since)
         return [(corral_ref(self.repo.session.name, r), o) for r, o in self.refs.items()]
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def give_back(top: str, owner, since_ns: int, names=None) -> None:
+    """Run as root on someone else's repository, git leaves what it wrote owned by root: give
+    every entry created or changed since `since_ns` under `top` (or only `names`, relative to
+    it, with their parent directories) to `owner` (a stat result: uid, gid). No symlink is
+    followed."""
+    if os.geteuid() != 0 or owner.st_uid == 0:
+        return
+
+    def fix(path: str) -> None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if st.st_uid == 0 and st.st_ctime_ns >= since_ns:
+            os.lchown(path, owner.st_uid, owner.st_gid)
+
+    if names is None:
+        for root, dirs, files in os.walk(top):
+            for name in dirs + files:
+                fix(os.path.join(root, name))
+        return
+    done: set[str] = set()
+    for rel in names:
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if sub not in done:
+                done.add(sub)
+                fix(os.path.join(top, sub))
 
 
 # ---------------------------------------------------------------- which working-tree changes the commits carry
