@@ -261,6 +261,7 @@ def test_quarantine_dir_symlink_redirect(launcher, ws, quarantine_cleanup):
     # cwd == HOME: the default quarantine dir ($HOME/.local/state/...) is writable by the sandbox,
     # and the run id is visible in TMPDIR. (XDG_STATE_HOME says so explicitly: the suite's
     # launchers otherwise carry a private one.)
+    ws.write(".local/.keep")  # a missing ~/.local would be kept from being created (protected paths below)
     script = ('id=${TMPDIR##*corral-}; q=.local/state/corral/quarantine/$id; '
               'mkdir -p a && echo evil > a/.bashrc && mkdir -p "$q$PWD" && ln -s "$PWD" "$q$PWD/a"')
     p = ws.sh(script, env_extra={"HOME": str(ws.proj), "XDG_STATE_HOME": str(ws.proj / ".local" / "state")})

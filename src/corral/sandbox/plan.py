@@ -687,6 +687,7 @@ def _protect_outside(layout: _Layout, fs: HostFS, ctx: LaunchContext, environ, c
     real = fs.realpath
     home = real(ctx.home)
     parents: dict[str, str] = {}
+    blocked: list[str] = []
 
     def where(path):
         """realpath(path), cheaply: ~90 entries share ~20 parent directories."""
@@ -718,18 +719,29 @@ def _protect_outside(layout: _Layout, fs: HostFS, ctx: LaunchContext, environ, c
         if layout.writable(parent) and fs.kind(parent) == "dir" and layout.nodes.get(ph, ("",))[0] != PROTECT:
             placeholders.append(Placeholder(ph, spot[1]))
             layout.set(ph, PROTECT, f"{why}, kept from being created (placeholder)")
+            if spot[0] != path:
+                blocked.append(ph)  # a whole missing directory (~/.local), not the entry itself
 
     for path, kind, base, rule in protected.home_entries(ctx.home, environ):
         guard(path, kind, base, f"{protected.reason(rule)} (mandatory)")
     for d in path_dirs(environ.get("PATH", ""), cwd, home, where):
         guard(d, "dir", home if _under(d, home) and d != home else os.path.dirname(d),
               "on the launcher's PATH: its commands run outside the sandbox (mandatory)")
+    notes = []
+    if blocked:
+        from ..display import shown
+
+        names = ", ".join(shown("~" + b[len(home):] if _under(b, home) and home != "/" else b) for b in blocked)
+        notes.append(f"corral: {names} do{'es' if len(blocked) == 1 else ''} not exist: kept from being created "
+                     "during the run, since protected paths lie below (create the directory to let the command "
+                     "use the rest of it)")
     if not layout.writable(home):
-        return []
+        return notes
     kept = sum(1 for p, (d, _) in layout.nodes.items() if d in (PROTECT, RO, HIDE) and _under(p, home) and p != home)
     where = "the working directory is your home directory" if cwd == home else "your home directory is writable"
     return [f"corral: {where}: the command can change everything in it except {kept} protected paths "
-            "(start-up files, PATH directories, credentials); run it from a project directory to give it less"]
+            "(start-up files, PATH directories, credentials); run it from a project directory to give it less",
+            *notes]
 
 
 def path_dirs(path_var: str, cwd: str, home: str, real=os.path.realpath) -> list[str]:
