@@ -459,8 +459,11 @@ def test_library_sandbox_withholds_too(launcher, ws):
         "with Sandbox(Policy.default()) as sb:\n"
         "    r = sb.run(['sh', '-c', 'env'], capture_output=True, text=True)\n"
         "    plan = sb.plan(['true'])\n"
+        "    import subprocess\n"
+        "    w = subprocess.run(sb.wrap(['sh', '-c', 'env']), capture_output=True, text=True)\n"
         "print(r.stdout)\n"
         "print('WITHHELD=' + ','.join(n for n, _ in plan.withheld_env))\n"
+        "print('WRAPPED=' + str(w.returncode) + ':' + w.stdout.replace(chr(10), ' ') + w.stderr)\n"
     )
     ws.write(ws.base / "lib.py", script)
     gh = github_token()
@@ -470,3 +473,6 @@ def test_library_sandbox_withholds_too(launcher, ws):
     assert p.returncode == 0, out_of(p)
     assert "INNOCENT=yes" in p.stdout and gh not in p.stdout
     assert "WITHHELD=GITHUB_TOKEN" in p.stdout.splitlines(), p.stdout
+    # Sandbox.wrap: a runner starts the argv with its own environment (which holds the token)
+    wrapped = one(p.stdout, "WRAPPED=")
+    assert wrapped.startswith("0:") and "INNOCENT=yes" in wrapped and "GITHUB_TOKEN" not in wrapped, wrapped
