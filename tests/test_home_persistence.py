@@ -189,6 +189,8 @@ def test_launched_from_home_autostart_path_and_ssh_files_cannot_be_planted(launc
     assert (home / ".cargo/bin/cargo").read_text() == "#!/bin/sh\necho real cargo\n"
     assert "corral: the working directory is your home directory" in r.stderr
     assert "run it from a project directory" in r.stderr
+    # ~/.ssh was missing: blocked whole for the run, and named with the fix
+    assert "~/.ssh" in r.stderr and "not exist: kept from being created" in r.stderr, r.stderr
     assert helpers.quarantined(r.stderr) == {}
 
 
