@@ -35,9 +35,9 @@ def test_dry_run_prints_plan_and_runs_nothing(me, ws):
     assert p.returncode == 0, p.stderr
     bwrap_part = p.stdout.split("\n\n", 1)[0]
     argv = " ".join(line.strip().rstrip("\\").strip() for line in bwrap_part.splitlines()[1:])
-    for needle in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--cap-drop ALL", "--new-session",
-                   "--seccomp 3"):
+    for needle in ("--unshare-pid", "--die-with-parent", "--cap-drop ALL", "--new-session", "--seccomp 3"):
         assert needle in argv, needle
+    assert "# network: none" in p.stdout  # corral's loopback-only namespace, not bwrap's (offline.py)
     assert "# seccomp filter" in p.stdout
     seccomp_part = p.stdout.split("# seccomp filter", 1)[1]
     assert "socket" in seccomp_part and "io_uring" in seccomp_part
@@ -112,7 +112,8 @@ def test_dry_run_with_network_shows_the_way_out(tmp_path):
     assert "# allowed: example.com" in p.stdout
     plain = subprocess.run([sys.executable, "-m", "corral", "run", "--dry-run", "--", "true"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=30)
-    assert "--unshare-net" in plain.stdout and "resolv.conf" not in plain.stdout
+    # No network: corral's offline namespace (its resolver refuses every name), not bwrap's own.
+    assert "--unshare-net" not in plain.stdout.split("\n\n", 1)[0] and "# network: none" in plain.stdout
 
 
 BAD_MOUNT = r"""

@@ -357,15 +357,17 @@ def cmd_run(args: list[str]) -> int:
         from .sandbox.plan import helper_overlays
 
         overlays = helper_overlays(policy, ctx, session)
-    if (policy.network.enabled or overlays) and not opts.dry_run:
+    if not opts.dry_run:
         from .sandbox.namespaces import NamespaceSession
 
-        # Started first: the namespace helper works while the plan is built.
+        # Started first: the namespace helper works while the plan is built. Without network,
+        # it stays as the responder that refuses names and proxy requests at once.
         namespaces = NamespaceSession(policy.network if policy.network.enabled else None, in_child=True,
-                                      report=report, overlays=overlays, boundary=boundary)
+                                      report=report, overlays=overlays, boundary=boundary,
+                                      offline=not policy.network.enabled)
     try:
         plan = build_plan(policy, ctx, opts.command, dict(os.environ), run_id=run_id, session=session,
-                          output=output, boundary=boundary)
+                          output=output, boundary=boundary, offline=True)
         _timing.mark("plan")
         limits = None
         if policy.limits.any:
@@ -463,6 +465,10 @@ def dry_run(plan, allowed=(), limits=None) -> int:
                   "# HTTP proxy 127.0.0.1:3128, SOCKS5 127.0.0.1:1080"
                   + (", transparent redirect to :15001, resolver 127.0.0.1:53" if plan.network.transparent else "")
                   + "\n# allowed: " + (", ".join(allowed) if allowed else "(nothing)") + "\n")
+    if plan.offline:
+        out.write("\n# network: none; bwrap joins corral's loopback-only network namespace (no --unshare-net),\n"
+                  "# where corral refuses every name (NXDOMAIN, 127.0.0.1:53) and proxy request (403, "
+                  "127.0.0.1:3128)\n")
     if limits is not None:
         out.write("\n# limits: how each is enforced for this launcher\n")
         for line in limits.describe():

@@ -41,7 +41,7 @@ def bwrap_argv(plan: Plan, *, seccomp_fd: int | None, status_fd: int | None,
                ids: tuple[int, int] | None = None) -> list[str]:
     """`ids`: the uid/gid the command must see. Needed with a network plan: bwrap then starts
     inside corral's namespace, where the launching user is mapped differently."""
-    if plan.network is None:
+    if plan.network is None and not plan.offline:
         argv = [plan.bwrap, *NAMESPACES]
     else:  # the network namespace is corral's, already joined; the rest is bwrap's own
         argv = [plan.bwrap, *(ns for ns in NAMESPACES if ns != "--unshare-net")]

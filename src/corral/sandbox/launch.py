@@ -135,7 +135,7 @@ class Run:
         self.pass_fds = (seccomp_r, status_w, *data_fds.values())
         ids = None
         ws = self.plan.workspace
-        needs_namespaces = self.plan.network is not None or (
+        needs_namespaces = self.plan.network is not None or self.plan.offline or (
             ws is not None and ws.mode == "overlay" and not self.plan.overlay_layers)
         if needs_namespaces and self.namespaces is None:
             self.abort()
@@ -155,6 +155,8 @@ class Run:
         return argv
 
     def blocked_summary(self) -> str:
+        if self.plan.offline and self.namespaces is not None:
+            return self.namespaces.offline_summary()  # offline hook: the names refused
         if self.run_info is None or self.namespaces is None:
             return ""
         return self.namespaces.blocked_summary(self.run_info)

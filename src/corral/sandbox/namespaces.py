@@ -20,15 +20,24 @@ class NamespaceSession:
     delaying corral's exit, and a proxy that dies takes its listeners (the only way out)
     with it."""
 
-    def __init__(self, net=None, in_child: bool = False, report=None, overlays=(), boundary=None):
-        from . import netns
-
+    def __init__(self, net=None, in_child: bool = False, report=None, overlays=(), boundary=None,
+                 offline: bool = False):
         self.policy = net
+        # No network: a loopback-only namespace whose helper stays to refuse names and proxy
+        # requests at once, and to tell which were asked for (sandbox/offline.py).
+        self.offline = offline and net is None
         self.rules = compile_rules(net) if net is not None else None
         self.boundary = boundary  # sandbox.boundary.Boundary: what the proxy enforces for credentials
         ports = sorted(boundary.endpoints) if boundary is not None and net is not None else ()
-        self._pending = netns.start(transparent=net.transparent if net is not None else False,
-                                    network=net is not None, overlays=overlays, endpoint_ports=ports)
+        if self.offline:
+            from . import offline as nonet
+
+            self._pending = nonet.start(overlays)
+        else:
+            from . import netns
+
+            self._pending = netns.start(transparent=net.transparent if net is not None else False,
+                                        network=net is not None, overlays=overlays, endpoint_ports=ports)
         self._ns = None
         self.proxy = None
         self.in_child = in_child
@@ -175,6 +184,15 @@ class NamespaceSession:
         if self.in_child or self.proxy is None:
             return ""
         return self.proxy.blocked_summary(info)
+
+    def offline_summary(self) -> str:
+        """The end-of-run line of a run without network: the names it was refused ("" if none)."""
+        if not self.offline or self._ns is None or self._ns.responder is None:
+            return ""
+        from .offline import preset_finder, summary
+
+        names, extra = self._ns.responder.refused()
+        return summary(names, extra, preset_finder()) if names else ""
 
     def close(self) -> None:
         if self.child is not None:

@@ -47,6 +47,15 @@ class _Netlink:
         self.sock.close()
 
 
+def loopback_up() -> None:
+    """`lo` up, nothing else: a namespace where only loopback is reachable (one message)."""
+    nl = _Netlink()
+    try:
+        nl.request(RTM_NEWLINK, struct.pack("BxHiII", socket.AF_UNSPEC, 0, LOOPBACK_INDEX, IFF_UP, IFF_UP), flags=0)
+    finally:
+        nl.close()
+
+
 def configure_loopback(source_v4: str) -> None:
     """`lo` up, a global /32 for IPv4 (a source address for non-loopback destinations), and
     default routes over `lo` for IPv4 and IPv6, so every connect() reaches the redirect."""

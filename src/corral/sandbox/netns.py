@@ -14,13 +14,15 @@ If corral dies, the listeners close with it and the sandbox has no way out at al
 from __future__ import annotations
 
 import os
-import socket
 import struct
 
 from ..errors import SetupError
 
 from .libc import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, enter, load_libc, setns  # noqa: F401 - re-exported
 from .libc import write_file as _write
+
+# `socket` is imported where it is used: sandbox/offline.py uses this module's helpers on the
+# path of a run without network, which needs no socket in corral's own process.
 MS_REC, MS_PRIVATE = 0x4000, 1 << 18
 
 # Addresses inside the namespace. 198.18.0.0/15 is reserved for benchmarking (RFC 2544), so it
@@ -138,6 +140,8 @@ def start(transparent: bool = True, network: bool = True, overlays=(), endpoint_
             "install it (apt-get install nftables), or set network.transparent = false to "
             "reach the network only through the proxy variables",
         )
+    import socket
+
     load_libc()  # once, before fork: the helper and later sandbox children need it
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
@@ -169,26 +173,33 @@ def _map_ids(sock: socket.socket, pid: int) -> None:
     if msg.startswith(b"E") or not msg:
         raise _setup_error(msg[1:].decode(errors="replace") or "the namespace helper died")
     assert msg == b"U", msg
-    uid, gid = os.geteuid(), os.getegid()
     try:
-        if uid == 0:
-            # Root maps every id onto itself so that bwrap, inside, may still look up paths
-            # owned by other users (capabilities only apply to inodes with mapped owners).
-            _write(f"/proc/{pid}/uid_map", "0 0 4294967295\n")
-            _write(f"/proc/{pid}/gid_map", "0 0 4294967295\n")
-        else:
-            # Mapped to 0 inside, so the `nft` we exec keeps its capabilities over the
-            # namespace; bwrap is then told the real uid/gid (see Namespace.inner_ids).
-            _write(f"/proc/{pid}/setgroups", "deny\n")
-            _write(f"/proc/{pid}/uid_map", f"0 {uid} 1\n")
-            _write(f"/proc/{pid}/gid_map", f"0 {gid} 1\n")
+        write_id_maps(pid)
     except OSError as exc:
         sock.send(b"X")
         raise _setup_error(f"writing the namespace's id maps failed: {exc}") from None
     sock.send(b"M")
 
 
+def write_id_maps(pid: int) -> None:
+    """The id maps of the helper's new user namespace (also sandbox/offline.py's helper)."""
+    uid, gid = os.geteuid(), os.getegid()
+    if uid == 0:
+        # Root maps every id onto itself so that bwrap, inside, may still look up paths
+        # owned by other users (capabilities only apply to inodes with mapped owners).
+        _write(f"/proc/{pid}/uid_map", "0 0 4294967295\n")
+        _write(f"/proc/{pid}/gid_map", "0 0 4294967295\n")
+    else:
+        # Mapped to 0 inside, so the `nft` we exec keeps its capabilities over the
+        # namespace; bwrap is then told the real uid/gid (see Namespace.inner_ids).
+        _write(f"/proc/{pid}/setgroups", "deny\n")
+        _write(f"/proc/{pid}/uid_map", f"0 {uid} 1\n")
+        _write(f"/proc/{pid}/gid_map", f"0 {gid} 1\n")
+
+
 def _receive(sock: socket.socket) -> Namespace:
+    import socket
+
     msg, fds, _flags, _addr = socket.recv_fds(sock, 1024, 10)
     if not msg.startswith(b"OK"):
         for fd in fds:
@@ -218,6 +229,7 @@ def _setup_error(why: str) -> SetupError:
 
 def _child(sock: socket.socket, nft: str | None, network: bool, overlays, endpoint_ports=()) -> None:  # pragma: no cover
     import ctypes
+    import socket
 
     libc = load_libc()
     flags = CLONE_NEWUSER | (CLONE_NEWNET if network else 0) | (CLONE_NEWNS if overlays else 0)
@@ -270,6 +282,8 @@ def _mount_overlays(libc, overlays) -> None:  # pragma: no cover - child
 
 
 def _listen(family: int, host: str, port: int) -> socket.socket:
+    import socket
+
     s = socket.socket(family, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if family == socket.AF_INET6:
@@ -300,6 +314,8 @@ def _run_nft(nft: str, rules: str) -> None:  # pragma: no cover - child
 
 def original_destination(sock: socket.socket) -> tuple[str, int]:
     """Where a redirected connection was going (SO_ORIGINAL_DST, v4 or v6)."""
+    import socket
+
     try:
         raw = sock.getsockopt(socket.SOL_IP, 80, 16)
         port, = struct.unpack_from("!H", raw, 2)

@@ -102,6 +102,9 @@ class Plan:
     notices: tuple[str, ...] = ()  # one line each, printed before the run (unless quiet)
     # (name, why) of the launcher's variables withheld because they look like credentials.
     withheld_env: tuple[tuple[str, str], ...] = ()
+    # No network, said at once: corral's loopback-only namespace, whose responder refuses every
+    # name (NXDOMAIN) and proxy request (403) and reports them (sandbox/offline.py).
+    offline: bool = False
 
 
 class HostFS:
@@ -288,10 +291,12 @@ class _Layout:
 def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dict[str, str],
                fs: HostFS | None = None, run_id: str = "", tmp_root: str = "/tmp",
                state_home: str | None = None, session: tuple[str, str, str] | None = None,
-               output: str = "", boundary=None) -> Plan:
+               output: str = "", boundary=None, offline: bool = False) -> Plan:
     """`session`: (name, upper, work) of the overlay session (workspace mode "overlay").
     `output`: a directory made writable for results (`--output`). `boundary`: the launch's
-    resolved credentials (`sandbox.boundary.Boundary`): placeholders and files shown inside."""
+    resolved credentials (`sandbox.boundary.Boundary`): placeholders and files shown inside.
+    `offline`: without network, the caller serves corral's offline namespace (its responder
+    refuses and records names); otherwise names fail from /etc/hosts alone, unrecorded."""
     fs = fs or HostFS()
     fsp = policy.filesystem
     run_id = run_id or os.urandom(6).hex()
@@ -610,6 +615,23 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         resolv = real("/etc/resolv.conf")
         mounts.append(Mount("data", resolv if fs.kind(resolv) == "file" else "/etc/resolv.conf",
                             src=resolv_conf(network), why="the sandbox's resolver (corral's proxy)"))
+    else:
+        # No network: names fail at once as "not found" (never the "temporary failure" of an
+        # unreachable resolver, which clients retry for a minute), from corral's responder.
+        from . import offline as nonet
+
+        offline = offline and fs.kind("/etc/resolv.conf") is not None
+        nss = real("/etc/nsswitch.conf")
+        if fs.kind(nss) == "file":
+            mounts.append(Mount("data", nss, src=nonet.nsswitch_conf(fs.read_text(nss), dns=offline),
+                                why="names from /etc/hosts" + (", then corral's refusing resolver" if offline else " only")))
+        if offline:
+            resolv = real("/etc/resolv.conf")
+            mounts.append(Mount("data", resolv if fs.kind(resolv) == "file" else "/etc/resolv.conf",
+                                src=nonet.resolv_conf(), why="no network: corral's resolver refuses every name"))
+            for name in nonet.LAUNCHER_PROXY_VARS:
+                env.pop(name, None)
+            env.update(nonet.environment(env))
     if identity is not None and not visible(os.path.join(home, ".")):
         # The launcher's HOME (/root) is out of the sandbox uid's reach: programs would warn on
         # every dotfile they try. The private TMPDIR serves as HOME (gone with the run).
@@ -667,6 +689,7 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         run_id=run_id,
         scanned_entries=scan.entries,
         network=network,
+        offline=bool(network is None and offline),
         workspace=workspace,
         identity=identity,
         idmaps=tuple(idmaps),
