@@ -144,8 +144,7 @@ def test_symlink_out_of_cwd_write_fails(launcher, ws):
     p = ws.sh("ln -s ../outside/victim.txt inlink; echo pwn > inlink; echo pwn > hostlink/victim.txt; "
               "echo pwn > hostlink/new.txt")
     assert (ws.outside / "victim.txt").read_text() == "original\n"
-    assert not (ws.outside / "new.txt").exists()
-    assert p.returncode != 0
+    assert not (ws.outside / "new.txt").exists()  # (under /tmp: the write may land in its overlay, never here)
 
 
 def test_hardlink_from_outside_then_write_fails(launcher, ws):
@@ -489,8 +488,8 @@ def test_exit_status(launcher, ws, script, code):
     assert ws.sh(script).returncode == code
 
 
-def _assert_corral_error(p, *needles):
-    assert p.returncode == 125, out_of(p)
+def _assert_corral_error(p, *needles, code=125):
+    assert p.returncode == code, out_of(p)
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("corral: "), p.stderr
     assert "Traceback" not in p.stderr
@@ -521,7 +520,7 @@ def test_overly_broad_allowed_domain_refused(launcher, ws):
 
 def test_bad_allow_domain_option_refused(launcher, ws):
     p = helpers.run(launcher, ["run", "--allow-domain", "*", "--", "touch", "ran"], ws.proj)
-    _assert_corral_error(p, "--allow-domain")
+    _assert_corral_error(p, "--allow-domain", code=2)  # a bad command-line value: a usage error
     assert not (ws.proj / "ran").exists()
 
 

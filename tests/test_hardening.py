@@ -364,3 +364,26 @@ def test_a_datagram_socket_as_stdio_is_refused(launcher, ws):
         c.close()
         d.close()
     assert p.returncode == 0, p.stderr
+
+
+def test_tmp_is_writable_inside_and_its_writes_vanish(launcher, ws):
+    """/tmp: an overlay over the host's. Writes succeed inside and never reach the host; the
+    host's files there stay readable (where the policy allows) and unchanged; a writable area
+    under /tmp (the workspace here) still writes through to the host."""
+    host_file = ws.outside / "kept.txt"
+    host_file.write_text("host\n")
+    ws.chown()
+    name = f"ct-tmp-{os.getpid()}"
+    p = ws.sh(f"echo new > /tmp/{name} && cat /tmp/{name} && cat {host_file} && echo changed > {host_file}; "
+              f"rm -f {host_file}; mkdir -p /tmp/{name}.d && echo in > /tmp/{name}.d/f && echo done > result.txt")
+    assert p.returncode == 0, p.stderr
+    assert "new" in p.stdout and "host" in p.stdout
+    assert not Path(f"/tmp/{name}").exists() and not Path(f"/tmp/{name}.d").exists()
+    assert host_file.read_text() == "host\n"
+    assert (ws.proj / "result.txt").read_text() == "done\n"
+
+
+def test_tmp_overlay_can_be_turned_off(launcher, ws):
+    ws.write("p.toml", "[filesystem]\ntmp_overlay = false\n")
+    p = ws.sh("touch /tmp/ct-ro-probe", "--settings", str(ws.proj / "p.toml"))
+    assert p.returncode != 0 and "Read-only file system" in p.stderr

@@ -278,7 +278,9 @@ def test_fork_loop_is_bounded_by_the_pids_limit(launcher, ws):
     r = helpers.run(launcher, ["run", "--pids", "20", "--", "/usr/bin/python3", "-c", FORK_LOOP], ws.proj, timeout=60)
     assert r.returncode == 0, r.stderr
     started = int(r.stdout.split("started")[1])
-    assert 0 < started <= 20, r.stdout
+    # A cgroup counts the sandbox exactly; the RLIMIT_NPROC fallback counts every process of the
+    # uid, sampled when corral starts (its short-lived helpers included): a little slack.
+    assert 0 < started <= (20 if user_has_cgroups(launcher) else 22), r.stdout
     if user_has_cgroups(launcher):
         assert "corral: pids limit 20 reached (fork refused " in r.stderr
     else:

@@ -1201,10 +1201,15 @@ def _run_unix_script(ws, *opts) -> tuple[dict, list[str]]:
     import helpers
 
     script = ws.write("unix_paths.py", UNIX_PATHS_SCRIPT)
-    socks = _host_unix_sockets(ws.base)
+    # In the workspace (a writable area, seen as the host's): under the rest of /tmp the
+    # sandbox sees an overlay, through which no host socket can be reached at all.
+    where = ws.proj / "socks"
+    where.mkdir()
+    ws.chown()
+    socks = _host_unix_sockets(where)
     mine, theirs = socket.socketpair()
     try:
-        p = helpers.run(ws.launcher, ["run", *opts, "--", "python3", str(script), str(ws.base)], ws.proj,
+        p = helpers.run(ws.launcher, ["run", *opts, "--", "python3", str(script), str(where)], ws.proj,
                         stdin=theirs.fileno(), timeout=60)
         assert p.returncode == 0, p.stdout + p.stderr
         return json.loads(p.stdout.strip().splitlines()[-1]), _drain(socks)

@@ -448,6 +448,9 @@ def dry_run(plan, allowed=(), limits=None) -> int:
     out = sys.stdout
     argv = bwrap_argv(plan, seccomp_fd=3, status_fd=4)
     out.write("# bwrap command (fd 3: seccomp program, fd 4: status pipe)\n")
+    if plan.tmp_overlay is not None:
+        out.write("# (--bind /tmp /tmp binds corral's overlay of /tmp, prepared in a private mount namespace before\n"
+                  "#  bwrap starts: run as printed, without corral, it would bind the host's /tmp writable)\n")
     out.write(" \\\n  ".join(shlex.quote(a) for a in argv) + "\n\n")
     out.write("# mounts, in order\n")
     for m in plan.mounts:

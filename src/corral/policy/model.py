@@ -36,6 +36,8 @@ class FilesystemPolicy:
     deny_secrets: bool | str = True
     # How the working directory is seen: bind | ro | tmpfs | copy | overlay (WORKSPACE_MODES).
     workspace: str = "bind"
+    # /tmp writable inside through an overlay whose writes vanish with the run (False: read-only).
+    tmp_overlay: bool = True
 
 
 WORKSPACE_MODES = ("bind", "ro", "tmpfs", "copy", "overlay")

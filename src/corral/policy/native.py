@@ -27,6 +27,7 @@ SCHEMA: dict[str, dict[str, str]] = {
         "deny_credentials": "bool",
         "deny_secrets": "denysecrets",
         "workspace": "workspace",
+        "tmp_overlay": "bool",
     },
     "network": {
         "allowed_domains": "strings",

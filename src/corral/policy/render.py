@@ -44,6 +44,7 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
         f"deny_credentials = {str(fs.deny_credentials).lower()}",
         f"deny_secrets = {_str(fs.deny_secrets) if isinstance(fs.deny_secrets, str) else str(fs.deny_secrets).lower()}",
         f"workspace = {_str(fs.workspace)}",
+        f"tmp_overlay = {str(fs.tmp_overlay).lower()}",
     ]
     if fs.deny_credentials:
         lines.append("# deny_credentials = true also denies reads of:")

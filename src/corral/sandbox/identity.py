@@ -57,6 +57,19 @@ class Skeleton:
     keep: tuple[tuple[str, str], ...]
 
 
+@frozen
+class TmpOverlay:
+    """/tmp writable inside without touching the host's: an overlay whose lower layer is the
+    host's `path` (readable where the policy allows) and whose upper layer is a tmpfs mounted on
+    `upper` (the run's TMPDIR placeholder, hidden once the overlay is on top), so writes vanish
+    with the run. `keep`: paths under `path` that must stay the host's (writable areas, the
+    session's overlay, skeletons), re-attached on top of the overlay."""
+
+    path: str
+    upper: str
+    keep: tuple[str, ...]
+
+
 def choose(run_as, launcher_uid: int, cwd_owner: tuple[int, int], sandbox_id: tuple[int, int]) -> Identity | None:
     """None: run as the launcher (an unprivileged launcher, or root's explicit opt-in)."""
     if launcher_uid != 0:

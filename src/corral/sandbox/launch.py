@@ -95,6 +95,8 @@ class Run:
         self.setup_probe = -1  # the seccomp pipe's read end: emptied once bwrap built the sandbox
         self.pass_fds: tuple[int, ...] = ()
         self.userns_fds: dict = {}  # (disk ids, shown ids) -> user namespace for idmapped mounts
+        # Asked once, here: in the child, after entering a user namespace, geteuid() says 0.
+        self.launched_by_root = os.geteuid() == 0
 
     def prepare(self, new_session: bool = True) -> list[str]:
         exe = resolve_bwrap(self.plan)
@@ -140,9 +142,10 @@ class Run:
         if needs_namespaces and self.namespaces is None:
             self.abort()
             raise SetupError("this plan needs corral's namespaces (network proxy or overlay), none were given")
-        if self.namespaces is not None:
-            # bwrap starts inside corral's user namespace, where the launching user is mapped
-            # differently: tell it which ids the command must see.
+        if self.namespaces is not None or (self.plan.tmp_overlay is not None and os.geteuid() != 0):
+            # bwrap starts inside corral's user namespace (or the child's own, for /tmp's
+            # overlay), where the launching user is mapped differently: tell it which ids the
+            # command must see.
             run_as = self.plan.run_as if os.geteuid() == 0 else None
             ids = run_as or (os.geteuid(), os.getegid())
         if self.plan.network is not None:
@@ -224,9 +227,26 @@ class Run:
 
         ns = self.namespaces.ns if self.namespaces is not None else None
         plan = self.plan
-        if not (plan.idmaps or plan.skeletons or plan.overlay_layers) or os.geteuid() != 0:
+        if not self.launched_by_root:
+            # Unprivileged: join corral's user namespace (user first: it grants the right to
+            # join the others), or make one of our own, to mount /tmp's overlay before bwrap.
+            # The rlimits first: a user namespace records RLIMIT_NPROC when it is made.
+            if self.limits is not None:
+                self.limits.child.set_rlimits()
             if ns is not None:
-                enter(ns)  # user namespace first: it grants the right to join the others
+                enter(ns)
+            elif plan.tmp_overlay is not None:
+                from .mountprep import self_userns
+
+                self_userns(os.getuid(), os.getgid())
+            if plan.tmp_overlay is not None:
+                from .mountprep import overlay_tmp
+
+                overlay_tmp(plan.tmp_overlay, userxattr=True, new_ns=ns is not None)
+            return
+        if not (plan.idmaps or plan.skeletons or plan.overlay_layers or plan.tmp_overlay):
+            if ns is not None:
+                enter(ns)
             return
         # Root with a view to prepare: still in the initial user namespace, build the view on
         # the overlay's mount namespace (if any), then join the user and network namespaces.
@@ -237,13 +257,16 @@ class Run:
         from .mountprep import prepare
 
         prepare(plan.idmaps, plan.skeletons, self.userns_fds, plan.overlay_layers,
-                plan.workspace.upper if plan.overlay_layers else "", plan.workspace.work if plan.overlay_layers else "")
+                plan.workspace.upper if plan.overlay_layers else "", plan.workspace.work if plan.overlay_layers else "",
+                plan.tmp_overlay)
         if ns is not None:
             enter(ns, mount=False)
 
     def child_drop(self) -> None:
         """Become the sandbox uid (launched by root), then set the rlimits."""
-        run_as = self.plan.run_as if os.geteuid() == 0 else None
+        if not self.launched_by_root:
+            return  # the rlimits were set before entering any user namespace (child_enter)
+        run_as = self.plan.run_as
         if run_as:
             os.setgroups([])
             os.setgid(run_as[1])
@@ -435,7 +458,8 @@ def _spawn(argv: list[str], env: dict[str, str], run: Run, tty_slave) -> int:
     The child enters the run's namespaces, view and cgroups, then drops to the sandbox uid
     (`Run.child_enter`, `Run.child_drop`)."""
     pass_fds = run.pass_fds
-    if run.namespaces is not None or run.plan.idmaps or run.plan.skeletons or run.plan.overlay_layers:
+    if (run.namespaces is not None or run.plan.idmaps or run.plan.skeletons or run.plan.overlay_layers
+            or run.plan.tmp_overlay is not None):
         from .libc import load_libc
 
         load_libc()  # before fork: the child makes its system calls through it

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from .identity import IdMap, Skeleton, swap_map
+from .identity import IdMap, Skeleton, TmpOverlay, swap_map
 from .libc import write_file as _write
 
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
@@ -95,7 +95,7 @@ def reap() -> None:
 
 
 def prepare(idmaps: tuple[IdMap, ...], skeletons: tuple[Skeleton, ...], userns_fds: dict,
-            overlay_layers: tuple[IdMap, ...] = (), upper: str = "", work: str = "") -> None:
+            overlay_layers: tuple[IdMap, ...] = (), upper: str = "", work: str = "", tmp=None) -> None:
     """In the forked child, before setns/setuid: a private mount namespace with the view.
     `userns_fds`: (disk, shown) -> descriptor from `userns()`. `overlay_layers`: (lower,
     session directory): idmapped, then the overlay is mounted on the lower directory with
@@ -113,6 +113,13 @@ def prepare(idmaps: tuple[IdMap, ...], skeletons: tuple[Skeleton, ...], userns_f
 
     check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making the mount tree private")
+    _views(libc, check, idmaps, skeletons, userns_fds, overlay_layers, upper, work)
+    if tmp is not None:
+        overlay_tmp(tmp, userxattr=False, libc=libc)
+
+
+def _views(libc, check, idmaps, skeletons, userns_fds, overlay_layers, upper, work) -> None:
+    import ctypes
 
     def idmapped_clone(m: IdMap) -> int:
         fd = check(libc.syscall(SYS_OPEN_TREE, -100, m.path.encode(),
@@ -160,4 +167,58 @@ def prepare(idmaps: tuple[IdMap, ...], skeletons: tuple[Skeleton, ...], userns_f
         check(libc.syscall(SYS_MOVE_MOUNT, fd, b"", -100, path.encode(), MOVE_MOUNT_F_EMPTY_PATH),
               f"attaching {path} (move_mount)")
         os.close(fd)
+
+
+def overlay_tmp(tmp: TmpOverlay, userxattr: bool, libc=None, new_ns: bool = False) -> None:
+    """/tmp as an overlay: the host's /tmp below, a tmpfs above (on `tmp.upper`, which the
+    overlay then hides), the `keep` paths re-attached from the host on top. `new_ns`: first a
+    private mount namespace (the caller is in a user namespace it owns)."""
+    import ctypes
+
+    if libc is None:
+        from .libc import load_libc
+
+        libc = load_libc()
+
+    def check(ret: int, what: str) -> int:
+        if ret < 0:
+            raise PrepError(ctypes.get_errno(), what)
+        return ret
+
+    if new_ns:
+        check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making the mount tree private")
+    kept = [(p, check(libc.syscall(SYS_OPEN_TREE, -100, p.encode(),
+                                   OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_NO_AUTOMOUNT),
+                      f"open_tree({p})")) for p in tmp.keep]
+    check(libc.mount(b"tmpfs", tmp.upper.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0700"),
+          f"mounting the tmpfs for /tmp's writes on {tmp.upper}")
+    os.mkdir(f"{tmp.upper}/upper", 0o1777)
+    os.chmod(f"{tmp.upper}/upper", 0o1777)
+    os.mkdir(f"{tmp.upper}/work", 0o700)
+    options = f"lowerdir={tmp.path},upperdir={tmp.upper}/upper,workdir={tmp.upper}/work"
+    check(libc.mount(b"overlay", tmp.path.encode(), b"overlay", MS_NOSUID | MS_NODEV,
+                     (options + (",userxattr" if userxattr else "")).encode()),
+          f"mounting the overlay on {tmp.path}")
+    for path, fd in kept:
+        check(libc.syscall(SYS_MOVE_MOUNT, fd, b"", -100, path.encode(), MOVE_MOUNT_F_EMPTY_PATH),
+              f"attaching {path} over the /tmp overlay (move_mount)")
+        os.close(fd)
+
+
+def self_userns(uid: int, gid: int) -> None:
+    """An unprivileged child's own user + mount namespace, itself mapped to 0 (bwrap is then
+    told the real ids), so that it may mount the /tmp overlay before bwrap starts."""
+    import ctypes
+
+    from .libc import load_libc, write_file
+
+    if load_libc().unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise PrepError(err, "unshare(CLONE_NEWUSER|CLONE_NEWNS) for the /tmp overlay")
+    write_file("/proc/self/setgroups", "deny")
+    write_file("/proc/self/uid_map", f"0 {uid} 1\n")
+    write_file("/proc/self/gid_map", f"0 {gid} 1\n")
+    if load_libc().mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        raise PrepError(ctypes.get_errno(), "making the mount tree private")
 

@@ -14,7 +14,7 @@ from .._values import field, frozen, replace
 from ..policy.defaults import credential_paths
 from ..policy.model import LaunchContext, Policy
 from ..workspace import protected
-from .identity import IdMap, Identity, Skeleton
+from .identity import IdMap, Identity, Skeleton, TmpOverlay
 from .seccomp import SeccompOptions
 
 # Decisions for one path; the most specific (deepest) decision wins for everything below it.
@@ -96,6 +96,7 @@ class Plan:
     # idmapped, and the overlay mounted by the launcher's child rather than corral's helper.
     overlay_layers: tuple[IdMap, ...] = ()
     skeletons: tuple[Skeleton, ...] = ()
+    tmp_overlay: TmpOverlay | None = None  # /tmp writable inside, writes gone with the run
     # Symlinks on the way to the policy files in use, in writable areas: (link, target).
     # A link cannot be made read-only; the run's cleanup puts back any it changed.
     policy_links: tuple[tuple[str, str], ...] = ()
@@ -438,7 +439,9 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
                 layout.set(p, REOPEN_RO, f"allow_read ({r.origin})")
 
     # --- protected files in writable areas ---------------------------------------------
-    roots = sorted(p for p, (d, _) in layout.nodes.items() if d in (RW, REOPEN_RW) and layout.writable(p))
+    # (directories only: a re-opened file is writable itself and holds no names to check)
+    roots = sorted(p for p, (d, _) in layout.nodes.items()
+                   if d in (RW, REOPEN_RW) and layout.writable(p) and fs.kind(p) == "dir")
     skip = frozenset(layout.nodes)
     scan = fs.scan_protected(roots, skip, fsp.allow_git_config)
 
@@ -537,12 +540,33 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     placeholders.append(Placeholder(tmpdir, "dir"))
     layout.set(tmpdir, TMPDIR, "private TMPDIR (tmpfs, gone after the run)")
 
+    # /tmp: writable inside, through an overlay whose writes vanish with the run (the host's
+    # files there stay readable where the policy allows). Not when the policy lets the command
+    # write /tmp itself, nor when /tmp is hidden.
+    tmp_overlay = None
+    tmp = real("/tmp")
+    if fsp.tmp_overlay and fs.kind(tmp) == "dir" and not layout.writable(tmp) and layout.state(tmp) != HIDE:
+        keep = {p for p, (d, _) in layout.nodes.items() if d in (RW, REOPEN_RW, WS_OVERLAY) and _under(p, tmp)}
+        keep.update(top for top in skeleton_tops if _under(top, tmp))
+        keep.update(m.path for m in (*idmaps, *overlay_layers) if _under(m.path, tmp))
+        keep.discard(tmpdir)
+        outer = sorted(k for k in keep if not any(o != k and _under(k, o) for o in keep))
+        tmp_overlay = TmpOverlay(tmp, tmpdir, tuple(outer))
+        if _under(cwd, tmp) and cwd != tmp and layout.state(cwd) is None:
+            # The working directory is the project, not "the rest of /tmp": with no write granted
+            # it stays read-only (as it would be without the overlay).
+            layout.set(cwd, RO, "working directory without a write grant (read-only)")
     mounts = [
         Mount("ro-bind", "/", "/", why="whole filesystem read-only"),
         Mount("dev", "/dev", why="minimal /dev"),
         Mount("proc", "/proc", why="own /proc (pid namespace)"),
         Mount("tmpfs", "/dev/shm", perms=0o1777, why="private shared memory"),
     ]
+    if tmp_overlay is not None:
+        # bwrap's `--ro-bind / /` makes every submount read-only: bind the overlay back, writable,
+        # before anything below /tmp is mounted.
+        mounts.insert(1, Mount("bind", tmp_overlay.path, tmp_overlay.path,
+                               why="/tmp: an overlay whose writes vanish with the run"))
     remount = []
     for path in sorted(layout.nodes, key=lambda p: (_depth(p), p)):
         decision, why = layout.nodes[path]
@@ -632,10 +656,16 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
             for name in nonet.LAUNCHER_PROXY_VARS:
                 env.pop(name, None)
             env.update(nonet.environment(env))
-    if identity is not None and not visible(os.path.join(home, ".")):
-        # The launcher's HOME (/root) is out of the sandbox uid's reach: programs would warn on
-        # every dotfile they try. The private TMPDIR serves as HOME (gone with the run).
-        env["HOME"] = tmpdir
+    if identity is not None:
+        # The launcher's HOME (/root) and XDG directories may be out of the sandbox uid's reach:
+        # programs would warn on every dotfile they try. The private TMPDIR serves as HOME (gone
+        # with the run); unreachable XDG_*_HOME variables go, so programs fall back to HOME.
+        if not visible(os.path.join(home, ".")):
+            env["HOME"] = tmpdir
+        for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR"):
+            value = env.get(name)
+            if value and value.startswith("/") and not visible(os.path.join(real(value), ".")):
+                del env[name]
     if identity is not None and "GIT_CONFIG_SYSTEM" not in env:
         # The command's uid owns no repository on the host: git would refuse every one it did not
         # create ("dubious ownership"), even a read-only source to clone. Inside the sandbox that
@@ -695,6 +725,7 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         idmaps=tuple(idmaps),
         overlay_layers=overlay_layers,
         skeletons=skeletons,
+        tmp_overlay=tmp_overlay,
         policy_links=tuple(policy_links),
         notices=tuple(notices),
         withheld_env=withheld_env,

@@ -1,8 +1,8 @@
-"""The root-launch trampoline of `Sandbox.wrap()`: `python -I -m corral.sandbox.wrapped SPEC -- BWRAP...`.
+"""The trampoline of `Sandbox.wrap()`: `python -I -m corral.sandbox.wrapped SPEC -- BWRAP...`.
 
 A wrapped argv is started by someone else's process runner, which cannot prepare the view
-that a root launch needs before dropping to the sandbox uid (idmapped writable areas,
-skeletons, an overlay on idmapped layers) nor join corral's namespaces. This small program does
+the plan needs before bwrap starts (a root launch's idmapped writable areas, skeletons, an
+overlay on idmapped layers; /tmp's overlay for everyone) nor join corral's namespaces. This small program does
 that part of `launch.Run.child_enter/child_drop`, then execs bwrap. SPEC is JSON made by
 `spec()`; the namespaces are reached through /proc/<corral pid>/fd/<n>, as nsenter does.
 """
@@ -23,6 +23,7 @@ def spec(plan, ns=None) -> str:
         "upper": plan.workspace.upper if plan.overlay_layers else "",
         "work": plan.workspace.work if plan.overlay_layers else "",
         "run_as": list(plan.run_as) if plan.run_as else None,
+        "tmp": [plan.tmp_overlay.path, plan.tmp_overlay.upper, list(plan.tmp_overlay.keep)] if plan.tmp_overlay else None,
         "ns": {} if ns is None else {k: f"/proc/{pid}/fd/{fd}" for k, fd in
                                      (("user", ns.user_fd), ("net", ns.net_fd), ("mnt", ns.mnt_fd)) if fd >= 0},
     }
@@ -30,8 +31,8 @@ def spec(plan, ns=None) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from .identity import IdMap, Skeleton
-    from .mountprep import prepare, userns
+    from .identity import IdMap, Skeleton, TmpOverlay
+    from .mountprep import overlay_tmp, prepare, self_userns, userns
     from .libc import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, setns
 
     data = json.loads(argv[0])
@@ -39,15 +40,25 @@ def main(argv: list[str]) -> int:
     idmaps = tuple(IdMap(p, tuple(d), tuple(s)) for p, d, s in data["idmaps"])
     layers = tuple(IdMap(p, tuple(d), tuple(s)) for p, d, s in data["layers"])
     skeletons = tuple(Skeleton(t, tuple(tuple(k) for k in keep)) for t, keep in data["skeletons"])
+    tmp = TmpOverlay(data["tmp"][0], data["tmp"][1], tuple(data["tmp"][2])) if data.get("tmp") else None
     nsfd = {k: os.open(v, os.O_RDONLY | os.O_CLOEXEC) for k, v in data["ns"].items()}
+    if os.geteuid() != 0:  # unprivileged: corral's user namespace, or our own, then /tmp's overlay
+        for key, flag in (("user", CLONE_NEWUSER), ("net", CLONE_NEWNET), ("mnt", CLONE_NEWNS)):
+            if key in nsfd:
+                setns(nsfd[key], flag)
+        if tmp is not None:
+            if "user" not in nsfd:
+                self_userns(os.getuid(), os.getgid())
+            overlay_tmp(tmp, userxattr=True, new_ns="user" in nsfd)
+        os.execvp(cmd[0], cmd)
     fds = {}
     for m in (*idmaps, *layers):
         if (m.disk, m.shown) not in fds:
             fds[(m.disk, m.shown)] = userns(m.disk, m.shown)
     if "mnt" in nsfd:
         setns(nsfd["mnt"], CLONE_NEWNS)
-    if idmaps or layers or skeletons:
-        prepare(idmaps, skeletons, fds, layers, data["upper"], data["work"])
+    if idmaps or layers or skeletons or tmp is not None:
+        prepare(idmaps, skeletons, fds, layers, data["upper"], data["work"], tmp)
     for key, flag in (("user", CLONE_NEWUSER), ("net", CLONE_NEWNET)):
         if key in nsfd:
             setns(nsfd[key], flag)
