@@ -196,8 +196,9 @@ def preset_finder():
 # --- the helper: namespace, then responder ---------------------------------------------------
 #
 # Pipes, not a socket pair: corral's own process then needs neither `socket` nor SCM_RIGHTS (it
-# opens /proc/PID/ns/* of the helper, which stays alive). ctypes is loaded in the helper only;
-# corral loads it just before it forks bwrap's parent (which joins the namespaces).
+# opens /proc/PID/ns/* of the helper, which stays alive). libc (ctypes) is loaded before the fork,
+# as corral needs it anyway to join the namespaces; the helper itself imports only built-in
+# modules (`_socket`, `_signal`, `select`), so that it costs the plan building next to it little.
 
 
 class Namespace:
@@ -258,9 +259,10 @@ class Responder:
 class Pending:
     """The helper, forked; `result()` finishes its setup (id maps) and returns the namespace."""
 
-    def __init__(self, pid: int, ready_r: int, maps_w: int, ctl_w: int, reply_r: int, mount: bool):
+    def __init__(self, pid: int, ready_r: int, maps_w: int, ctl_w: int, reply_r: int, mount: bool,
+                 userns: bool, parent_maps: bool):
         self.pid, self.ready_r, self.maps_w, self.ctl_w, self.reply_r = pid, ready_r, maps_w, ctl_w, reply_r
-        self.mount = mount
+        self.mount, self.userns, self.parent_maps = mount, userns, parent_maps
         self._ns: Namespace | None = None
 
     def result(self) -> Namespace:
@@ -269,25 +271,26 @@ class Pending:
         from . import netns
 
         try:
-            msg = _read_msg(self.ready_r)
-            if msg != b"U":
-                raise netns._setup_error(msg[1:].decode(errors="replace") or "the namespace helper died")
-            try:
-                netns.write_id_maps(self.pid)
-            except OSError as exc:
-                raise netns._setup_error(f"writing the namespace's id maps failed: {exc}") from None
-            os.write(self.maps_w, b"M")
+            if self.parent_maps:
+                msg = _read_msg(self.ready_r)
+                if msg != b"U":
+                    raise netns._setup_error(msg[1:].decode(errors="replace") or "the namespace helper died")
+                try:
+                    netns.write_id_maps(self.pid)
+                except OSError as exc:
+                    raise netns._setup_error(f"writing the namespace's id maps failed: {exc}") from None
+                os.write(self.maps_w, b"M")
             msg = _read_msg(self.ready_r)
             if msg != b"OK":
                 raise netns._setup_error(msg[1:].decode(errors="replace") or "the namespace helper died")
-            fds = [os.open(f"/proc/{self.pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
-                   for kind in ("user", "net", *(("mnt",) if self.mount else ()))]
+            fds = {kind: os.open(f"/proc/{self.pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+                   for kind in (*(("user",) if self.userns else ()), "net", *(("mnt",) if self.mount else ()))}
         except BaseException:
             self.cancel()
             raise
         os.close(self.ready_r)
         os.close(self.maps_w)
-        self._ns = Namespace(fds[0], fds[1], fds[2] if self.mount else -1,
+        self._ns = Namespace(fds.get("user", -1), fds["net"], fds.get("mnt", -1),
                              Responder(self.pid, self.ctl_w, self.reply_r))
         self.pid = 0
         return self._ns
@@ -329,8 +332,16 @@ def _send_msg(fd: int, msg: bytes) -> None:
 
 
 def start(overlays=()) -> Pending:
-    """Fork the helper; it unshares a user + network namespace (+ mount, for `overlays`, see
-    `netns.start`) and waits for its id maps, which `Pending.result()` writes."""
+    """Fork the helper; it unshares a network namespace (+ mount, for `overlays`, see
+    `netns.start`). Launched by root: no user namespace of its own (bwrap makes the sandbox's),
+    unless overlays need one, whose id maps `Pending.result()` then writes. Launched by a user:
+    a user namespace mapping that user to 0, as `netns` does, written by the helper itself."""
+    root = os.geteuid() == 0
+    userns = not root or bool(overlays)
+    parent_maps = root and userns
+    from .libc import load_libc
+
+    load_libc()
     ready_r, ready_w = os.pipe()
     maps_r, maps_w = os.pipe()
     ctl_r, ctl_w = os.pipe()
@@ -342,7 +353,7 @@ def start(overlays=()) -> Pending:
             for fd in (ready_r, maps_w, ctl_w, reply_r):
                 os.close(fd)
             _keep_only({2, ready_w, maps_r, ctl_r, reply_w})
-            _helper(ready_w, maps_r, ctl_r, reply_w, tuple(overlays))
+            _helper(ready_w, maps_r, ctl_r, reply_w, tuple(overlays), userns, parent_maps)
             code = 0
         except BaseException as exc:  # report anything, never unwind into corral's code
             try:
@@ -353,7 +364,7 @@ def start(overlays=()) -> Pending:
             os._exit(code)
     for fd in (ready_w, maps_r, ctl_r, reply_w):
         os.close(fd)
-    return Pending(pid, ready_r, maps_w, ctl_w, reply_r, bool(overlays))
+    return Pending(pid, ready_r, maps_w, ctl_w, reply_r, bool(overlays), userns, parent_maps)
 
 
 def _keep_only(keep: set[int]) -> None:  # pragma: no cover - helper
@@ -372,40 +383,71 @@ def _keep_only(keep: set[int]) -> None:  # pragma: no cover - helper
     os.close(null)
 
 
-def _helper(ready_w: int, maps_r: int, ctl_r: int, reply_w: int, overlays) -> None:  # pragma: no cover
-    import ctypes
-    import signal
-    import socket
+def _helper(ready_w: int, maps_r: int, ctl_r: int, reply_w: int, overlays, userns: bool,
+            parent_maps: bool) -> None:  # pragma: no cover
+    import _signal
+    import _socket as socket
 
     from .libc import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, load_libc, set_name
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(sig, signal.SIG_IGN)  # corral decides when the responder stops
+    for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT):
+        _signal.signal(sig, _signal.SIG_IGN)  # corral decides when the responder stops
     set_name("corral-offline")
     libc = load_libc()
-    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET | (CLONE_NEWNS if overlays else 0)) != 0:
+    uid, gid = os.geteuid(), os.getegid()
+    if libc.unshare((CLONE_NEWUSER if userns else 0) | CLONE_NEWNET | (CLONE_NEWNS if overlays else 0)) != 0:
+        import ctypes
+
         err = ctypes.get_errno()
         raise OSError(err, f"unshare: {os.strerror(err)}")
-    _send_msg(ready_w, b"U")
-    if os.read(maps_r, 1) != b"M":
-        raise OSError("id maps were not written")
+    if parent_maps:
+        _send_msg(ready_w, b"U")
+        if os.read(maps_r, 1) != b"M":
+            raise OSError("id maps were not written")
+    elif userns:  # one id, our own: a process may map itself (no round trip to corral)
+        from .libc import write_file
+
+        write_file("/proc/self/setgroups", "deny\n")
+        write_file("/proc/self/uid_map", f"0 {uid} 1\n")
+        write_file("/proc/self/gid_map", f"0 {gid} 1\n")
     os.close(maps_r)
     if overlays:
         from .netns import _mount_overlays
 
         _mount_overlays(libc, overlays)
-    from .netlink import loopback_up
-
-    loopback_up()  # no address, no route: any other destination is unreachable at once
+    _loopback_up(socket)  # no address, no route: any other destination is unreachable at once
     dns_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dns_sock.bind(("127.0.0.1", DNS_PORT))
     http_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     http_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     http_sock.bind(("127.0.0.1", HTTP_PORT))
     http_sock.listen(128)
+    if not userns:
+        # Root in the initial namespaces: the sockets are bound, nothing more needs privilege.
+        # Parse what the sandbox sends as nobody (corral, root, may still open /proc/PID/ns).
+        os.setgroups([])
+        os.setresgid(65534, 65534, 65534)
+        os.setresuid(65534, 65534, 65534)
     _send_msg(ready_w, b"OK")
     os.close(ready_w)
     serve(ctl_r, reply_w, dns_sock, http_sock)
+
+
+def _loopback_up(socket) -> None:  # pragma: no cover - helper
+    """`lo` up: one rtnetlink message (RTM_NEWLINK, IFF_UP on index 1), as `netlink.py` does."""
+    import struct
+
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    try:
+        body = struct.pack("BxHiII", socket.AF_UNSPEC, 0, 1, 1, 1)
+        nl.send(struct.pack("IHHII", 16 + len(body), 16, 0x1 | 0x4, 1, 0) + body)
+        reply = nl.recv(65536)
+        if struct.unpack_from("H", reply, 4)[0] == 2:  # NLMSG_ERROR: 0 is the acknowledgement
+            err, = struct.unpack_from("i", reply, 16)
+            if err:
+                raise OSError(-err, f"bringing lo up: {os.strerror(-err)}")
+    finally:
+        nl.close()
 
 
 def serve(ctl_r: int, reply_w: int, dns_sock, http_sock) -> None:  # pragma: no cover - the helper
@@ -455,9 +497,10 @@ def serve(ctl_r: int, reply_w: int, dns_sock, http_sock) -> None:  # pragma: no 
     def pump_accept() -> None:
         while True:
             try:
-                sock, _ = http_sock.accept()
+                fd, _ = http_sock._accept()
             except OSError:
                 return
+            sock = type(http_sock)(fileno=fd)
             if len(conns) >= MAX_CONNECTIONS:
                 drop(min(conns, key=lambda fd: conns[fd][2]))
             sock.setblocking(False)
