@@ -483,8 +483,19 @@ def no_racy(monkeypatch):
 
 
 def cache_doc(root):
-    with open(secretscan.cache_path(os.path.realpath(root))) as f:
-        return json.load(f)
+    import marshal
+
+    with open(secretscan.cache_path(os.path.realpath(root)), "rb") as f:
+        data = f.read()
+    assert data.startswith(secretscan._CACHE_MAGIC)
+    return marshal.loads(data[len(secretscan._CACHE_MAGIC):])
+
+
+def write_cache_doc(root, doc):
+    import marshal
+
+    with open(secretscan.cache_path(os.path.realpath(root)), "wb") as f:
+        f.write(secretscan._CACHE_MAGIC + marshal.dumps(doc))
 
 
 def test_warm_scan_reads_nothing(tree, no_racy):
@@ -526,7 +537,12 @@ def test_corrupt_cache_is_ignored_and_rebuilt(tree, no_racy):
     root, _gh = tree
     expected = kinds(secretscan.scan_tree(str(root)))
     path = secretscan.cache_path(os.path.realpath(root))
-    for garbage in (b"\x00not json", b"[1, 2]", json.dumps({"root": os.path.realpath(root), "tag": "x", "files": 3}).encode()):
+    import marshal
+
+    magic = secretscan._CACHE_MAGIC
+    for garbage in (b"\x00not a cache", magic + b"\x00truncated", magic + marshal.dumps([1, 2]),
+                    magic + marshal.dumps({"root": os.path.realpath(root), "tag": "x", "files": 3}),
+                    json.dumps({"root": os.path.realpath(root), "tag": "x", "files": {}}).encode()):
         with open(path, "wb") as f:
             f.write(garbage)
         assert kinds(secretscan.scan_tree(str(root))) == expected
@@ -539,8 +555,7 @@ def test_cache_entry_of_wrong_shape_is_rescanned(tree, no_racy):
     doc = cache_doc(root)
     doc["files"]["node_modules/pkg/config.js"][4] = False  # claims "clean" with a wrong type
     doc["files"]["src/app.py"] = "junk"
-    with open(secretscan.cache_path(os.path.realpath(root)), "w") as f:
-        json.dump(doc, f)
+    write_cache_doc(root, doc)
     assert "github-token" in {f.kind for f in secretscan.scan_tree(str(root)).findings}
 
 
@@ -548,11 +563,11 @@ def test_cache_is_private_and_holds_no_secret(tree, no_racy):
     root, gh = tree
     secretscan.scan_tree(str(root))
     path = secretscan.cache_path(os.path.realpath(root))
-    for p in (path, path[: -len(".json")] + ".secrets.json"):
+    for p in (path, path[: -len(".cache")] + ".secrets.cache"):
         assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
-        with open(p) as f:
-            text = f.read()
-        assert gh not in text and gh[4:12] not in text
+        with open(p, "rb") as f:
+            data = f.read()
+        assert gh.encode() not in data and gh[4:12].encode() not in data
     assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
     assert cache_doc(root)["files"]["node_modules/pkg/config.js"][4] == ["github-token"]
 

@@ -220,12 +220,12 @@ def test_corral_state_and_caches_stay_read_only_with_a_writable_home(launcher, w
     for d in (ws.base / "state", ws.base / "cache"):
         for root, dirs, _ in os.walk(d):
             os.chown(root, launcher.uid, launcher.gid)
-    script = (f"echo x > {env['XDG_CACHE_HOME']}/corral/scan/forged.json; echo rc=$?; "
+    script = (f"echo x > {env['XDG_CACHE_HOME']}/corral/scan/forged.cache; echo rc=$?; "
               f"echo x > {env['XDG_STATE_HOME']}/corral/sessions/forged; echo rc=$?; "
               f"echo ok > {ws.base}/state/fine; echo rc=$?")
     p = helpers.run(launcher, ["run", "--allow-write", str(ws.base), "-c", script], ws.proj, env_extra=env)
     assert p.stdout.splitlines() == ["rc=1", "rc=1", "rc=0"], out_of(p)
-    assert not os.path.exists(env["XDG_CACHE_HOME"] + "/corral/scan/forged.json")
+    assert not os.path.exists(env["XDG_CACHE_HOME"] + "/corral/scan/forged.cache")
 
 
 def test_hard_links_to_secret_files_are_denied_too(launcher, ws):

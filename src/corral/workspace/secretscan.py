@@ -75,7 +75,7 @@ def cache_path(root: str) -> str:
     if not base.startswith("/"):
         base = os.path.join(os.path.expanduser("~"), ".cache")
     # A cheap name (hashlib costs ~4 ms to import); the file records its root, checked on load.
-    return os.path.join(base, "corral", "scan", _digest(root.encode("utf-8", "surrogateescape")) + ".json")
+    return os.path.join(base, "corral", "scan", _digest(root.encode("utf-8", "surrogateescape")) + ".cache")
 
 
 def _digest(data: bytes) -> str:
@@ -91,29 +91,38 @@ def _cache_tag(max_bytes: int) -> str:
                          BINARY_PROBE)).encode())
 
 
+# The cache is corral's own (0700 under XDG_CACHE_HOME, read-only inside every sandbox):
+# marshal, a built-in, loads it without importing json and re on every run's start path.
+_CACHE_MAGIC = b"corral-scan-cache-1\n"
+
+
 def _load_cache(path: str, root: str, tag: str, key: str = "files") -> dict:
-    import json
+    import marshal
 
     try:
         with open(path, "rb") as f:
-            doc = json.loads(f.read())
-        if doc.get("root") == root and doc.get("tag") == tag and isinstance(doc.get(key), dict):
+            data = f.read()
+        if not data.startswith(_CACHE_MAGIC):
+            return {}
+        doc = marshal.loads(data[len(_CACHE_MAGIC):])
+        if (isinstance(doc, dict) and doc.get("root") == root and doc.get("tag") == tag
+                and isinstance(doc.get(key), dict)):
             return doc[key]
-    except (OSError, ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+    except (OSError, ValueError, EOFError, TypeError, AttributeError, RecursionError):
         pass
     return {}
 
 
 def _save_cache(path: str, root: str, tag: str, body: dict) -> None:
-    import json
+    import marshal
 
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         tmp = f"{os.path.dirname(path)}/.scan-{os.getpid()}-{os.urandom(4).hex()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps({"root": root, "tag": tag, **body}, separators=(",", ":")))
+            with os.fdopen(fd, "wb") as f:
+                f.write(_CACHE_MAGIC + marshal.dumps({"root": root, "tag": tag, **body}))
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
@@ -196,7 +205,7 @@ def _is_dir(entry) -> bool:
 
 
 def _secrets_path(cpath: str) -> str:
-    return cpath[: -len(".json")] + ".secrets.json"
+    return cpath[: -len(".cache")] + ".secrets.cache"
 
 
 # Where the per-run denial does not read contents (names are still matched there): installed
