@@ -82,7 +82,7 @@ def test_base_mounts_come_first_and_tmpdir_is_private():
         # deny_write inside allow_write
         (FilesystemPolicy(allow_write=rules("/w/proj"), deny_write=rules("/w/proj/ro"), deny_credentials=False),
          {**BASE, "/w/proj/ro": "dir"},
-         [("bind", "/w/proj"), ("ro-bind", "/w/proj/ro")]),
+         [("bind", "/w/proj"), ("pre-ro-bind", "/w/proj/ro")]),
         # a denied file is /dev/null
         (FilesystemPolicy(allow_write=rules("/w/proj"), deny_read=rules("/w/proj/k.txt"), deny_credentials=False),
          {**BASE, "/w/proj/k.txt": "file"},
@@ -114,7 +114,8 @@ def test_protected_files_found_in_writable_areas_become_read_only():
     policy = FilesystemPolicy(allow_write=rules("/w/proj"), deny_credentials=False)
     plan, fs = plan_for(policy, {**BASE, "/w/proj/sub": "dir"}, protected={"/w/proj/sub/.bashrc": False})
     assert fs.scanned_roots == ["/w/proj"]
-    assert ("ro-bind", "/w/proj/sub/.bashrc") in ops(plan)
+    # inside a writable area: bound read-only by corral's child before bwrap (new mount API)
+    assert ("pre-ro-bind", "/w/proj/sub/.bashrc") in ops(plan)
     assert "/w/proj/sub/.bashrc" in plan.protected_before
 
 
@@ -129,7 +130,7 @@ def test_missing_protected_names_in_the_workspace_root_get_placeholders():
     assert "/home/u/.bashrc" not in paths  # HOME is not writable here
     for path in paths:
         if path != plan.tmpdir:
-            assert ("ro-bind", path) in ops(plan)
+            assert ("pre-ro-bind", path) in ops(plan)
 
 
 def test_allow_git_config_leaves_git_config_writable():
@@ -165,3 +166,22 @@ def test_nested_userns_option_drops_disable_userns():
     plan, _ = plan_for(FilesystemPolicy(allow_write=rules("/w/proj"), deny_credentials=False), BASE, allow_nested_userns=True)
     assert "--disable-userns" not in bwrap_argv(plan, seccomp_fd=3, status_fd=4)
     assert plan.seccomp.allow_nested_userns
+
+
+def test_protections_inside_writable_areas_are_bound_before_bwrap_not_by_it():
+    """Read-only binds of protected paths inside a writable area (and the pins above them) are
+    made by corral's child with the new mount API; bwrap's argv leaves them out, and the plan
+    says the child prepares a mount namespace."""
+    from corral.sandbox.bwrap import bwrap_argv
+
+    plan, _ = plan_for(FilesystemPolicy(allow_write=rules("/w/proj")),
+                       {"/w/proj": "dir", "/w/proj/a": "dir", "/w/proj/a/b": "dir", "/w/proj/a/b/.bashrc": "file"},
+                       protected={"/w/proj/a/b/.bashrc": False})
+    assert ("/w/proj/a/b/.bashrc", True) in plan.premounts
+    assert ("/w/proj/a", False) in plan.premounts and ("/w/proj/a/b", False) in plan.premounts
+    order = [p for p, _ in plan.premounts]
+    assert order.index("/w/proj/a") < order.index("/w/proj/a/b") < order.index("/w/proj/a/b/.bashrc")
+    assert plan.child_mount_ns
+    argv = bwrap_argv(plan, seccomp_fd=3, status_fd=4)
+    assert "/w/proj/a/b/.bashrc" not in argv and "/w/proj/a" not in argv
+    assert argv[argv.index("--bind"):argv.index("--bind") + 3] == ["--bind", "/w/proj", "/w/proj"]

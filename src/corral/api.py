@@ -277,11 +277,11 @@ class Sandbox:
             for name, value in proxy_environment(plan.network, self.policy.network).items():
                 full[k:k] = ["--setenv", name, value]
             network.start()
-            if not plan.identity and plan.tmp_overlay is None:
+            if not plan.identity and not plan.child_mount_ns:
                 me = os.getpid()
                 prefix = ["nsenter", f"--user=/proc/{me}/fd/{network.ns.user_fd}",
                           f"--net=/proc/{me}/fd/{network.ns.net_fd}", "--preserve-credentials", "--"]
-        if plan.identity or plan.tmp_overlay is not None:
+        if plan.identity or plan.child_mount_ns:
             # The view prepared before bwrap (a root launch's sandbox uid and idmapped areas,
             # /tmp's overlay): a runner cannot do that part, so a small trampoline does.
             import sys

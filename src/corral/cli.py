@@ -366,6 +366,7 @@ def cmd_run(args: list[str]) -> int:
                                       report=report, overlays=overlays, boundary=boundary,
                                       offline=not policy.network.enabled)
     try:
+        _timing.mark("namespaces")
         plan = build_plan(policy, ctx, opts.command, dict(os.environ), run_id=run_id, session=session,
                           output=output, boundary=boundary, offline=True)
         _timing.mark("plan")
@@ -690,7 +691,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args or "-d" in args[:1]
     try:
-        return _dispatch(args, debug)
+        status = _dispatch(args, debug)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then caught below
+        return status
     except BrokenPipeError:
         # The reader went away (`corral changes --diff | head -1`): stop quietly, as a
         # program killed by SIGPIPE would (128 + 13); nothing more may reach the closed pipe.

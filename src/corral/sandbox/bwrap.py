@@ -15,6 +15,8 @@ def mount_args(plan: Plan, data_fds: dict[int, int] | None = None) -> list[str]:
     """`data_fds` maps the index of each "data" mount to the descriptor its content is read from."""
     out: list[str] = []
     for i, m in enumerate(plan.mounts):
+        if m.op.startswith("pre-"):
+            continue  # bound by corral's child before bwrap starts (sandbox.mountprep.premount)
         if m.op == "data":
             fd = (data_fds or {}).get(i)
             # Readable by every uid inside (bwrap's default is 0600: a program that drops to

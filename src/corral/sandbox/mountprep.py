@@ -95,7 +95,8 @@ def reap() -> None:
 
 
 def prepare(idmaps: tuple[IdMap, ...], skeletons: tuple[Skeleton, ...], userns_fds: dict,
-            overlay_layers: tuple[IdMap, ...] = (), upper: str = "", work: str = "", tmp=None) -> None:
+            overlay_layers: tuple[IdMap, ...] = (), upper: str = "", work: str = "", tmp=None,
+            pre=()) -> None:
     """In the forked child, before setns/setuid: a private mount namespace with the view.
     `userns_fds`: (disk, shown) -> descriptor from `userns()`. `overlay_layers`: (lower,
     session directory): idmapped, then the overlay is mounted on the lower directory with
@@ -116,6 +117,7 @@ def prepare(idmaps: tuple[IdMap, ...], skeletons: tuple[Skeleton, ...], userns_f
     _views(libc, check, idmaps, skeletons, userns_fds, overlay_layers, upper, work)
     if tmp is not None:
         overlay_tmp(tmp, userxattr=False, libc=libc)
+    premount(pre, libc)
 
 
 def _views(libc, check, idmaps, skeletons, userns_fds, overlay_layers, upper, work) -> None:
@@ -169,10 +171,52 @@ def _views(libc, check, idmaps, skeletons, userns_fds, overlay_layers, upper, wo
         os.close(fd)
 
 
-def overlay_tmp(tmp: TmpOverlay, userxattr: bool, libc=None, new_ns: bool = False) -> None:
+def private_mount_ns() -> None:
+    """A private mount namespace for a caller in a user namespace it owns (corral's)."""
+    import ctypes
+
+    from .libc import load_libc
+
+    libc = load_libc()
+    if libc.unshare(CLONE_NEWNS) < 0 or libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) < 0:
+        raise PrepError(ctypes.get_errno(), "a private mount namespace")
+
+
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
+
+
+def premount(pre, libc=None) -> None:
+    """Bind each (path, read_only) onto itself, in order (parents first): open_tree clone,
+    mount_setattr, move_mount. What bwrap does per `--ro-bind P P`, minus its parse of the
+    whole mount table for every mount."""
+    if not pre:
+        return
+    import ctypes
+
+    if libc is None:
+        from .libc import load_libc
+
+        libc = load_libc()
+    for path, read_only in pre:
+        raw = path.encode()
+        fd = libc.syscall(SYS_OPEN_TREE, -100, raw, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_NO_AUTOMOUNT)
+        if fd < 0:
+            raise PrepError(ctypes.get_errno(), f"open_tree({path})")
+        try:
+            flags = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (MOUNT_ATTR_RDONLY if read_only else 0)
+            attr = (ctypes.c_uint64 * 4)(flags, 0, 0, 0)
+            if libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr, 32) < 0:
+                raise PrepError(ctypes.get_errno(), f"making {path} read-only (mount_setattr)")
+            if libc.syscall(SYS_MOVE_MOUNT, fd, b"", -100, raw, MOVE_MOUNT_F_EMPTY_PATH) < 0:
+                raise PrepError(ctypes.get_errno(), f"binding {path} (move_mount)")
+        finally:
+            os.close(fd)
+
+
+def overlay_tmp(tmp: TmpOverlay, userxattr: bool, libc=None) -> None:
     """/tmp as an overlay: the host's /tmp below, a tmpfs above (on `tmp.upper`, which the
-    overlay then hides), the `keep` paths re-attached from the host on top. `new_ns`: first a
-    private mount namespace (the caller is in a user namespace it owns)."""
+    overlay then hides), the `keep` paths re-attached from the host on top. The caller is in a
+    private mount namespace already."""
     import ctypes
 
     if libc is None:
@@ -185,9 +229,6 @@ def overlay_tmp(tmp: TmpOverlay, userxattr: bool, libc=None, new_ns: bool = Fals
             raise PrepError(ctypes.get_errno(), what)
         return ret
 
-    if new_ns:
-        check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-        check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making the mount tree private")
     kept = [(p, check(libc.syscall(SYS_OPEN_TREE, -100, p.encode(),
                                    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_NO_AUTOMOUNT),
                       f"open_tree({p})")) for p in tmp.keep]

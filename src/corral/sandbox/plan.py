@@ -28,7 +28,10 @@ WS_TMPFS, WS_COPY, WS_OVERLAY = "ws-tmpfs", "ws-copy", "ws-overlay"
 
 @frozen
 class Mount:
-    op: str  # "ro-bind" | "bind" | "dev" | "proc" | "tmpfs" | "dev-null" | "remount-ro" | "data"
+    # "ro-bind" | "bind" | "dev" | "proc" | "tmpfs" | "dev-null" | "remount-ro" | "data", or
+    # "pre-bind" | "pre-ro-bind": a path bound onto itself by corral's child before bwrap starts
+    # (the new mount API: no mountinfo parse per mount); bwrap carries it with its parent's bind.
+    op: str
     dest: str
     src: str = ""  # for "data": the file's content
     perms: int | None = None
@@ -97,6 +100,17 @@ class Plan:
     overlay_layers: tuple[IdMap, ...] = ()
     skeletons: tuple[Skeleton, ...] = ()
     tmp_overlay: TmpOverlay | None = None  # /tmp writable inside, writes gone with the run
+
+    @property
+    def premounts(self) -> tuple[tuple[str, bool], ...]:
+        """(path, read_only) bound onto itself by corral's child before bwrap, in order."""
+        return tuple((m.dest, m.op == "pre-ro-bind") for m in self.mounts if m.op.startswith("pre-"))
+
+    @property
+    def child_mount_ns(self) -> bool:
+        """Does corral's child prepare a mount namespace before bwrap starts?"""
+        return bool(self.idmaps or self.skeletons or self.overlay_layers or self.tmp_overlay is not None
+                    or any(m.op.startswith("pre-") for m in self.mounts))
     # Symlinks on the way to the policy files in use, in writable areas: (link, target).
     # A link cannot be made read-only; the run's cleanup puts back any it changed.
     policy_links: tuple[tuple[str, str], ...] = ()
@@ -298,6 +312,8 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     resolved credentials (`sandbox.boundary.Boundary`): placeholders and files shown inside.
     `offline`: without network, the caller serves corral's offline namespace (its responder
     refuses and records names); otherwise names fail from /etc/hosts alone, unrecorded."""
+    from .._timing import mark
+
     fs = fs or HostFS()
     fsp = policy.filesystem
     run_id = run_id or os.urandom(6).hex()
@@ -369,6 +385,7 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         if fsp.deny_secrets:
             deny_read.extend((p, "secret file found by `corral scan` (deny_secrets)")
                              for p in found if not (mode == "copy" and _under(p, cwd)))
+    mark("secret-scan")
     if globs:
         for match in fs.expand_globs([g.path for g in globs]):
             deny_read.append((match, "deny_read glob match"))
@@ -520,6 +537,7 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     # --- persistence outside the project: HOME entries, the launcher's PATH, spools -------
     notices.extend(_protect_outside(layout, fs, ctx, environ, cwd, protect, placeholders))
 
+    mark("protected-scan")
     # --- pins: directories leading to a protected path cannot be renamed or removed ------
     # A read-only bind protects a file, not the name of its parent: `mv .git .git2` would move
     # the protected hooks away (and the host's repository with them). A mount point cannot be
@@ -574,14 +592,19 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
             continue  # scratch space starts empty: nothing of the real directory shows through
         if not visible(path):
             continue  # out of the sandbox uid's sight: nothing there to protect or hide
-        if decision in (RW, PIN):
+        if decision == PIN:
+            mounts.append(Mount("pre-bind", path, path, why=why))
+        elif decision == RW:
             mounts.append(Mount("bind", path, path, why=why))
         elif decision == REOPEN_RW:
             mounts.append(Mount("bind", path, path, why=why))
         elif decision in (RO, PROTECT, REOPEN_RO):
             if decision != REOPEN_RO and _under_hidden(layout, path):
                 continue  # invisible already; binding it would re-expose it
-            mounts.append(Mount("ro-bind", path, path, why=why))
+            # Inside a writable area (protected files, placeholders, deny_write): made read-only
+            # before bwrap starts; bwrap's bind of the area carries them.
+            pre = decision != REOPEN_RO and path != "/" and layout.writable(os.path.dirname(path))
+            mounts.append(Mount("pre-ro-bind" if pre else "ro-bind", path, path, why=why))
         elif decision == HIDE:
             if path in hidden_files:
                 mounts.append(Mount("dev-null", path, "/dev/null", why=why))

@@ -24,6 +24,7 @@ def spec(plan, ns=None) -> str:
         "work": plan.workspace.work if plan.overlay_layers else "",
         "run_as": list(plan.run_as) if plan.run_as else None,
         "tmp": [plan.tmp_overlay.path, plan.tmp_overlay.upper, list(plan.tmp_overlay.keep)] if plan.tmp_overlay else None,
+        "pre": [list(p) for p in plan.premounts],
         "ns": {} if ns is None else {k: f"/proc/{pid}/fd/{fd}" for k, fd in
                                      (("user", ns.user_fd), ("net", ns.net_fd), ("mnt", ns.mnt_fd)) if fd >= 0},
     }
@@ -32,7 +33,7 @@ def spec(plan, ns=None) -> str:
 
 def main(argv: list[str]) -> int:
     from .identity import IdMap, Skeleton, TmpOverlay
-    from .mountprep import overlay_tmp, prepare, self_userns, userns
+    from .mountprep import overlay_tmp, premount, prepare, private_mount_ns, self_userns, userns
     from .libc import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, setns
 
     data = json.loads(argv[0])
@@ -41,15 +42,20 @@ def main(argv: list[str]) -> int:
     layers = tuple(IdMap(p, tuple(d), tuple(s)) for p, d, s in data["layers"])
     skeletons = tuple(Skeleton(t, tuple(tuple(k) for k in keep)) for t, keep in data["skeletons"])
     tmp = TmpOverlay(data["tmp"][0], data["tmp"][1], tuple(data["tmp"][2])) if data.get("tmp") else None
+    pre = tuple((p, bool(ro)) for p, ro in data.get("pre", ()))
     nsfd = {k: os.open(v, os.O_RDONLY | os.O_CLOEXEC) for k, v in data["ns"].items()}
     if os.geteuid() != 0:  # unprivileged: corral's user namespace, or our own, then /tmp's overlay
         for key, flag in (("user", CLONE_NEWUSER), ("net", CLONE_NEWNET), ("mnt", CLONE_NEWNS)):
             if key in nsfd:
                 setns(nsfd[key], flag)
-        if tmp is not None:
-            if "user" not in nsfd:
+        if tmp is not None or pre:
+            if "user" in nsfd:
+                private_mount_ns()
+            else:
                 self_userns(os.getuid(), os.getgid())
-            overlay_tmp(tmp, userxattr=True, new_ns="user" in nsfd)
+            if tmp is not None:
+                overlay_tmp(tmp, userxattr=True)
+            premount(pre)
         os.execvp(cmd[0], cmd)
     fds = {}
     for m in (*idmaps, *layers):
@@ -57,8 +63,8 @@ def main(argv: list[str]) -> int:
             fds[(m.disk, m.shown)] = userns(m.disk, m.shown)
     if "mnt" in nsfd:
         setns(nsfd["mnt"], CLONE_NEWNS)
-    if idmaps or layers or skeletons or tmp is not None:
-        prepare(idmaps, skeletons, fds, layers, data["upper"], data["work"], tmp)
+    if idmaps or layers or skeletons or tmp is not None or pre:
+        prepare(idmaps, skeletons, fds, layers, data["upper"], data["work"], tmp, pre)
     for key, flag in (("user", CLONE_NEWUSER), ("net", CLONE_NEWNET)):
         if key in nsfd:
             setns(nsfd[key], flag)
