@@ -45,7 +45,6 @@ compile there (checked when mapping; the rare JavaScript-only spelling is refuse
 
 from __future__ import annotations
 
-import json
 
 from ..errors import PolicyError, UnsupportedFeature
 from . import paths
@@ -126,7 +125,12 @@ class Bool(_Node):
 class Enum(_Node):
     def __init__(self, *values):
         self.values = values
-        self.expect = "one of " + ", ".join(json.dumps(v) for v in values)
+
+    @property
+    def expect(self) -> str:  # only for messages: `json` is imported when one is written
+        from json import dumps
+
+        return "one of " + ", ".join(dumps(v) for v in self.values)
 
 
 class Array(_Node):
@@ -202,7 +206,9 @@ def _child(key: str, name: str) -> str:
 
 def _record_child(key: str, name: str) -> str:
     # Record keys are free text ("github.com:22"); quote them so the path stays readable.
-    return f"{key}[{json.dumps(name)}]"
+    from json import dumps
+
+    return f"{key}[{dumps(name)}]"
 
 
 def _utf16_len(text: str) -> int:
@@ -1521,13 +1527,15 @@ def load_srt_settings(text: str, source: str, ctx: LaunchContext) -> Policy:
         # srt refuses an empty file too: falling back to defaults would drop rules silently.
         raise PolicyError(source, "", None, "empty settings file: expected a JSON object with "
                           "at least network and filesystem")
+    from .._json import loads
+
     try:
         # JavaScript's JSON.parse rejects NaN/Infinity; Python's json accepts them unless told.
-        data = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as err:
-        raise PolicyError(
-            source, "", None, f"invalid JSON: {err.msg} at line {err.lineno} column {err.colno}"
-        ) from None
+        data = loads(text, parse_constant=_reject_constant)
     except ValueError as err:
+        if hasattr(err, "lineno"):  # json.JSONDecodeError
+            raise PolicyError(
+                source, "", None, f"invalid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+            ) from None
         raise PolicyError(source, "", None, f"invalid JSON: {err} is not a JSON value") from None
     return convert(data, source, ctx)
