@@ -35,7 +35,9 @@ def loads(text: str, parse_constant):
         value, end = scan(text, start)
         if text[end:].strip(_WS) == "":
             return value
-    except (ImportError, StopIteration, ValueError, RecursionError):
+    except (ImportError, StopIteration, ValueError, RecursionError, SystemError):
+        # (SystemError: the C scanner on some truncated documents, e.g. `{"a": {`; json.loads
+        # then reports them properly)
         pass
     import json
 
