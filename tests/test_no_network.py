@@ -9,6 +9,7 @@ are corral's responder inside and the test's own on 127.0.0.1.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -242,3 +243,15 @@ def test_pip_download_fails_in_seconds_not_minutes(launcher, ws):
     assert r.returncode != 0
     assert "pypi.org" in _end_line(r.stderr)
     assert took < 10  # a sanity bound (today: well under 1 s); before: 8 s of retries
+
+
+def test_refused_names_are_audited_and_suggest_allows_them(launcher, ws):
+    """A run without network leaves its refusals in the audit log: `corral audit --suggest`
+    then names the allowance (a preset when one covers the name)."""
+    name = f"nonet-{os.getpid()}.example.org"
+    p = ws.sh(f"python3 -c \"import socket; socket.getaddrinfo('{name}', 443)\"; "
+              "python3 -c \"import socket; socket.getaddrinfo('files.pythonhosted.org', 443)\"")
+    assert name in p.stderr
+    s = helpers.run(launcher, ["audit", "--suggest"], ws.proj)
+    assert s.returncode == 0, s.stdout + s.stderr
+    assert f"--allow-domain {name}" in s.stdout and "--allow-preset pypi" in s.stdout, s.stdout

@@ -160,7 +160,10 @@ class Run:
 
     def blocked_summary(self) -> str:
         if self.plan.offline and self.namespaces is not None:
-            return self.namespaces.offline_summary()  # offline hook: the names refused
+            from ..proxy.runs import describe_command
+
+            # offline hook: the names refused, said and audited (`corral audit --suggest` reads them)
+            return self.namespaces.offline_summary(self.plan.run_id, describe_command(self.plan.argv))
         if self.run_info is None or self.namespaces is None:
             return ""
         return self.namespaces.blocked_summary(self.run_info)

@@ -185,13 +185,27 @@ class NamespaceSession:
             return ""
         return self.proxy.blocked_summary(info)
 
-    def offline_summary(self) -> str:
-        """The end-of-run line of a run without network: the names it was refused ("" if none)."""
+    def offline_summary(self, run_id: str = "", command: str = "") -> str:
+        """The end-of-run line of a run without network: the names it was refused ("" if none).
+        With `run_id`, each name also goes to the audit log, so `corral audit --suggest` sees
+        the run (one line per name: the responder keeps no counts)."""
         if not self.offline or self._ns is None or self._ns.responder is None:
             return ""
         from .offline import preset_finder, summary
 
         names, extra = self._ns.responder.refused()
+        if names and run_id:
+            from ..proxy.audit import AuditLog, default_path
+
+            log = AuditLog(default_path())
+            try:
+                for name in names:
+                    host, _, port = name.rpartition(":") if name.count(":") == 1 else (name, "", "")
+                    log.write({"run": run_id, "command": command, "proto": "dns" if not port else "http",
+                               "host": host or name, **({"port": int(port)} if port.isdigit() else {}),
+                               "decision": "block", "reason": "no network for this run"})
+            finally:
+                log.close()
         return summary(names, extra, preset_finder()) if names else ""
 
     def close(self) -> None:

@@ -689,6 +689,11 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
             value = env.get(name)
             if value and value.startswith("/") and not visible(os.path.join(real(value), ".")):
                 del env[name]
+        # PATH entries it cannot search (/root/.local/bin) only turn "command not found" into
+        # "permission denied": they go too.
+        if "PATH" in env:
+            env["PATH"] = ":".join(d for d in env["PATH"].split(":")
+                                   if not d.startswith("/") or visible(os.path.join(real(d), ".")))
     if identity is not None and "GIT_CONFIG_SYSTEM" not in env:
         # The command's uid owns no repository on the host: git would refuse every one it did not
         # create ("dubious ownership"), even a read-only source to clone. Inside the sandbox that
