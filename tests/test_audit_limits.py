@@ -283,7 +283,7 @@ def test_dns_flood_of_a_refused_name_leaves_a_bounded_aggregated_log(launcher, w
     assert all(r["decision"] == "block" and r["proto"] == "dns" for r in mine)
     assert path.stat().st_size < 20_000
     # the end-of-run summary names the host and every attempt
-    assert f"flood-ct.example.org ({n})" in p.stderr, p.stderr
+    assert f"flood-ct.example.org (not allowed, {n} attempts)" in p.stderr, p.stderr
 
 
 def test_dns_flood_of_distinct_names_is_rate_limited_and_rotated_at_the_cap(launcher, ws):

@@ -6,12 +6,13 @@ from __future__ import annotations
 class RunInfo:
     """One sandboxed command as the proxy knows it: credentials and what it was refused."""
 
-    __slots__ = ("run_id", "command", "user", "token", "blocked", "blocked_other")
+    __slots__ = ("run_id", "command", "user", "token", "blocked", "blocked_other", "why")
 
     def __init__(self, run_id: str, command: str, user: str, token: str):
         self.run_id, self.command, self.user, self.token = run_id, command, user, token
         self.blocked: dict[str, int] = {}  # "host:port" -> attempts (at most MAX_BLOCKED_NAMES of them)
         self.blocked_other = 0  # attempts on names past that
+        self.why: dict[str, str] = {}  # "host:port" -> the reason of its first refusal
 
 
 _SECRETISH = ("token", "secret", "passw", "bearer", "authorization", "api_key", "apikey", "api-key",

@@ -187,6 +187,7 @@ class Proxy:
                 key = hostport(fields.get("host", "?"), fields.get("port"))
                 if key in run.blocked or len(run.blocked) < MAX_BLOCKED_NAMES:  # the sandbox picks the names
                     run.blocked[key] = run.blocked.get(key, 0) + 1
+                    run.why.setdefault(key, str(fields.get("reason") or ""))
                 else:
                     run.blocked_other += 1
         self.audit.write(fields)
@@ -360,12 +361,22 @@ class Proxy:
         from ..display import shown
 
         items = sorted(run.blocked.items(), key=lambda kv: -kv[1])
-        names = ", ".join(f"{shown(k, 100)} ({n})" if n > 1 else shown(k, 100) for k, n in items[:8])
+        parts, allow = [], {}
+        for key, n in items[:8]:
+            why = run.why.get(key, "")
+            if why.endswith(("is not in allowedDomains", "is not in allowed_domains")):
+                host, _, port = key.rpartition(":") if key.count(":") == 1 else (key, "", "")
+                allow[host if port in ("", "80", "443") else key] = None  # the usual ports: the name
+                why = "not allowed"
+            detail = ", ".join(x for x in (shown(why, 120) if why else "", f"{n} attempts" if n > 1 else "") if x)
+            parts.append(shown(key, 100) + (f" ({detail})" if detail else ""))
         others = len(items) - 8 if len(items) > 8 else 0
         more = f" and {others} more" if others else ""
         if run.blocked_other:
             more += f" (and {run.blocked_other} attempts on further names)"
-        return f"corral: blocked network access to {names}{more} (see `corral audit --blocked`)"
+        hint = ("allow with " + " ".join(f"--allow-domain {shown(h, 100)}" for h in list(allow)[:3]) + "; ") if allow else ""
+        return (f"corral: blocked network access to {', '.join(parts)}{more} ({hint}"
+                "`corral audit --suggest` prints what would allow them)")
 
 
 # -- helpers ------------------------------------------------------------------------------------
