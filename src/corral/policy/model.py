@@ -175,6 +175,7 @@ class NetworkPolicy:
     require_host_match: bool = True  # terminated requests: Host must agree with SNI/CONNECT (else 421)
     refuse_opaque_tunnels: bool = False  # refuse CONNECTs that are not terminated TLS
     strip_response_headers: tuple[str, ...] = ()
+    srt_words: bool = field(default=False, compare=False)  # read from srt JSON: refusals name srt keys
 
     @property
     def enabled(self) -> bool:

@@ -12,7 +12,8 @@ def compile_rules(net, source: str = "<policy>"):
         return _LAST[0][1]
     try:
         rules = Rules(allowed=net.allowed_domains, denied=net.denied_domains, reasons=dict(net.denied_reasons),
-                     denied_addresses=net.denied_addresses, trusted=net.trust_resolution)
+                     denied_addresses=net.denied_addresses, trusted=net.trust_resolution,
+                     words="srt" if net.srt_words else "native")
     except ValueError as exc:
         from .vocabulary import network_error
 

@@ -1339,6 +1339,7 @@ def _network(net: dict, source: str, ctx: LaunchContext) -> NetworkPolicy:
         parent = ParentProxy(http=pp.get("http"), https=pp.get("https"), no_proxy=no_proxy,
                              origin=f"{source}:network.parentProxy")
     policy = NetworkPolicy(
+        srt_words=True,
         allowed_domains=tuple(net["allowedDomains"]),
         denied_domains=tuple(net["deniedDomains"]),
         # srt keeps reasons for entries that are not denied; they can never apply, so drop them.

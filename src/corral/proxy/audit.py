@@ -396,6 +396,7 @@ def _size(n) -> str:
 # -- `corral audit --suggest`: the allowances that would have let a run through ------------------
 
 NOT_ALLOWED_TAIL = "is not in allowedDomains"  # rules.Rules._judge's words for "no entry allows it"
+NOT_ALLOWED_TAIL_NATIVE = "is not in allowed_domains"  # the same, for native TOML and CLI input
 NO_NETWORK = "no network for this run"  # a run without network (sandbox.offline): any allowance helps
 
 
@@ -464,7 +465,7 @@ def suggest(records, run: str | None = None) -> Suggestion | None:
         elif TRUST_HINT in reason:
             if host not in out.trust:
                 out.trust.append(host)
-        elif rec.get("rule") or not (reason.endswith(NOT_ALLOWED_TAIL) or reason == NO_NETWORK):
+        elif rec.get("rule") or not (reason.endswith((NOT_ALLOWED_TAIL, NOT_ALLOWED_TAIL_NATIVE)) or reason == NO_NETWORK):
             out.other[where] = reason or f"rule {rec.get('rule')}"
         else:
             entries[_entry(host, port)] = host

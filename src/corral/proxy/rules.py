@@ -348,6 +348,10 @@ def _first(patterns, port: int | None) -> Pattern | None:
     return None
 
 
+# The keys refusals name, in the words of the policy's input: srt JSON or corral's own.
+KEYS = {"srt": ("allowedDomains", "deniedDomains"), "native": ("allowed_domains", "denied_domains")}
+
+
 def _as_list(texts) -> tuple:
     return (texts,) if isinstance(texts, str) else tuple(texts)
 
@@ -412,22 +416,23 @@ def _to_ip(value):
 class Rules:
     """A compiled, immutable rule set; build a changed one with `with_allowed` / `with_denied`."""
 
-    __slots__ = ("allowed", "denied", "reasons", "denied_addresses", "trusted", "_allow", "_deny", "_trust")
+    __slots__ = ("allowed", "denied", "reasons", "denied_addresses", "trusted", "words", "_allow", "_deny", "_trust")
 
-    def __init__(self, allowed=(), denied=(), reasons=None, denied_addresses=(), trusted=()):
+    def __init__(self, allowed=(), denied=(), reasons=None, denied_addresses=(), trusted=(), words="srt"):
         self._init(
             _compile(_as_list(allowed), denied=False),
             _compile(_as_list(denied), denied=True),
             reasons,
             _compile_addresses(_as_list(denied_addresses)),
             _compile_trusted(_as_list(trusted)),
+            words,
         )
 
     @classmethod
     def compile(cls, allowed=(), denied=(), reasons=None, denied_addresses=(), trusted=()) -> Rules:
         return cls(allowed, denied, reasons, denied_addresses, trusted)
 
-    def _init(self, allowed, denied, reasons, denied_addresses, trusted=()):
+    def _init(self, allowed, denied, reasons, denied_addresses, trusted=(), words="srt"):
         reasons = dict(reasons or {})
         denied_texts = {p.text for p in denied}
         for key, why in reasons.items():
@@ -443,6 +448,7 @@ class Rules:
         put(self, "reasons", MappingProxyType(reasons))
         put(self, "denied_addresses", denied_addresses)  # (text, network) pairs
         put(self, "trusted", trusted)  # trust_resolution patterns
+        put(self, "words", words)  # the key names refusals use: "srt" (allowedDomains) or "native"
         put(self, "_allow", _Index(allowed))
         put(self, "_deny", _Index(denied))
         put(self, "_trust", _Index(trusted))
@@ -455,7 +461,7 @@ class Rules:
 
     def _changed(self, allowed, denied) -> Rules:
         new = object.__new__(Rules)
-        new._init(allowed, denied, self.reasons, self.denied_addresses, self.trusted)
+        new._init(allowed, denied, self.reasons, self.denied_addresses, self.trusted, self.words)
         return new
 
     def with_allowed(self, texts) -> Rules:
@@ -477,7 +483,7 @@ class Rules:
         ]
 
     def _deny_reason(self, hit: Pattern) -> str:
-        return self.reasons.get(hit.text) or f"denied by deniedDomains entry {hit.text!r}"
+        return self.reasons.get(hit.text) or f"denied by {KEYS[self.words][1]} entry {hit.text!r}"
 
     def decide(self, host: str, port: int) -> Decision:
         """The decision on a name or IP literal, before any DNS lookup."""
@@ -507,9 +513,9 @@ class Rules:
             return Decision(False, hit.text, self._deny_reason(hit), DENY_RULE)
         hit = self._allow.match(name, ip, allow_port)
         if hit is not None:
-            return Decision(True, hit.text, f"allowed by allowedDomains entry {hit.text!r}", ALLOW)
+            return Decision(True, hit.text, f"allowed by {KEYS[self.words][0]} entry {hit.text!r}", ALLOW)
         where = _where(name, ip, deny_port) if deny_port is not None else name
-        return Decision(False, "", f"{where} is not in allowedDomains", NOT_ALLOWED)
+        return Decision(False, "", f"{where} is not in {KEYS[self.words][0]}", NOT_ALLOWED)
 
     def check_resolved(self, host: str, port: int, addrs, host_addrs=frozenset()) -> Decision:
         """The decision on dialing `addrs`, the addresses `host` resolved to (or the literal itself).
