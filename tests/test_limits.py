@@ -279,8 +279,9 @@ def test_fork_loop_is_bounded_by_the_pids_limit(launcher, ws):
     assert r.returncode == 0, r.stderr
     started = int(r.stdout.split("started")[1])
     # A cgroup counts the sandbox exactly; the RLIMIT_NPROC fallback counts every process of the
-    # uid, sampled when corral starts (its short-lived helpers included): a little slack.
-    assert 0 < started <= (20 if user_has_cgroups(launcher) else 22), r.stdout
+    # uid, sampled when corral starts (its helpers and anything else the uid runs then, which may
+    # exit during the run): approximate by a few, documented so, but bounded (the loop tries 200).
+    assert 0 < started <= (20 if user_has_cgroups(launcher) else 26), r.stdout
     if user_has_cgroups(launcher):
         assert "corral: pids limit 20 reached (fork refused " in r.stderr
     else:
