@@ -387,3 +387,55 @@ def test_tmp_overlay_can_be_turned_off(launcher, ws):
     ws.write("p.toml", "[filesystem]\ntmp_overlay = false\n")
     p = ws.sh("touch /tmp/ct-ro-probe", "--settings", str(ws.proj / "p.toml"))
     assert p.returncode != 0 and "Read-only file system" in p.stderr
+
+
+def test_root_launch_as_another_user_denies_and_protects_that_users_home(me, ws):
+    """`sudo corral run` in a user's project runs as that user: their credentials stay
+    unreadable, and from their home directory its start-up files stay protected."""
+    import pwd
+
+    if not me.is_root:
+        pytest.skip("needs root: only root launches run as another user")
+    user = pwd.getpwnam("corral-test")
+    home = Path(user.pw_dir)
+    secret = marker()
+    made = []
+    for rel in (".ssh/id_ct", ".aws/credentials"):
+        p = home / rel
+        if not p.parent.exists():
+            p.parent.mkdir(parents=True)
+            made.append(p.parent)
+        p.write_text(secret)
+        made.append(p)
+        os.chown(p.parent, user.pw_uid, user.pw_gid)
+        os.chown(p, user.pw_uid, user.pw_gid)
+        p.chmod(0o600)
+    try:
+        os.chown(ws.proj, user.pw_uid, user.pw_gid)
+        p = subprocess.run(me.argv(["run", "--", "sh", "-c", f"id -u; cat {home}/.ssh/id_ct {home}/.aws/credentials"]),
+                           cwd=ws.proj, env=me.env, capture_output=True, text=True, timeout=60)
+        assert p.stdout.split()[0] == str(user.pw_uid), p.stdout + p.stderr
+        assert secret not in p.stdout
+        before = snapshot(home)
+        p = subprocess.run(me.argv(["run", "--", "sh", "-c", "mkdir -p .local/bin; echo x > .local/bin/git; "
+                                    "echo x > .bash_aliases; echo x >> .bashrc"]),
+                           cwd=home, env=me.env, capture_output=True, text=True, timeout=60)
+        after = snapshot(home)
+        assert not (home / ".local" / "bin" / "git").exists() and not (home / ".bash_aliases").exists(), p.stderr
+        assert after.get(".bashrc") == before.get(".bashrc")
+    finally:
+        for p in reversed(made):
+            rmtree(p) if p.is_dir() else p.unlink()
+
+
+def test_unprivileged_launch_in_a_directory_it_cannot_write_runs(launcher, ws):
+    """No placeholders where the launcher cannot create files (the command cannot either)."""
+    locked = ws.base / "locked"
+    locked.mkdir()
+    (locked / "f.txt").write_text("x\n")
+    os.chown(locked, 0, 0)
+    locked.chmod(0o755)
+    p = subprocess.run(launcher.argv(["run", "--", "cat", "f.txt"]), cwd=locked, env=launcher.env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == "x\n", p.stderr
+    assert sorted(os.listdir(locked)) == ["f.txt"]

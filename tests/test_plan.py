@@ -26,6 +26,9 @@ class FakeFS(HostFS):
     def kind(self, path):
         return self.entries.get(path)
 
+    def may_create_in(self, directory):
+        return self.entries.get(directory) == "dir"
+
     def secret_files(self, workspace, home, content="full"):
         return [p for p, k in self.entries.items() if k == "file" and p.rsplit("/", 1)[-1] == ".env"]
 

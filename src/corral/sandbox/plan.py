@@ -156,6 +156,19 @@ class HostFS:
         except OSError:
             return None
 
+    def may_create_in(self, directory: str) -> bool:
+        """Can the launcher create entries in `directory`? (Where it cannot, the command cannot
+        either: launched by root it can, launched unprivileged the kernel's checks apply.)"""
+        return os.access(directory, os.W_OK | os.X_OK)
+
+    def home_of(self, uid: int) -> str | None:
+        import pwd
+
+        try:
+            return pwd.getpwuid(uid).pw_dir
+        except KeyError:
+            return None
+
     def sandbox_id(self) -> tuple[int, int]:
         """The dedicated uid/gid for root launches (identity.SANDBOX_USER, else SANDBOX_ID)."""
         import pwd
@@ -360,36 +373,6 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
             deny_write_missing.append((p, r.origin))
     write_state = dict(layout.nodes)  # writability before reads are considered (for reopen)
 
-    # --- reads: deny_read (+ credentials + glob matches), then allow_read re-opens -------
-    deny_read: list[tuple[str, str]] = []
-    globs = []
-    for r in fsp.deny_read:
-        if r.glob:
-            globs.append(r)
-        else:
-            deny_read.append((r.path, f"deny_read ({r.origin})"))
-    if fsp.deny_credentials:
-        deny_read.extend((p, "credential location (deny_credentials)")
-                         for p in credential_paths(ctx, environ, fs.listdir("/tmp")))
-    # Always: with its key, a sandbox could sign certificates that sandboxes trust.
-    data_base = environ.get("XDG_DATA_HOME") or os.path.join(ctx.home, ".local", "share")
-    deny_read.append((os.path.join(data_base, "corral", "ca"), "corral's CA (deny always)"))
-    if boundary is not None:
-        deny_read.extend((p, "credential source (the proxy holds its value)") for p in boundary.hide)
-    if (fsp.deny_secrets and mode != "tmpfs") or mode == "copy":
-        # From `/` the "workspace" is the whole system: only the home locations are checked.
-        scan_root = cwd if cwd != "/" else None
-        found = fs.secret_files(scan_root, ctx.home, "cached" if fsp.deny_secrets == "names" else "full")
-        if mode == "copy":  # a copy always leaves secrets out, whatever deny_secrets says
-            workspace = replace(workspace, left_out=tuple(p for p in found if _under(p, cwd)))
-        if fsp.deny_secrets:
-            deny_read.extend((p, "secret file found by `corral scan` (deny_secrets)")
-                             for p in found if not (mode == "copy" and _under(p, cwd)))
-    mark("secret-scan")
-    if globs:
-        for match in fs.expand_globs([g.path for g in globs]):
-            deny_read.append((match, "deny_read glob match"))
-    hidden_files: set[str] = set()
     from . import identity as ids
 
     identity = None
@@ -430,6 +413,51 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
                 return m.path == "/" or fs.reachable_by(m.path, *run_as)
         return fs.reachable_by(p, *run_as)
 
+    # Launched by root as another user (the project's owner, --as-user): that user's home holds
+    # the credentials and start-up files the command could reach; they are denied and
+    # protected as the launcher's own are.
+    user_homes = [ctx.home]
+    if identity is not None and identity.uid != 0:
+        other = fs.home_of(identity.uid)
+        if other and other.startswith("/") and real(other) != real(ctx.home) and fs.kind(other) == "dir":
+            user_homes.append(other)
+
+    # --- reads: deny_read (+ credentials + glob matches), then allow_read re-opens -------
+    deny_read: list[tuple[str, str]] = []
+    globs = []
+    for r in fsp.deny_read:
+        if r.glob:
+            globs.append(r)
+        else:
+            deny_read.append((r.path, f"deny_read ({r.origin})"))
+    if fsp.deny_credentials:
+        deny_read.extend((p, "credential location (deny_credentials)")
+                         for p in credential_paths(ctx, environ, fs.listdir("/tmp")))
+        for other in user_homes[1:]:
+            deny_read.extend((p, "credential location of the run-as user (deny_credentials)")
+                             for p in credential_paths(replace(ctx, home=other)))
+    # Always: with its key, a sandbox could sign certificates that sandboxes trust.
+    data_base = environ.get("XDG_DATA_HOME") or os.path.join(ctx.home, ".local", "share")
+    deny_read.append((os.path.join(data_base, "corral", "ca"), "corral's CA (deny always)"))
+    if boundary is not None:
+        deny_read.extend((p, "credential source (the proxy holds its value)") for p in boundary.hide)
+    if (fsp.deny_secrets and mode != "tmpfs") or mode == "copy":
+        # From `/` the "workspace" is the whole system: only the home locations are checked.
+        scan_root = cwd if cwd != "/" else None
+        found = fs.secret_files(scan_root, ctx.home, "cached" if fsp.deny_secrets == "names" else "full")
+        if mode == "copy":  # a copy always leaves secrets out, whatever deny_secrets says
+            workspace = replace(workspace, left_out=tuple(p for p in found if _under(p, cwd)))
+        if fsp.deny_secrets:
+            deny_read.extend((p, "secret file found by `corral scan` (deny_secrets)")
+                             for p in found if not (mode == "copy" and _under(p, cwd)))
+            for other in user_homes[1:]:
+                deny_read.extend((p, "secret file in the run-as user's home (deny_secrets)")
+                                 for p in fs.secret_files(None, other))
+    mark("secret-scan")
+    if globs:
+        for match in fs.expand_globs([g.path for g in globs]):
+            deny_read.append((match, "deny_read glob match"))
+    hidden_files: set[str] = set()
     for path, why in deny_read:
         if fs.kind(path) is None:
             continue  # missing, as most credential locations are (stat follows links like realpath)
@@ -516,7 +544,8 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     if home != cwd:
         homes.append(home)
     for base in homes:
-        if fs.kind(base) != "dir" or not layout.writable(base):
+        # (a directory the launcher cannot write: the command cannot create anything there either)
+        if fs.kind(base) != "dir" or not layout.writable(base) or not fs.may_create_in(base):
             continue
         def present(r, base=base):  # another run's placeholder counts as missing: we share it
             p = f"{base}/{r}"
@@ -526,16 +555,18 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
             present, lambda r: fs.kind(f"{base}/{r}") == "dir", fsp.allow_git_config
         ):
             path = f"{base.rstrip('/')}/{rel}"
-            if layout.writable(os.path.dirname(path)):
+            if layout.writable(os.path.dirname(path)) and fs.may_create_in(os.path.dirname(path)):
                 placeholders.append(Placeholder(path, kind))
                 layout.set(path, PROTECT, "protected name kept from being created (placeholder)")
     for path, origin in deny_write_missing:
-        if layout.writable(os.path.dirname(path)) and fs.kind(os.path.dirname(path)) == "dir":
+        if (layout.writable(os.path.dirname(path)) and fs.kind(os.path.dirname(path)) == "dir"
+                and fs.may_create_in(os.path.dirname(path))):
             placeholders.append(Placeholder(path, "file"))
             layout.set(path, PROTECT, f"deny_write ({origin}), kept from being created")
 
     # --- persistence outside the project: HOME entries, the launcher's PATH, spools -------
-    notices.extend(_protect_outside(layout, fs, ctx, environ, cwd, protect, placeholders))
+    for home_dir in user_homes:
+        notices.extend(_protect_outside(layout, fs, replace(ctx, home=home_dir), environ, cwd, protect, placeholders))
 
     mark("protected-scan")
     # --- pins: directories leading to a protected path cannot be renamed or removed ------
@@ -798,7 +829,8 @@ def _protect_outside(layout: _Layout, fs: HostFS, ctx: LaunchContext, environ, c
             return
         ph = real(spot[0])
         parent = os.path.dirname(ph)
-        if layout.writable(parent) and fs.kind(parent) == "dir" and layout.nodes.get(ph, ("",))[0] != PROTECT:
+        if (layout.writable(parent) and fs.kind(parent) == "dir" and layout.nodes.get(ph, ("",))[0] != PROTECT
+                and fs.may_create_in(parent)):
             placeholders.append(Placeholder(ph, spot[1]))
             layout.set(ph, PROTECT, f"{why}, kept from being created (placeholder)")
             if spot[0] != path:
