@@ -42,6 +42,8 @@ def github_token() -> str:
 NAMES = [
     # (name, withheld?)
     ("GITHUB_TOKEN", True), ("GH_TOKEN", True), ("GITLAB_TOKEN", True), ("NPM_TOKEN", True),
+    ("HTTP_AUTHORIZATION", True), ("COOKIE", True), ("PASSPHRASE", True), ("GPG_PASSPHRASE", True),
+    ("CREDS", True), ("DOCKER_CREDENTIALS", True), ("GIT_CONFIG_PARAMETERS", True), ("CREDENTIALS_FILE", False),
     ("PYPI_TOKEN", True), ("HF_TOKEN", True), ("OPENAI_API_KEY", True), ("ANTHROPIC_API_KEY", True),
     ("AWS_ACCESS_KEY_ID", True), ("AWS_SECRET_ACCESS_KEY", True), ("AWS_SESSION_TOKEN", True),
     ("MY_API_KEY", True), ("STRIPE_SECRET", True), ("CLIENT_SECRET_VALUE", True), ("PGPASSWORD", True),
