@@ -574,3 +574,16 @@ def test_concurrent_runs_in_one_directory(launcher, ws):
             if p.poll() is None:
                 p.kill()
                 p.communicate()
+
+
+@pytest.mark.parametrize("name, text", [
+    ("deep.json", '{"a":' + "[" * 100000 + "1" + "]" * 100000 + "}"),
+    ("deep.toml", "[network]\nallowed_domains = " + "[" * 5000 + "1" + "]" * 5000 + "\n"),
+    ("ctl.json", '{"network": {"allowedDomains": ["a\x01b"]}}'),
+])
+def test_hostile_settings_files_get_one_line(launcher, ws, name, text):
+    bad = ws.write(name, text)
+    p = helpers.run(launcher, ["run", "--settings", str(bad), "--", "touch", "ran"], ws.proj)
+    _assert_corral_error(p, name)
+    assert " at at " not in p.stderr
+    assert not (ws.proj / "ran").exists()

@@ -111,6 +111,8 @@ def load_toml(text: str, source: str, ctx: LaunchContext) -> Policy:
 
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise PolicyError(source, "", None, "invalid TOML: arrays or tables nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(source, "", None, f"invalid TOML: {exc}") from None
     return from_mapping(data, source, ctx)

@@ -1533,10 +1533,13 @@ def load_srt_settings(text: str, source: str, ctx: LaunchContext) -> Policy:
     try:
         # JavaScript's JSON.parse rejects NaN/Infinity; Python's json accepts them unless told.
         data = loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise PolicyError(source, "", None, "invalid settings: arrays or objects nested too deeply") from None
     except ValueError as err:
         if hasattr(err, "lineno"):  # json.JSONDecodeError
+            msg = err.msg[: -len(" at")] if err.msg.endswith(" at") else err.msg  # json's own "… at"
             raise PolicyError(
-                source, "", None, f"invalid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+                source, "", None, f"invalid JSON: {msg} at line {err.lineno} column {err.colno}"
             ) from None
         raise PolicyError(source, "", None, f"invalid JSON: {err} is not a JSON value") from None
     return convert(data, source, ctx)
