@@ -397,6 +397,10 @@ def run_foreground(plan: Plan, tty: bool | None = None, namespaces=None, report_
             tty = False
     from .._timing import mark
 
+    missing = _missing_command(plan)
+    if missing:  # nowhere on the sandbox's PATH: said at once, as a shell would (bwrap would print it raw)
+        stderr_report(missing)
+        return 127
     run = Run(plan, namespaces, limits)
     argv = run.prepare(new_session=not tty)
     mark("prepare")
@@ -441,6 +445,21 @@ def run_foreground(plan: Plan, tty: bool | None = None, namespaces=None, report_
         if summary:
             report_blocked(summary)
     return status
+
+
+def _missing_command(plan: Plan) -> str:
+    """`corral: NAME: command not found` when a bare command name exists in no directory of
+    the sandbox's PATH (on the host, which the sandbox sees read-only), else ""."""
+    name = plan.argv[0] if plan.argv else ""
+    if not name or "/" in name:
+        return ""
+    path = dict(plan.env).get("PATH", "/usr/bin:/bin")
+    for d in path.split(":"):
+        if os.path.lexists(os.path.join(d if d.startswith("/") else os.path.join(plan.cwd, d or "."), name)):
+            return ""
+    from ..display import shown
+
+    return f"corral: {shown(name, 200)}: command not found"
 
 
 def _pipe_with(data: bytes) -> int:
