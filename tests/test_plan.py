@@ -188,3 +188,13 @@ def test_protections_inside_writable_areas_are_bound_before_bwrap_not_by_it():
     argv = bwrap_argv(plan, seccomp_fd=3, status_fd=4)
     assert "/w/proj/a/b/.bashrc" not in argv and "/w/proj/a" not in argv
     assert argv[argv.index("--bind"):argv.index("--bind") + 3] == ["--bind", "/w/proj", "/w/proj"]
+
+
+def test_system_start_up_files_in_a_writable_etc_are_protected():
+    """A policy that grants /etc: the system-wide start-up files stay read-only and the
+    missing ones (ld.so.preload) cannot be created during the run."""
+    plan, _ = plan_for(FilesystemPolicy(allow_write=rules("/etc")),
+                       {"/w/proj": "dir", "/etc": "dir", "/etc/profile": "file", "/etc/profile.d": "dir"})
+    assert ("/etc/profile", True) in plan.premounts and ("/etc/profile.d", True) in plan.premounts
+    assert ("/etc/ld.so.preload", "file") in {(p.path, p.kind) for p in plan.placeholders}
+    assert ("/etc/ld.so.preload", True) in plan.premounts

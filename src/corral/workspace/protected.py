@@ -50,6 +50,8 @@ What git reads inside a git directory, and the decisions taken:
 
 from __future__ import annotations
 
+import os
+
 GITDIR = "GITDIR"
 HOME = "~"
 
@@ -243,6 +245,29 @@ TABLE: tuple[tuple[str, str, bool, str], ...] = (
     # does not (crontab and at are setgid helpers; the spools are root's)
     ("/var/spool/cron", "dir", False, "cron: user crontabs, run on schedule"),
     ("/var/spool/at", "dir", False, "at: queued jobs"),
+    # --- system-wide start-up files (absolute): only when a policy makes /etc writable; a
+    # missing one is kept from being created (placeholder) for the run
+    ("/etc/profile", "file", True, "login shells: sourced at every login"),
+    ("/etc/profile.d", "dir", True, "login shells: every script sourced at login"),
+    ("/etc/bash.bashrc", "file", True, "bash: sourced by every interactive shell"),
+    ("/etc/zsh", "dir", True, "zsh: system zshenv/zshrc sourced by every shell"),
+    ("/etc/environment", "file", True, "pam_env: variables of every login (LD_PRELOAD, PATH)"),
+    ("/etc/ld.so.preload", "file", True, "the dynamic linker: loaded into every program"),
+    ("/etc/ld.so.conf", "file", True, "the dynamic linker: library search path of every program"),
+    ("/etc/ld.so.conf.d", "dir", True, "the dynamic linker: library search path of every program"),
+    ("/etc/crontab", "file", True, "cron: system jobs, run on schedule"),
+    ("/etc/cron.d", "dir", True, "cron: system jobs, run on schedule"),
+    ("/etc/cron.hourly", "dir", True, "cron: run every hour"),
+    ("/etc/cron.daily", "dir", True, "cron: run every day"),
+    ("/etc/sudoers", "file", True, "sudo: who may run what as root"),
+    ("/etc/sudoers.d", "dir", True, "sudo: who may run what as root"),
+    ("/etc/systemd/system", "dir", True, "systemd: system units started at boot"),
+    ("/etc/rc.local", "file", True, "init: run at every boot"),
+    ("/etc/init.d", "dir", True, "init: scripts run at every boot"),
+    ("/etc/pam.d", "dir", True, "PAM: modules run at every login"),
+    ("/etc/ssh/sshd_config", "file", True, "sshd: ForceCommand, authorized keys commands"),
+    ("/etc/gitconfig", "file", True, "git: system config of every repository (hooksPath, fsmonitor)"),
+    ("/etc/apt/apt.conf.d", "dir", True, "apt: hooks run by every apt operation"),
     # Not protected, on purpose: `~/.claude.json` (Claude Code writes its state there on every
     # start, so an agent running inside corral with a writable HOME needs it; its project MCP
     # servers need the user's approval), `.github/workflows` (run by GitHub, not here).
@@ -366,7 +391,8 @@ def home_entries(home: str, environ) -> list[tuple[str, str, str, str]]:
     """The home-relative and absolute entries as paths: [(path, kind, base, rule)].
 
     `base` is the directory below which a missing entry gets its placeholder (HOME, or the
-    XDG base directory it sits in; "" for absolute entries, which never get one). An entry
+    XDG base directory it sits in; for absolute entries their own directory when the table
+    says so, else "": none). An entry
     under `.config/` is also listed under $XDG_CONFIG_HOME when that is set elsewhere (the
     same for `.local/share/` and $XDG_DATA_HOME): programs read the XDG place."""
     home = home.rstrip("/") or "/"
@@ -378,9 +404,10 @@ def home_entries(home: str, environ) -> list[tuple[str, str, str, str]]:
             seen.add(path)
             out.append((path, kind, base, rule))
 
-    for p, kind, _ph, _why in TABLE:
+    for p, kind, ph, _why in TABLE:
         if p.startswith("/"):
-            add(p, kind, "", p)
+            # placeholder flag set: a missing entry is kept from being created in its directory
+            add(p, kind, os.path.dirname(p) if ph else "", p)
         elif p.startswith(HOME + "/"):
             rel = p[2:]
             add(f"{home}/{rel}" if home != "/" else f"/{rel}", kind, home, p)
