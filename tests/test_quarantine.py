@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import helpers
 from helpers import quarantined
 
 from corral.sandbox.hostprep import CLOCK_SLACK
@@ -276,3 +277,21 @@ def test_apply_plan_lines_escape_session_chosen_names(op):
     line = describe(op)
     assert line.isprintable(), repr(line)
     assert "\\x1b" in line or "\\n" in line or "\\u202e" in line
+
+
+def test_a_path_too_long_to_name_is_reported_not_skipped(launcher, ws):
+    """A protected file planted below a path longer than PATH_MAX (made with dir fds): the
+    post-run check cannot name it, so the run does not report success."""
+    script = ws.write("deep.py", (
+        "import os\n"
+        "fd = os.open('.', os.O_RDONLY)\n"
+        "for i in range(2100):\n"
+        "    os.mkdir('d', dir_fd=fd)\n"
+        "    n = os.open('d', os.O_RDONLY, dir_fd=fd); os.close(fd); fd = n\n"
+        "w = os.open('.bashrc', os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd); os.write(w, b'evil'); os.close(w)\n"))
+    try:
+        p = helpers.run(launcher, ["run", "--", "python3", str(script)], ws.proj, timeout=120)
+        assert p.returncode == 125, p.stderr[-500:]
+        assert "could not check" in p.stderr and "File name too long" in p.stderr
+    finally:
+        subprocess.run(["rm", "-rf", str(ws.proj / "d")], check=False)

@@ -273,7 +273,7 @@ class Outcome:
             more = f" and {len(self.stripped) - 5} more" if len(self.stripped) > 5 else ""
             out.append(f"corral: removed setuid/setgid bits from {len(self.stripped)} file"
                        f"{'s' if len(self.stripped) > 1 else ''} the run created or changed: {names}{more}")
-        out += [f"corral: could not check {shown(path)}: {why}" for path, why in self.unchecked]
+        out += [f"corral: could not check {shown(path, 300)}: {why}" for path, why in self.unchecked]
         return out
 
 
@@ -486,8 +486,10 @@ def _out_of_reach(path: str) -> bool:
         st = os.lstat(path)
     except FileNotFoundError:
         return True
-    except OSError:
-        return True  # its parent is not searchable by this user: nothing below is reachable
+    except OSError as exc:
+        # Its parent is not searchable by this user: nothing below is reachable. Anything else
+        # (a path too long to name, ELOOP, ...) is not evidence of that: it must be reported.
+        return exc.errno in (13, 1)  # EACCES, EPERM
     if (st.st_mode & 0o170000) != 0o040000:
         return False
     return st.st_uid != os.geteuid() and not os.access(path, os.X_OK, effective_ids=os.access in os.supports_effective_ids)
