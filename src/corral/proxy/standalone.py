@@ -6,7 +6,8 @@ import os
 import socket
 import sys
 
-from ..errors import SetupError, UsageError
+from ..errors import CommandLineError as UsageError  # a bad --listen value: exit 2, as every usage error
+from ..errors import SetupError
 
 
 def listener(spec: str) -> socket.socket:
