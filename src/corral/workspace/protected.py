@@ -241,6 +241,15 @@ TABLE: tuple[tuple[str, str, bool, str], ...] = (
     (f"{HOME}/.aws/config", "file", True, "AWS CLI/SDKs: credential_process runs a command"),
     (f"{HOME}/.kube/config", "file", True, "kubectl: exec credential plugins run commands"),
     (f"{HOME}/.config/gh/config.yml", "file", True, "gh: aliases starting with ! run shell commands"),
+    (f"{HOME}/.forward", "file", True, "mail delivery: a |command line runs for every message"),
+    (f"{HOME}/.psqlrc", "file", True, "psql: \\! runs shell commands at every start"),
+    (f"{HOME}/.sqliterc", "file", True, "sqlite3: .shell/.system run commands at every start"),
+    (f"{HOME}/.mailcap", "file", True, "mail readers and xdg tools: the viewers it names are run"),
+    (f"{HOME}/.curlrc", "file", True, "curl: every host-side curl takes its options (proxy, headers, output)"),
+    (f"{HOME}/.wgetrc", "file", True, "wget: every host-side wget takes its options (proxy, headers, output)"),
+    (f"{HOME}/.k5login", "file", True, "Kerberos: principals allowed to log in as you"),
+    (f"{HOME}/.rhosts", "file", True, "rsh/rlogin: hosts and users allowed to log in as you"),
+    (f"{HOME}/.shosts", "file", True, "ssh host-based auth: hosts and users allowed to log in as you"),
     # --- system spools (absolute): only when a policy makes them writable, which it normally
     # does not (crontab and at are setgid helpers; the spools are root's)
     ("/var/spool/cron", "dir", False, "cron: user crontabs, run on schedule"),
