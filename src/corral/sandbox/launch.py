@@ -454,8 +454,12 @@ def _missing_command(plan: Plan) -> str:
     if not name or "/" in name:
         return ""
     path = dict(plan.env).get("PATH", "/usr/bin:/bin")
-    for d in path.split(":"):
-        if os.path.lexists(os.path.join(d if d.startswith("/") else os.path.join(plan.cwd, d or "."), name)):
+    dirs = path.split(":")
+    ws = plan.workspace
+    if any(not d.startswith("/") for d in dirs) or (ws is not None and ws.mode in ("tmpfs", "copy", "overlay")):
+        return ""  # the sandbox's view of those differs from the host's: let bwrap look
+    for d in dirs:
+        if os.path.lexists(os.path.join(d, name)):
             return ""
     from ..display import shown
 
