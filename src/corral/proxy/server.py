@@ -368,14 +368,21 @@ class Proxy:
                 host, _, port = key.rpartition(":") if key.count(":") == 1 else (key, "", "")
                 allow[host if port in ("", "80", "443") else key] = None  # the usual ports: the name
                 why = "not allowed"
+            if key.startswith("?"):  # no destination could be read: malformed requests, reasons vary
+                why = "malformed requests" if n > 1 else why
+                label = "requests it could not read"
+            else:
+                label = shown(key, 100)
             detail = ", ".join(x for x in (shown(why, 120) if why else "", f"{n} attempts" if n > 1 else "") if x)
-            parts.append(shown(key, 100) + (f" ({detail})" if detail else ""))
+            parts.append(label + (f" ({detail})" if detail else ""))
         others = len(items) - 8 if len(items) > 8 else 0
         more = f" and {others} more" if others else ""
         if run.blocked_other:
             more += f" (and {run.blocked_other} attempts on further names)"
-        hint = ("allow with " + " ".join(f"--allow-domain {shown(h, 100)}" for h in list(allow)[:3]) + "; ") if allow else ""
-        return (f"corral: blocked network access to {', '.join(parts)}{more} ({hint}"
+        if not allow:  # denied by a rule, malformed, refused addresses: no allowance to suggest
+            return f"corral: blocked network access to {', '.join(parts)}{more} (see `corral audit --blocked`)"
+        hint = "allow with " + " ".join(f"--allow-domain {shown(h, 100)}" for h in list(allow)[:3])
+        return (f"corral: blocked network access to {', '.join(parts)}{more} ({hint}; "
                 "`corral audit --suggest` prints what would allow them)")
 
 
