@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from ..display import shown
 from ..errors import CorralError, UsageError
 from . import gitmeta, protected
-from .changes import Change, ftype, is_opaque, list_changes, perm, sha256_file, split_git
+from .changes import Change, ftype, is_opaque, list_changes, merged_names, perm, sha256_file, split_git
 from .sessions import fsync_dir
 
 JOURNAL_VERSION = 1
@@ -224,16 +224,8 @@ def danger_rule(workspace: str, rel: str, is_dir: bool, names_of=None) -> tuple[
 
 
 def _names_of(session):
-    """Entries of a directory in the merged view (upper layer and real workspace)."""
-    def names_of(rel_dir: str) -> set[str]:
-        out: set[str] = set()
-        for base in (session.upper, session.workspace):
-            try:
-                out.update(os.listdir(os.path.join(base, rel_dir) if rel_dir else base))
-            except OSError:
-                pass
-        return out
-    return names_of
+    """Entries of a directory in the merged view (upper layer and real workspace), cached."""
+    return merged_names(session)
 
 
 def _load_applied(session) -> dict[str, int]:
