@@ -439,3 +439,22 @@ def test_unprivileged_launch_in_a_directory_it_cannot_write_runs(launcher, ws):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout == "x\n", p.stderr
     assert sorted(os.listdir(locked)) == ["f.txt"]
+
+
+def test_where_idmapped_mounts_are_refused_the_run_is_refused_with_the_opt_in_named(me, ws):
+    """A root-owned project on a filesystem that cannot be idmapped (an overlayfs mount, in a
+    private mount namespace the test makes): refused with the cause and the fixes, never run
+    as uid 0 silently; `--as-user root` is the by-name opt-in."""
+    if not me.is_root:
+        pytest.skip("needs root: only root launches drop to another uid")
+    base = ws.base / "ov"
+    for d in ("l", "u", "w", "m"):
+        (base / d).mkdir(parents=True)
+    corral = " ".join(me.argv([]))
+    script = (f"mount -t overlay overlay -o lowerdir={base}/l,upperdir={base}/u,workdir={base}/w {base}/m && "
+              f"cd {base}/m && {corral} run -- id -u; echo rc=$?; {corral} run --as-user root -- id -u; echo rc=$?")
+    p = subprocess.run(["unshare", "-m", "sh", "-c", script], env=me.env, capture_output=True, text=True, timeout=60)
+    lines = p.stdout.split()
+    assert lines[:3] == ["rc=125", "0", "rc=0"], p.stdout + p.stderr
+    assert "cannot prepare the sandbox's view for uid" in p.stderr and "--as-user root" in p.stderr
+    assert "Traceback" not in p.stderr

@@ -542,8 +542,11 @@ def _spawn(argv: list[str], env: dict[str, str], run: Run, tty_slave) -> int:
 
 def _drop_refused(plan: Plan, why: str) -> SetupError:
     """The view for the sandbox uid could not be prepared: refuse (never fall back to uid 0)."""
+    import re
+
     ident = plan.identity
-    who = f"uid {ident.uid} ({ident.why})" if ident else "the sandbox uid"
+    who = f"uid {ident.uid}, {ident.why}" if ident else "the sandbox uid"
+    why = re.sub(r"^\[Errno \d+\] ", "", why)
     return SetupError(
         f"cannot prepare the sandbox's view for {who}: {why}",
         "the kernel must support idmapped mounts on the writable areas' filesystem (Linux >= 5.12; ext4, "
