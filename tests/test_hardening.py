@@ -458,3 +458,52 @@ def test_where_idmapped_mounts_are_refused_the_run_is_refused_with_the_opt_in_na
     assert lines[:3] == ["rc=125", "0", "rc=0"], p.stdout + p.stderr
     assert "cannot prepare the sandbox's view for uid" in p.stderr and "--as-user root" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_planted_symlink_cannot_widen_a_write_grant(launcher, ws):
+    """`allowWrite: [".", "./cache"]`: a sandbox plants `cache -> /elsewhere`; the next run must
+    not grant /elsewhere. The entry is refused with the reason."""
+    elsewhere = ws.outside / "lib"
+    elsewhere.mkdir()
+    ws.chown()
+    settings = ws.settings(allowWrite=[".", "./cache"])
+    p = ws.sh(f"ln -s {elsewhere} cache", "--settings", str(settings))
+    assert p.returncode == 0, p.stderr
+    p = ws.sh("echo pwn > cache/evil.pth", "--settings", str(settings))
+    assert p.returncode == 125, p.stderr
+    assert "symlink" in p.stderr and "cache" in p.stderr and "Traceback" not in p.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_wrap_keeps_its_files_in_a_private_directory(me, ws):
+    """Sandbox.wrap() hands the seccomp program and data files over as files: in a fresh 0700
+    directory, never at a predictable path in /tmp that another user could plant or swap."""
+    import sys
+
+    code = ("import os, sys; from corral import Policy, Sandbox\n"
+            "sb = Sandbox(Policy.from_toml('[network]\\nallowed_domains = [\"127.0.0.1:9\"]'))\n"
+            "argv = sb.wrap(['true'])\n"
+            "files = [a for a in argv if a.startswith('/tmp/corral-wrap-')]\n"
+            "d = os.path.dirname(files[0])\n"
+            "print(len(files) >= 1, oct(os.stat(d).st_mode & 0o777), all(os.path.dirname(f) == d for f in files))\n"
+            "sb.close(); print(os.path.exists(d))\n")
+    p = subprocess.run([*me.prefix, sys.executable, "-c", code], cwd=ws.proj, env=me.env, capture_output=True,
+                       text=True, timeout=60)
+    assert p.stdout.split() == ["True", "0o700", "True", "False"], p.stdout + p.stderr
+
+
+def test_root_launch_in_a_shared_sticky_directory_is_not_idmapped(me, ws):
+    """From /tmp-like directories (sticky, world-writable, root-owned), an idmapped view would
+    make every root file there the sandbox's: the sandbox uid writes there as itself."""
+    if not me.is_root:
+        pytest.skip("needs root: only root launches drop to another uid")
+    shared = ws.base / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victim = shared / "root-file"
+    victim.write_text("root\n")
+    victim.chmod(0o600)
+    p = subprocess.run(me.argv(["run", "--", "sh", "-c", "echo x >> root-file; rm -f root-file; echo mine > new"]),
+                       cwd=shared, env=me.env, capture_output=True, text=True, timeout=60)
+    assert victim.read_text() == "root\n", p.stderr
+    assert os.lstat(shared / "new").st_uid != 0

@@ -96,6 +96,7 @@ class Sandbox:
             self._session_lock.__enter__()
             self.session = (opened.name, opened.upper, opened.work)
         self._wrapped: list = []
+        self._wrapped_dirs: list[str] = []  # private directories of wrapped commands' files
         self._network = None  # one set of namespaces + proxy for every command of this Sandbox
         self._boundary = None  # the credentials, resolved once: one placeholder each per Sandbox
 
@@ -235,13 +236,30 @@ class Sandbox:
         run = Run(plan, network)
         full = run.prepare(new_session=True)
         seccomp_fd, status_fd, *data_fds = run.pass_fds
-        for fd in data_fds:  # a runner cannot pass our descriptors: hand the data over as files
-            i = full.index(str(fd), full.index("--ro-bind-data"))
-            data_path = f"{plan.tmpdir}.{fd}.data"
-            with open(data_path, "wb") as fh:
-                os.fchmod(fh.fileno(), 0o644)
-                while chunk := os.read(fd, 1 << 20):
+        # A runner cannot pass our descriptors: the data goes into files, in a fresh private
+        # directory (an unguessable name, 0700, made exclusively): nobody can plant or swap them.
+        import tempfile
+
+        private = tempfile.mkdtemp(prefix="corral-wrap-")
+        if plan.run_as and os.geteuid() == 0:
+            os.chown(private, *plan.run_as)  # the trampoline opens them after dropping to that uid
+        self._wrapped_dirs.append(private)
+
+        def write_private(name: str, data_from) -> str:
+            path = os.path.join(private, name)
+            fd_out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            with os.fdopen(fd_out, "wb") as fh:
+                for chunk in data_from:
                     fh.write(chunk)
+            return path
+
+        def chunks(fd):
+            while chunk := os.read(fd, 1 << 20):
+                yield chunk
+
+        for fd in data_fds:
+            i = full.index(str(fd), full.index("--ro-bind-data"))
+            data_path = write_private(f"{fd}.data", chunks(fd))
             start = i - 3 if full[i - 3] == "--perms" else i - 1  # --perms only goes with data mounts
             full[start:i + 1] = ["--ro-bind", data_path]
             self._wrapped.append((None, data_path))
@@ -249,9 +267,7 @@ class Sandbox:
         run._close_pass_fds()
         os.close(run.status_r)  # the wrapped command's runner owns its lifetime, not us
         run.status_r = -1
-        path = f"{plan.tmpdir}.bpf"
-        with open(path, "wb") as fh:
-            fh.write(program)
+        path = write_private("seccomp.bpf", [program])
         self._wrapped.append((run, path))
         i = full.index("--seccomp")
         full[i + 1] = "9"
@@ -306,6 +322,11 @@ class Sandbox:
                     run.finish(0)
                 except Exception as exc:  # noqa: BLE001 - finish every run, then report the first failure
                     failed = failed or exc
+        while self._wrapped_dirs:
+            try:
+                os.rmdir(self._wrapped_dirs.pop())
+            except OSError:
+                pass
         if failed is not None:
             self._finish_close()
             raise failed

@@ -156,6 +156,14 @@ class HostFS:
         except OSError:
             return None
 
+    def shared_sticky(self, path: str) -> bool:
+        """A directory every user may write, guarded by the sticky bit (/tmp, /var/tmp)."""
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return False
+        return bool(mode & 0o1000) and bool(mode & 0o002)
+
     def may_create_in(self, directory: str) -> bool:
         """Can the launcher create entries in `directory`? (Where it cannot, the command cannot
         either: launched by root it can, launched unprivileged the kernel's checks apply.)"""
@@ -221,15 +229,20 @@ class HostFS:
 
         return in_use(path)
 
-    def reachable_by(self, path: str, uid: int, gid: int) -> bool:
-        """Can `uid` look up `path`? (bwrap runs as that user under `run_as`.)"""
+    def reachable_by(self, path: str, uid: int, gid: int, swapped=None) -> bool:
+        """Can `uid` look up `path`? (bwrap runs as that user under `run_as`.) `swapped`:
+        (area, (disk uid, disk gid)) of an idmapped area, where the disk owner appears as `uid`."""
         parent = os.path.dirname(path)
         while True:
             try:
                 st = os.stat(parent)
             except OSError:
                 return False
-            bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+            o_uid, o_gid = st.st_uid, st.st_gid
+            if swapped is not None and _under(parent, swapped[0]):
+                o_uid = uid if o_uid == swapped[1][0] else o_uid
+                o_gid = gid if o_gid == swapped[1][1] else o_gid
+            bit = 0o100 if o_uid == uid else 0o010 if o_gid == gid else 0o001
             if not st.st_mode & bit:
                 return False
             if parent == "/":
@@ -343,13 +356,28 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         from ..policy.model import PathRule
 
         write_rules.append(PathRule(output, False, "--output"))
+    granted = [real(r.path) for r in write_rules]
     for r in write_rules:
         p = real(r.path)
         if mode != "bind" and r.origin != "--output" and _under(p, cwd):
             continue  # the workspace mode decides what happens inside the working directory
-        if fs.kind(p) is not None:  # a missing path cannot be bound; writes there stay refused
-            allow_write.append(p)
-            layout.set(p, RW, f"allow_write ({r.origin})")
+        if fs.kind(p) is None:  # a missing path cannot be bound; writes there stay refused
+            continue
+        # A symlink on the way that lies in a writable area was possibly planted by an earlier
+        # run (`ln -s /usr/lib/python3/dist-packages cache` with `cache` granted): following it
+        # would grant whatever it points at. Refuse the entry, and say so.
+        for link, target in _links_on_the_way(r.path, fs):
+            where = real(os.path.dirname(link))
+            if any(_under(where, g) for g in granted):
+                from ..errors import PolicyError
+
+                src, _, key = (r.origin or "<policy>").partition(":")
+                raise PolicyError(src, key or "allow_write", r.path,
+                                  f"{link} is a symlink (to {target}) inside a writable area: a sandboxed "
+                                  "command may have planted it; grant the real directory instead, or remove "
+                                  "the link")
+        allow_write.append(p)
+        layout.set(p, RW, f"allow_write ({r.origin})")
     workspace = None
     if mode != "bind":
         why = {"ro": "workspace mode ro", "tmpfs": "workspace mode tmpfs: empty scratch space",
@@ -387,6 +415,10 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         shown = (identity.uid, identity.gid)
         for p, (d, _) in sorted(layout.nodes.items()):
             if d == RW and not any(_under(p, m.path) for m in idmaps) and fs.owner(p)[0] != identity.uid:
+                if fs.shared_sticky(p):
+                    # /tmp, /var/tmp, /dev/shm: idmapped, every root file there would be the
+                    # sandbox's. The sandbox uid writes there as itself; the sticky bit guards the rest.
+                    continue
                 idmaps.append(IdMap(p, fs.owner(p), shown))
         if workspace is not None and workspace.staging:  # made by the launcher just before the run
             idmaps.append(IdMap(workspace.staging, (ctx.uid, ctx.gid), shown))
@@ -408,9 +440,9 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
         for top, keep in skeleton_tops.items():
             if _under(p, top):
                 return any(_under(p, k) for k in keep)
-        for m in idmaps:  # inside, the area's owner is the sandbox uid: judge by the area
+        for m in idmaps:  # inside, the area owner's entries are the sandbox uid's, others keep theirs
             if _under(p, m.path):
-                return m.path == "/" or fs.reachable_by(m.path, *run_as)
+                return fs.reachable_by(p, *run_as, swapped=(m.path, m.disk))
         return fs.reachable_by(p, *run_as)
 
     # Launched by root as another user (the project's owner, --as-user): that user's home holds
