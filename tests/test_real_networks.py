@@ -501,3 +501,23 @@ def test_allow_preset_flag_and_audit_suggest(launcher, ws, state):
     bad = helpers.run(launcher, ["run", "--allow-preset", "pip", "--", "true"], ws.proj, env_extra=env)
     assert bad.returncode in (2, 125) and "known presets: pypi, npm, debian" in bad.stderr
     assert bad.stderr.count("\n") == 1
+
+
+def test_library_sandbox_takes_the_launcher_proxy_as_parent_too(me, ws, server, state):
+    """`Sandbox` as `corral run`: the launcher's HTTPS_PROXY is the parent proxy."""
+    import sys
+
+    parent = ConnectProxy(require=basic("agent", PW))
+    parent.names[NAME] = "127.0.0.1"
+    try:
+        code = ("import subprocess, sys; from corral import Policy, Sandbox\n"
+                f"sb = Sandbox(Policy.from_toml('[network]\\nallowed_domains = [\"{NAME}\"]'))\n"
+                f"r = sb.run({_curl(f'http://{NAME}:{server.port}/lib-parent')!r}.split(), capture_output=True, text=True)\n"
+                "sb.close(); print(r.returncode, r.stdout)\n")
+        env = {**me.env, "HTTPS_PROXY": f"http://agent:{PW}@127.0.0.1:{parent.port}", "XDG_STATE_HOME": str(state)}
+        p = subprocess.run([*me.prefix, sys.executable, "-c", code], cwd=ws.proj, env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert server.paths() == ["/lib-parent"], p.stdout + p.stderr
+        assert [line for line, _h in parent.connects] == [f"CONNECT {NAME}:{server.port} HTTP/1.1"]
+    finally:
+        parent.close()

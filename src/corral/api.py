@@ -111,6 +111,13 @@ class Sandbox:
         if self._network is None and (self.policy.network.enabled or overlays):
             from .sandbox.namespaces import NamespaceSession
 
+            if self.policy.network.enabled and self.policy.network.parent_proxy_env:
+                # As `corral run`: the launcher's HTTPS_PROXY/HTTP_PROXY/NO_PROXY are the parent proxy
+                # unless the policy names one or opts out.
+                from .policy.upstream import with_environment
+
+                net, _unusable = with_environment(self.policy.network, os.environ)
+                self.policy = self.policy.with_network(parent_proxy=net.parent_proxy, parent_proxy_env=False)
             self._network = NamespaceSession(self.policy.network if self.policy.network.enabled else None,
                                              overlays=overlays, boundary=self._credential_boundary())
         return self._network
