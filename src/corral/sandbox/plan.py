@@ -258,24 +258,9 @@ class HostFS:
     def read_single(self, path: str, limit: int = 1 << 20) -> str | None:
         """The text of a regular file with one name only (a hard link to another secret must
         not be shown masked under this name), or None."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            if (st.st_mode & 0o170000) != 0o100000 or st.st_nlink != 1 or st.st_size > limit:
-                return None
-            with os.fdopen(os.dup(fd), "rb") as fh:
-                data = fh.read(limit + 1)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        try:
-            return data.decode("utf-8") if len(data) <= limit else None
-        except UnicodeDecodeError:
-            return None
+        from ..workspace.safefile import read_single
+
+        return read_single(path, limit)
 
     def scan_protected(self, roots, skip, allow_git_config):
         from ..workspace.scan import scan_protected

@@ -346,23 +346,9 @@ _MAX_READ = 1 << 20
 
 
 def _read_small(path: str) -> str | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_READ or st.st_nlink != 1:
-            return None
-        data = os.read(fd, _MAX_READ + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    from .safefile import read_single
+
+    return read_single(path, _MAX_READ)
 
 
 def _no_symlinks(path: str) -> bool:
