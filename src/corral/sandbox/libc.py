@@ -56,3 +56,16 @@ def write_file(path: str, text: str) -> None:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
+
+
+def kill_and_reap(pid: int, kill: bool = True) -> None:
+    """SIGKILL a helper of ours (with `kill`; else it is expected to exit) and collect it."""
+    if kill:
+        try:
+            os.kill(pid, 9)  # SIGKILL
+        except ProcessLookupError:
+            pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

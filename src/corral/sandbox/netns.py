@@ -19,6 +19,7 @@ import struct
 from ..errors import SetupError
 
 from .libc import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, enter, load_libc, setns  # noqa: F401 - re-exported
+from .libc import kill_and_reap
 from .libc import write_file as _write
 
 # `socket` is imported where it is used: sandbox/offline.py uses this module's helpers on the
@@ -103,24 +104,14 @@ class Pending:
                 self._reap()
         return self._ns
 
-    def _reap(self) -> None:
+    def _reap(self, kill: bool = False) -> None:
         if self.pid:
             self.sock.close()
-            try:
-                os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
+            kill_and_reap(self.pid, kill)
             self.pid = 0
 
     def cancel(self) -> None:
-        if self.pid:
-            import signal
-
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self._reap()
+        self._reap(kill=True)
 
 
 def start(transparent: bool = True, network: bool = True, overlays=(), endpoint_ports=()) -> Pending:

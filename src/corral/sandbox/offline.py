@@ -297,18 +297,11 @@ class Pending:
 
     def cancel(self) -> None:
         if self.pid:
-            import signal
+            from .libc import kill_and_reap
 
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             for fd in (self.ready_r, self.maps_w, self.ctl_w, self.reply_r):
                 os.close(fd)
-            try:
-                os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
+            kill_and_reap(self.pid)
             self.pid = 0
 
 
