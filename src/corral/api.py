@@ -213,11 +213,13 @@ class Sandbox:
             run.limits.started(proc.pid)
         try:
             out, err = proc.communicate(kwargs.get("input"), timeout=kwargs.get("timeout"))
-        except BaseException:
+        except BaseException as exc:
             proc.kill()
             proc.wait()
             run.pid = 0
             run.abort()
+            if isinstance(exc, subprocess.TimeoutExpired):  # the same keys as a result's
+                exc.run_id, exc.blocked = plan.run_id, _blocked(run.run_info, network)
             raise
         finally:
             if network is not None and run.run_info is not None:
@@ -225,6 +227,9 @@ class Sandbox:
         run.pid = 0
         code = run.finish(exit_status(_raw_status(proc.returncode)))
         result = subprocess.CompletedProcess(list(argv), code, out, err)
+        # The proxy's audit events of this command carry its run id ("run"); what it was refused.
+        result.run_id = plan.run_id
+        result.blocked = _blocked(run.run_info, network)
         if kwargs.get("check"):
             result.check_returncode()
         return result
@@ -347,6 +352,14 @@ class Sandbox:
         if lock is not None:
             self._session_lock = None
             lock.__exit__(None, None, None)
+
+
+def _blocked(info, network) -> tuple[list[tuple[str, int, str]], str]:
+    """What the proxy refused this run: [(host:port, attempts, reason)] and its summary line."""
+    if info is None or network is None or network.proxy is None or not info.blocked:
+        return [], ""
+    items = sorted(info.blocked.items(), key=lambda kv: -kv[1])
+    return [(key, n, info.why.get(key, "")) for key, n in items], network.proxy.blocked_summary(info)
 
 
 def _raw_status(returncode: int) -> int:

@@ -34,6 +34,8 @@ commands:
   sessions  list the overlay sessions
   audit     the egress proxy's log of connections and requests, as a table
   proxy     run only the egress proxy, for containers and VMs
+  mcp       an MCP server (stdio) whose tools run in the sandbox; `mcp wrap -- CMD`: a
+            third-party MCP server inside the sandbox (`corral mcp --help`)
   doctor    can this machine sandbox? each check corral relies on, with the fix
   --version print corral's version
 
@@ -76,7 +78,7 @@ exit status: the command's own (128+N if it died of signal N); 127 command not f
 """
 
 SUBCOMMANDS = ("run", "policy", "doctor", "audit", "proxy", "scan", "changes", "apply", "discard", "sessions",
-               "help")
+               "mcp", "help")
 VALUE_OPTS = {
     "-s": "settings", "--settings": "settings", "--policy": "settings",
     "-c": "command_string",
@@ -684,7 +686,8 @@ def cmd_version() -> int:
 
 
 # The commands whose usage a usage error points to (`corral COMMAND --help`).
-HELP_TOPICS = ("run", "policy", "doctor", "audit", "proxy", "scan", "changes", "apply", "discard", "sessions")
+HELP_TOPICS = ("run", "policy", "doctor", "audit", "proxy", "scan", "changes", "apply", "discard", "sessions",
+               "mcp")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -742,6 +745,10 @@ def _dispatch(args: list[str], debug: bool) -> int:
             return getattr(session_cli, f"{head}_main")(args[1:])
         if head == "proxy":
             return cmd_proxy(args[1:])
+        if head == "mcp":
+            from .mcp_cli import main as mcp_main
+
+            return mcp_main(args[1:])
         # srt-style: `corral [OPTIONS] [--] COMMAND` means `corral run ...`
         try:
             return cmd_run(args)
