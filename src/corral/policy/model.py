@@ -216,6 +216,33 @@ class Limits:
 
 LIMIT_KEYS = ("memory", "pids", "cpus", "timeout", "nofile", "fsize")
 
+# Branches refused to pushes unless `push_protected` ([git]); full ref patterns.
+DEFAULT_PROTECTED = ("refs/heads/main", "refs/heads/master", "refs/heads/release/*")
+
+
+@frozen
+class GitRepository:
+    """One `[git] repositories` entry: which repositories it covers and what may be pushed
+    to them. Ref patterns are full (`refs/heads/agent/*`); `*` matches any run of characters,
+    `/` included. Decisions on it are `proxy.gitpolicy`'s."""
+
+    match: str  # "host/owner/repo" pattern, lower-case, without a trailing ".git"
+    push: tuple[str, ...] = ()  # refs (not tags) that may be created or updated
+    tags: tuple[str, ...] = ()  # tag refs that may be pushed (("refs/tags/*",): every tag)
+    delete: bool = False  # deletions of refs that may otherwise be pushed
+    protected: tuple[str, ...] = DEFAULT_PROTECTED  # refused whatever `push` says...
+    push_protected: bool = False  # ...unless this is true
+    origin: str = field(default="", compare=False)  # "git.repositories[0]"
+
+
+@frozen
+class GitPolicy:
+    """`[git]`: the repositories smart-HTTP git may reach through the proxy, and per repository
+    the refs a push may update (enforced on the requests the proxy reads in clear)."""
+
+    repositories: tuple[GitRepository, ...] = ()
+    fetch_unlisted: bool = False  # clones and fetches of repositories not listed pass
+
 
 @frozen
 class Policy:
@@ -227,6 +254,7 @@ class Policy:
     credentials: tuple[CredentialSpec, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    git: GitPolicy | None = None  # [git]: the ref policy of git pushes (native TOML only)
 
     def with_filesystem(self, **changes) -> "Policy":
         return replace(self, filesystem=replace(self.filesystem, **changes))

@@ -98,7 +98,7 @@ ARRAYS = {"credentials": CREDENTIAL_SCHEMA, "endpoints": ENDPOINT_SCHEMA}  # [[n
 # [limits]: memory, pids, cpus, timeout, nofile, fsize (policy.limits parses them) and strict.
 LIMITS_KEYS = ("memory", "pids", "cpus", "timeout", "nofile", "fsize", "strict")
 TOP_LEVEL = {"version": "version", **{name: "table" for name in SCHEMA}, **{name: "tables" for name in ARRAYS},
-             "limits": "table"}
+             "limits": "table", "git": "table"}
 
 ON_NO_MATCH = ("deny", "warn", "error")
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -178,7 +178,14 @@ def from_mapping(data: dict, source: str, ctx: LaunchContext) -> Policy:
         credentials=credentials,
         endpoints=endpoints,
         limits=_limits(data.get("limits", {}), policy.limits, source),
+        git=_git(data["git"], source) if "git" in data else None,
     )
+
+
+def _git(table: dict, source: str):
+    from .git import parse  # only when a policy has [git]
+
+    return parse(table, source)
 
 
 def _limits(table: dict, base, source: str):

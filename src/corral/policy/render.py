@@ -111,6 +111,8 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
         lines += [f"{name} = {_str(value)}" for name, value in proc.set_env]
     if policy.limits != Limits():
         lines += ["", "[limits]", *_limits(policy.limits)]
+    if policy.git is not None:
+        lines += ["", "[git]", *_git(policy.git)]
     for cred in policy.credentials:
         lines += ["", "[[credentials]]", *_credential(cred)]
     for endpoint in policy.endpoints:
@@ -163,6 +165,19 @@ def _limits(limits: Limits) -> list[str]:
             text = show(key, value)
             lines.append(f"{key} = {text if key in ('pids', 'nofile', 'cpus') else _str(text)}")
     lines.append(f"strict = {_bool(limits.strict)}")
+    return lines
+
+
+def _git(git) -> list[str]:
+    def refs(items) -> str:
+        return "[" + ", ".join(_str(r) for r in items) + "]"
+
+    lines = [f"fetch_unlisted = {_bool(git.fetch_unlisted)}", "repositories = ["]
+    for repo in git.repositories:
+        lines.append(f"  {{ match = {_str(repo.match)}, push = {refs(repo.push)}, tags = {refs(repo.tags)}, "
+                     f"delete = {_bool(repo.delete)}, protected = {refs(repo.protected)}, "
+                     f"push_protected = {_bool(repo.push_protected)} }},")
+    lines.append("]")
     return lines
 
 

@@ -35,9 +35,9 @@ import time
 
 FIELDS = ("time", "run", "command", "proto", "host", "port", "address", "decision", "rule",
           "reason", "method", "path", "status", "injected", "placeholders", "redacted", "exfiltration", "up", "down",
-          "ms", "count")
+          "ms", "repo", "refs", "count")
 # Per-event measurements: a record carrying one is never merged with another.
-MEASURED = ("up", "down", "ms", "redacted", "injected", "placeholders", "exfiltration")
+MEASURED = ("up", "down", "ms", "redacted", "injected", "placeholders", "exfiltration", "refs")
 
 MAX_BYTES = 10 * 1024 * 1024
 KEEP = 3  # rotated files kept beside the current one

@@ -25,6 +25,7 @@ class Verdict:
     foreign: dict = None  # placeholder -> Credential that must not appear in this request's body
     target: str | None = None  # the request target to send instead (may hold a real value)
     placeholders: tuple = ()  # of the credentials injected, or carried towards the wrong host (audit)
+    git: object = None  # gitpolicy.GitVerdict of an allowed git request (its `push`: read the commands)
 
 
 def _verdict_repr(self) -> str:  # headers may hold real values: never shown
@@ -36,19 +37,21 @@ Verdict.__repr__ = _verdict_repr
 
 
 class Gate:
-    """`http_rules`: an `HttpRules` or None; `injector`: an `Injector` or None."""
+    """`http_rules`: an `HttpRules` or None; `injector`: an `Injector` or None; `git`: a
+    `gitpolicy.GitRules` or None."""
 
     def __init__(self, http_rules=None, injector=None, require_host_match: bool = False,
-                 strip_response_headers=()):
+                 strip_response_headers=(), git=None):
         self.http_rules = http_rules
         self.injector = injector
+        self.git = git
         self.require_host_match = require_host_match
         self.strip = frozenset(h.lower().encode() if isinstance(h, str) else h.lower()
                                for h in strip_response_headers)
 
     @property
     def inspecting(self) -> bool:
-        return self.http_rules is not None or self.injector is not None
+        return self.http_rules is not None or self.injector is not None or self.git is not None
 
     def must_inspect(self, host: str) -> bool:
         """Whether `host`'s requests should be read: an HTTP rule or a credential applies to it."""
@@ -56,7 +59,10 @@ class Gate:
 
     def ruled(self, host: str) -> bool:
         """Whether an HTTP rule applies to `host`: then traffic that cannot be read is refused
-        (a credential alone does not need that: its placeholder is worthless unread)."""
+        (a credential alone does not need that: its placeholder is worthless unread). A host a
+        `[git]` repository pattern names is ruled too: a push to it must be read."""
+        if self.git is not None and self.git.covers(host):
+            return True
         return self.http_rules is not None and self.http_rules.covers(host)
 
     def check(self, method: str, host: str, port: int, target: str, headers: list, *, tls: bool,
@@ -74,12 +80,25 @@ class Gate:
             rule = decision.rule_text
         else:
             rule = ""
+        git = self.git.check(method, host, target) if self.git is not None else None
+        if git is not None:
+            if not git.allowed:
+                return Verdict(False, git.status, git.reason, git.rule)
+            rule = f"{rule}; {git.rule}" if rule else git.rule
+        verdict = self._credentials(method, host, target, headers, tls, rule)
+        if git is not None and verdict.allowed:
+            from .._values import replace
+
+            verdict = replace(verdict, git=git)
+        return verdict
+
+    def _credentials(self, method: str, host: str, target: str, headers: list, tls: bool, rule: str) -> Verdict:
         injector = self.injector
         if injector is None:
             from .httprules import refuse_method
 
             why = refuse_method(method)
-            if why is not None and self.http_rules is not None:
+            if why is not None and (self.http_rules is not None or self.git is not None):
                 return Verdict(False, 405, f"{method} is refused: {why}")
             return Verdict(True, 200, "", rule, list(headers))
         result = injector.prepare_request(method, host, tls, headers, None, target=target)

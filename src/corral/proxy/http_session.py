@@ -123,11 +123,11 @@ class HttpSession:
                 return None
             return event
 
-    async def _respond(self, status: int, reason: str, body: str, extra=(), close: bool = True) -> None:
+    async def _respond(self, status: int, reason: str, body: str | bytes, extra=(), close: bool = True,
+                       ctype: bytes = b"text/plain; charset=utf-8") -> None:
         h11 = self.h11
-        payload = body.encode("utf-8", "replace")
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(payload)).encode()),
-                   *extra]
+        payload = body if isinstance(body, bytes) else body.encode("utf-8", "replace")
+        headers = [(b"content-type", ctype), (b"content-length", str(len(payload)).encode()), *extra]
         if close:
             headers.append((b"connection", b"close"))
         try:
@@ -259,6 +259,15 @@ class HttpSession:
                 await self._refuse(verdict)
                 return await self._discard_body() and self.conn.our_state is h11.DONE
             headers_in = verdict.headers
+        pending: list = []  # body events already read (a push's command list), forwarded first
+        git_fields: dict = {}
+        if verdict is not None and verdict.git is not None:
+            git_fields["repo"] = verdict.git.request.repo
+            if verdict.git.push is not None:
+                outcome = await self._git_push(run, proto, host, port, method, path, request, verdict.git, pending)
+                if outcome is not None:
+                    return outcome
+                git_fields["refs"] = self._git_refs
         sent_target = verdict.target if verdict is not None and verdict.target is not None else path
         try:
             key, stream, up, address, rule = await self._upstream_for(host, port, origin)
@@ -293,7 +302,7 @@ class HttpSession:
         status = 0
         try:
             head = up.send(h11.Request(method=request.method, target=sent_target.encode("latin-1"), headers=headers))
-            outcome, up_bytes = await self._forward_body(stream, up, head, scan, substituter)
+            outcome, up_bytes = await self._forward_body(stream, up, head, scan, substituter, pending)
             if outcome == "exfiltration":
                 proxy.record(run, proto=proto, host=host, port=port, method=method, path=path,
                              decision="block", status=403, exfiltration=True,
@@ -370,7 +379,7 @@ class HttpSession:
                      decision="allow", rule=rule, status=status, up=up_bytes, down=down_bytes,
                      injected=list(verdict.injected) if verdict is not None and verdict.injected else None,
                      placeholders=list(verdict.placeholders) if verdict is not None and verdict.placeholders else None,
-                     redacted=redacted or None, ms=int((time.monotonic() - start) * 1000))
+                     redacted=redacted or None, ms=int((time.monotonic() - start) * 1000), **git_fields)
         if self.upstream is None or self.upstream[2] is not up:
             return True  # the body was spliced: both sides already have fresh protocol state
         if up.our_state is h11.DONE and up.their_state is h11.DONE:
@@ -379,7 +388,78 @@ class HttpSession:
             self._drop_upstream()
         return True
 
-    async def _forward_body(self, stream, up, head: bytes, scan, substituter) -> tuple[str, int]:
+    async def _git_push(self, run, proto, host, port, method, path, request, git, pending: list):
+        """Read a push's ref-update commands (`gitpolicy.CommandReader`) before anything of the
+        request leaves, and judge them (`gitpolicy.decide_push`). None: allowed, the body
+        events read so far are in `pending` (forwarded unchanged, the pack streams after
+        them). Else the push was refused here, answered as git reports a server's refusal,
+        and the request is over: the return value is `_request`'s (keep the connection?)."""
+        h11 = self.h11
+        from . import gitpolicy
+
+        repo = git.request.repo
+        if self.conn.client_is_waiting_for_100_continue:
+            await self.client.send(self.conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+        reader = None
+        try:
+            reader = gitpolicy.CommandReader(_header(request.headers, b"content-encoding"))
+            while True:
+                event = await self._next(self.reader, self.client, IDLE_TIMEOUT)
+                pending.append(event)
+                if isinstance(event, h11.Data):
+                    if reader.feed(bytes(event.data)):
+                        break
+                elif isinstance(event, h11.EndOfMessage):
+                    reader.end()
+                    break
+                else:
+                    raise gitpolicy.GitProtocolError("the push body broke off")
+        except (h11.RemoteProtocolError, self.strict.Refused, OSError, asyncio.TimeoutError) as exc:
+            self._audit_refusal(f"malformed request body: {_reason(str(exc))}", 400, run_info=run, method=method,
+                                path=path, host=host, port=port, repo=repo)
+            if self.conn.our_state is h11.SEND_RESPONSE:
+                await self._respond(400, "Bad Request", f"corral proxy: malformed request: {_reason(str(exc))}\n")
+            return False
+        except gitpolicy.GitProtocolError as exc:
+            self.proxy.record(run, proto=proto, host=host, port=port, method=method, path=path, decision="block",
+                              status=400, rule=git.rule, repo=repo,
+                              reason=f"git push refused: its ref-update commands cannot be read: {exc}")
+            await self._respond(400, "Bad Request", f"corral proxy: git push to {repo} refused: its ref-update "
+                                f"commands cannot be read: {exc}\n")
+            return False
+        self._git_refs = [u.audit() for u in reader.updates]
+        decision = gitpolicy.decide_push(git.push, reader.updates)
+        if decision.allowed:
+            return None
+        self.proxy.record(run, proto=proto, host=host, port=port, method=method, path=path, decision="block",
+                          status=200, rule=decision.rule, reason=decision.reason, repo=repo, refs=self._git_refs)
+        # Nothing has left; the rest of the body (the pack) is read and dropped, never held.
+        if not isinstance(pending[-1], h11.EndOfMessage) and not await self._drain_body():
+            return False
+        headline = f"{decision.reason}\ncorral: push to {repo} refused by the git policy (rule {decision.rule})"
+        body = gitpolicy.refusal_body(reader.capabilities, reader.updates, decision, headline)
+        if body is None:
+            await self._respond(403, "Forbidden", f"corral proxy: request blocked: {decision.reason} "
+                                f"(rule: {decision.rule})\n", close=False)
+        else:
+            await self._respond(200, "OK", body, ctype=b"application/x-git-receive-pack-result", close=False,
+                                extra=[(b"cache-control", b"no-cache")])
+        return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
+
+    async def _drain_body(self) -> bool:
+        """Read the rest of the request body and drop it (no size limit: nothing is kept)."""
+        h11 = self.h11
+        while True:
+            try:
+                event = await self._next(self.reader, self.client, IDLE_TIMEOUT)
+            except (h11.RemoteProtocolError, self.strict.Refused, OSError, asyncio.TimeoutError):
+                return False
+            if isinstance(event, h11.EndOfMessage):
+                return True
+            if not isinstance(event, h11.Data):
+                return False
+
+    async def _forward_body(self, stream, up, head: bytes, scan, substituter, pending=()) -> tuple[str, int]:
         """Send the request head and body upstream: "sent", "exfiltration" (nothing of the
         request has left: the head waits for the body's start, the body's last bytes are
         held, so a placeholder split across writes never leaves in parts), "refused" (the
@@ -391,9 +471,10 @@ class HttpSession:
             await stream.send(head)
             head = None
         held = b""  # body bytes read and scanned but not forwarded yet (scan only)
+        pending = list(pending)
         while True:
             try:
-                event = await self._next(self.reader, self.client, IDLE_TIMEOUT)
+                event = pending.pop(0) if pending else await self._next(self.reader, self.client, IDLE_TIMEOUT)
             except (h11.RemoteProtocolError, self.strict.Refused) as exc:
                 self._drop_upstream()
                 self._refusal = exc

@@ -60,7 +60,8 @@ class Boundary:
 
 def needed(policy) -> bool:
     net = policy.network
-    return bool(policy.credentials or policy.endpoints or net.tls.enabled or net.http_rules)
+    return bool(policy.credentials or policy.endpoints or net.tls.enabled or net.http_rules
+                or getattr(policy, "git", None) is not None)
 
 
 def resolve(policy, environ: dict, ctx) -> Boundary:
@@ -112,10 +113,15 @@ def resolve(policy, environ: dict, ctx) -> Boundary:
         except ValueError as exc:
             raise PolicyError(policy.sources[0] if policy.sources else "<policy>", "network.http_rules", None,
                               str(exc)) from None
-    if rules is not None or b.injector is not None:
+    git = None
+    if getattr(policy, "git", None) is not None:
+        from ..proxy.gitpolicy import GitRules
+
+        git = GitRules(policy.git)
+    if rules is not None or b.injector is not None or git is not None:
         from ..proxy.gate import Gate
 
-        b.gate = Gate(rules, b.injector, net.require_host_match, net.strip_response_headers)
+        b.gate = Gate(rules, b.injector, net.require_host_match, net.strip_response_headers, git)
     elif net.strip_response_headers:
         from ..proxy.gate import Gate
 
