@@ -371,8 +371,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 def _is_git_path(route: str, root: Path | None = None) -> bool:
     first = route.lstrip("/").split("/", 1)[0]
-    # also a repository named without .git (`repo` -> `repo.git`), as GitHub serves both
-    return first.endswith(".git") or (root is not None and bool(first) and (root / first / "HEAD").is_file())
+    # also a repository named without .git (`repo` -> `repo.git`), as GitHub serves both, and
+    # nested ones (`/acme/widgets.git/...`)
+    if first.endswith(".git") or any(seg.endswith(".git") for seg in route.split("/")[1:-1]):
+        return True
+    segs = [s for s in route.split("/") if s and s not in (".", "..")]
+    return root is not None and any((root.joinpath(*segs[:i]) / "HEAD").is_file() for i in range(1, len(segs)))
 
 
 def big_body(n: int) -> bytes:

@@ -76,7 +76,23 @@ def parse(table, source: str) -> GitPolicy:
         else:
             raise PolicyError(source, key, entry, 'expected a "host/owner/repo" pattern or a table with match')
         repos.append(GitRepository(**fields, origin=key))
+    _check_shadowed(repos, source)
     return GitPolicy(tuple(repos), fetch_unlisted)
+
+
+def _check_shadowed(repos: list, source: str) -> None:
+    """The first matching entry decides: an entry naming one repository that an earlier
+    pattern already covers would never apply, and its rules would silently not hold."""
+    from ..proxy.gitpolicy import GitRules
+
+    for i, repo in enumerate(repos):
+        if "*" in repo.match:
+            continue
+        earlier = GitRules(GitPolicy(tuple(repos[:i]))).repository(repo.match) if i else None
+        if earlier is not None:
+            raise PolicyError(source, f"{repo.origin}.match", repo.match,
+                              f"never applies: {earlier.origin} ({earlier.match!r}) comes first and covers it "
+                              "(the first matching entry decides: list the specific entry first)")
 
 
 def _value(name: str, value, source: str, key: str):

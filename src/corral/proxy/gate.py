@@ -83,7 +83,7 @@ class Gate:
         git = self.git.check(method, host, target) if self.git is not None else None
         if git is not None:
             if not git.allowed:
-                return Verdict(False, git.status, git.reason, git.rule)
+                return Verdict(False, git.status, git.reason, git.rule, git=git)
             rule = f"{rule}; {git.rule}" if rule else git.rule
         verdict = self._credentials(method, host, target, headers, tls, rule)
         if git is not None and verdict.allowed:

@@ -255,7 +255,8 @@ class HttpSession:
                 proxy.record(run, proto=proto, host=host, port=port, method=method, path=path, decision="block",
                              rule=verdict.rule, reason=verdict.reason, status=verdict.status,
                              exfiltration=verdict.exfiltration or None,
-                             placeholders=list(verdict.placeholders) or None)
+                             placeholders=list(verdict.placeholders) or None,
+                             repo=verdict.git.request.repo if verdict.git is not None and verdict.git.request else None)
                 await self._refuse(verdict)
                 return await self._discard_body() and self.conn.our_state is h11.DONE
             headers_in = verdict.headers
