@@ -306,6 +306,8 @@ def _unknown_key_why(name: str, node: Obj, key: str) -> str:
     hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(node.fields)}"
     # srt's non-strict objects would drop the key silently; say why corral refuses instead.
     strictness = "" if node.srt_strict else " (srt would silently ignore it; corral refuses it)"
+    if key == "git":  # srt's git block only has safeDirectories
+        hint += "; a git ref policy (repositories, pushable refs) is [git] in a native TOML policy (docs/policy.md)"
     return f"unknown key {where}{strictness}{hint}"
 
 

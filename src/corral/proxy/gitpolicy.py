@@ -316,7 +316,8 @@ class CommandReader:
             raise GitProtocolError(f"Content-Encoding {encoding[:40]!r} of a push body is not read by corral "
                                    "(gzip and identity are)")
         self.buffer = bytearray()
-        self.raw = 0
+        self.raw = 0  # body bytes fed (as received)
+        self.decoded = 0  # bytes of the command list read so far (inflated)
         self.updates: list[RefUpdate] = []
         self.capabilities: frozenset = frozenset()
         self.shallow = 0
@@ -328,13 +329,14 @@ class CommandReader:
             return True
         self.raw += len(data)
         if self._inflate is not None:
-            try:
-                data = self._inflate.decompress(data, MAX_COMMAND_BYTES + 1 - len(self.buffer))
+            try:  # inflated only as far as the limit: a gzip bomb stops there
+                data = self._inflate.decompress(data, max(1, MAX_COMMAND_BYTES + 1 - self.decoded))
             except zlib.error as exc:
                 raise GitProtocolError(f"the push body is not valid gzip: {exc}") from None
+        self.decoded += len(data)
         self.buffer += data
         self._parse()
-        if not self.done and (len(self.buffer) > MAX_COMMAND_BYTES or self.raw > MAX_RAW_BYTES):
+        if not self.done and (self.decoded > MAX_COMMAND_BYTES or self.raw > MAX_RAW_BYTES):
             raise GitProtocolError(f"the push's command list is longer than {MAX_COMMAND_BYTES} bytes")
         return self.done
 
