@@ -209,3 +209,35 @@ def test_unreadable_push_commands_are_refused(launcher, ws, test_ca, repos, git_
     assert not [r for r in git_server.got() if r.method == "POST"]
     assert refs(repos, "acme/widgets")["refs/heads/main"] == main
     assert_no_leak(ws, p, git_token)
+
+
+def test_git_block_alone_terminates_its_hosts(launcher, ws, test_ca, repos):
+    """No credential and no `terminate`: the hosts named by [git] are terminated because the
+    git policy must read them, so a push to a protected branch is still refused."""
+    from tlsservers import HttpsServer
+
+    server = HttpsServer(test_ca, git_root=repos)
+    try:
+        text = "\n".join([
+            "[filesystem]", f"allow_write = {toml_list([ws.proj])}", "",
+            "[network]", f"allowed_domains = {toml_list([server.hostport])}", "",
+            "[network.tls]", f"extra_ca = {toml_list([test_ca.path])}", "",
+            "[git]", 'repositories = ["127.0.0.1/acme/*"]', 'push = ["agent/*"]', ""])
+        git = f"git -c credential.helper= {' '.join(GIT_ID)}"
+        url = f"https://127.0.0.1:{server.port}/acme/widgets.git"
+        script = "\n".join([
+            f"{git} clone -q {url} cl; echo clone=$?",
+            f"cd cl && echo x > x && git add x && {git} commit -q -m x; echo commit=$?",
+            f"{git} push origin HEAD:refs/heads/main > ../main.out 2>&1; echo main=$?",
+            f"{git} push origin HEAD:refs/heads/agent/z > ../agent.out 2>&1; echo agent=$?",
+        ])
+        before = refs(repos, "acme/widgets")
+        p = cred_run(ws, script, text)
+        assert one(p.stdout, "clone=") == "0" and one(p.stdout, "commit=") == "0", out_of(p)
+        assert one(p.stdout, "main=") != "0" and one(p.stdout, "agent=") == "0", out_of(p)
+        assert "git.repositories[0].protected" in (ws.proj / "main.out").read_text()
+        after = refs(repos, "acme/widgets")
+        assert after["refs/heads/main"] == before["refs/heads/main"] and "refs/heads/agent/z" in after
+        assert any(r.get("repo") == "127.0.0.1/acme/widgets" and r.get("proto") == "https" for r in audit(ws))
+    finally:
+        server.close()
