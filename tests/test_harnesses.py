@@ -79,7 +79,7 @@ def test_claude_code_shell_prefix_runs_every_bash_command_in_corral(launcher, ws
     assert lines[0] == "ran-42", out
     assert int(lines[1]) != 0  # never host root, even when the harness runs as root
     assert secret not in out and "id_ed25519" in out  # cat ran, and was refused
-    assert "bwrap" in out or "bash" in out  # pid 1 is the sandbox's own, not the host's init
+    assert lines[-1] == "bwrap"  # pid 1 is the sandbox's own (bubblewrap's), not the host's init
     assert victim.read_text() == "original\n"
     assert not (home / ".bashrc").exists()
 
@@ -149,4 +149,45 @@ anyio.run(main)
         fake.close()
     assert len(results) == 1 and "sdk-ran" in results[0].splitlines(), results
     assert secret not in results[0] and "id_ed25519" in results[0]
+    assert (ws.outside / "victim.txt").read_text() == "original\n"
+
+
+LANGCHAIN_DRIVER = """
+import sys
+from langchain.agents import create_agent
+from langchain.agents.middleware import ShellToolMiddleware
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, ToolMessage
+from corral.integrations.langchain import CorralExecutionPolicy
+
+
+class ScriptedModel(GenericFakeChatModel):  # a model that answers with one shell call, then text
+    def bind_tools(self, tools, **kwargs):
+        return self
+
+
+call = AIMessage(content="", tool_calls=[{"name": "shell", "args": {"command": sys.argv[2]}, "id": "call1"}])
+model = ScriptedModel(messages=iter([call, AIMessage(content="done")]))
+shell = ShellToolMiddleware(workspace_root=sys.argv[1], execution_policy=CorralExecutionPolicy())
+out = create_agent(model, tools=[], middleware=[shell]).invoke({"messages": [{"role": "user", "content": "go"}]})
+print("\\n".join(m.content for m in out["messages"] if isinstance(m, ToolMessage)))
+"""
+
+
+def test_langchain_shell_tool_runs_in_corral(launcher, ws):
+    pytest.importorskip("langchain.agents.middleware", reason="LangChain (test extra) is not installed")
+    home, secret = harness_home(ws)
+    driver = ws.base / "drive_langchain.py"
+    driver.write_text(LANGCHAIN_DRIVER)
+    ws.chown()
+    command = f"echo lc-ran; id -u; cat ~/.ssh/id_ed25519; echo pwned > {ws.outside / 'victim.txt'}; cat /proc/1/comm"
+    proc = subprocess.run([*launcher.prefix, sys.executable, str(driver), str(ws.proj), command], cwd=ws.proj,
+                          env={**launcher.env, "HOME": str(home)}, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    lines = out.splitlines()
+    assert lines[0] == "lc-ran" and int(lines[1]) != 0, out
+    assert secret not in out and "id_ed25519" in out
+    assert "\nbwrap\n" in out  # the sandbox's own pid 1 (bubblewrap's), not the host's init
     assert (ws.outside / "victim.txt").read_text() == "original\n"
