@@ -281,7 +281,6 @@ def test_wrap_stdout_is_the_servers_byte_for_byte(launcher, ws):
 
 def test_wrap_ends_cleanly_on_stdin_eof_and_on_sigterm(launcher, ws):
     marker = helpers.marker()
-    before = helpers.corral_tmpdirs()
     # stdin EOF: the server (cat) ends, corral with it
     proc = subprocess.run(launcher.argv(["mcp", "wrap", "--", "cat"]), cwd=ws.proj, env=launcher.env,
                           input=b"", capture_output=True, timeout=30)
@@ -295,7 +294,6 @@ def test_wrap_ends_cleanly_on_stdin_eof_and_on_sigterm(launcher, ws):
     p.wait(timeout=15)
     assert p.returncode in (143, 128 + 15, -15, 0), p.returncode
     assert helpers.wait_for(lambda: not helpers.pids_with_arg(f"echo ready; sleep 60 # {marker}"), timeout=5)
-    assert helpers.wait_for(lambda: helpers.corral_tmpdirs() <= before, timeout=5)
 
 
 def test_mcp_usage_errors(me, ws):
@@ -307,3 +305,44 @@ def test_mcp_usage_errors(me, ws):
         assert "Traceback" not in proc.stderr
     proc = helpers.run(me, ["mcp", "--help"], ws.proj)
     assert proc.returncode == 0 and "corral mcp wrap" in proc.stdout
+
+
+def _rpc_lines(proc, messages):
+    for m in messages:
+        proc.stdin.write((json.dumps(m) + "\n").encode())
+    proc.stdin.flush()
+
+
+INIT = [{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"}]
+
+
+@pytest.mark.parametrize("how", ["eof", "sigterm"])
+def test_mcp_server_stops_cleanly_and_its_stdout_is_only_the_protocol(launcher, ws, how):
+    settings = ws.settings(allowedDomains=["127.0.0.1:9"], allowWrite=[str(ws.proj)])  # the proxy runs too
+    proc = subprocess.Popen(launcher.argv(["mcp", "--settings", str(settings)]), cwd=ws.proj, env=launcher.env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _rpc_lines(proc, [*INIT, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                  "params": {"name": "run", "arguments": {"shell": "echo hi; sleep 0.2"}}}])
+        replies = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        assert [r["id"] for r in replies] == [1, 2]
+        assert replies[1]["result"]["structuredContent"]["stdout"] == "hi\n"
+        run_id = replies[1]["result"]["structuredContent"]["run_id"]
+        if how == "eof":
+            proc.stdin.close()
+        else:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        rest = proc.stdout.read()
+        for line in rest.splitlines():  # anything further is JSON-RPC, never corral's words
+            assert json.loads(line)["jsonrpc"] == "2.0"
+        err = proc.stderr.read().decode()
+        assert "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # (other corral runs on this machine may come and go in /tmp: look for this run's own)
+    assert helpers.wait_for(lambda: not any(run_id in d for d in helpers.corral_tmpdirs()), timeout=5)

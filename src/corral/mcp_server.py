@@ -260,16 +260,37 @@ def serve(policy, ctx, opts) -> int:
     audit_path = default_path() if policy.network.audit_log is None else policy.network.audit_log
     tools = Tools(sandbox.policy, ctx, sandbox, audit_path, cli._shell(), quiet=opts.quiet)
 
-    def stop(signum, _frame):
-        raise SystemExit(128 + signum)
+    async def main():
+        import anyio
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, stop)
+        server = build_server(tools)
+        async with anyio.create_task_group() as group:
+            async def on_signal():
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP, signal.SIGINT) as signals:
+                    async for _signum in signals:
+                        # The SDK's stdin reader is a thread no cancellation reaches: close what
+                        # is ours and leave. A command still running is stopped by its bwrap
+                        # (--die-with-parent) and cleaned up by its run's reaper.
+                        if tools.lock.acquire(timeout=0):
+                            close()
+                        os._exit(0)
+
+            group.start_soon(on_signal)
+            await server.run_stdio_async()
+            group.cancel_scope.cancel()  # stdin ended
+
+    def close():
+        try:
+            tools.audit.close()
+        finally:
+            sandbox.close()
+
+    import anyio
+
     try:
-        build_server(tools).run()
-    except (KeyboardInterrupt, SystemExit):
+        anyio.run(main)
+    except KeyboardInterrupt:
         pass
     finally:
-        tools.audit.close()
-        sandbox.close()
+        close()
     return 0
