@@ -218,6 +218,17 @@ LIMIT_KEYS = ("memory", "pids", "cpus", "timeout", "nofile", "fsize")
 
 
 @frozen
+class BackendPolicy:
+    """Which wall enforces the policy (`backend = "gvisor"`), and how strictly (`strict = true`:
+    refuse a run when the backend cannot enforce a field; the enforcement report lists them)."""
+
+    name: str = "bwrap"
+    strict: bool = False
+    image: str | None = None  # [container] image: the image a container engine runs (or an OCI rootfs dir)
+    origin: str = field(default="", compare=False)
+
+
+@frozen
 class Policy:
     filesystem: FilesystemPolicy = field(default_factory=FilesystemPolicy)
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
@@ -227,6 +238,7 @@ class Policy:
     credentials: tuple[CredentialSpec, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    backend: BackendPolicy = field(default_factory=BackendPolicy)
 
     def with_filesystem(self, **changes) -> "Policy":
         return replace(self, filesystem=replace(self.filesystem, **changes))
@@ -239,6 +251,9 @@ class Policy:
 
     def with_limits(self, **changes) -> "Policy":
         return replace(self, limits=replace(self.limits, **changes))
+
+    def with_backend(self, **changes) -> "Policy":
+        return replace(self, backend=replace(self.backend, **changes))
 
 
 @frozen
