@@ -46,6 +46,9 @@ class Bundle:
     init: str | None = None  # catatonit or tini, run as pid 1 ahead of the command
     image: str | None = None  # a root filesystem directory instead of the host's view
     arch: str = "x86_64"
+    # Masks left out: host paths the launching user cannot open anyway (unprivileged gVisor:
+    # its gofer opens each mount point as that user, and cannot open /etc/gshadow to cover it).
+    skip: tuple[str, ...] = ()
 
     @property
     def rootfs(self) -> str:
@@ -63,6 +66,8 @@ def render(plan, bundle: Bundle) -> tuple[dict, tuple[tuple[str, bytes, int], ..
             continue  # made by corral's child before the runtime starts: part of the root view
         if m.op in ("ro-bind", "bind") and m.dest == "/" and i == 0:
             continue  # the root view itself
+        if m.dest in bundle.skip and m.op in ("dev-null", "tmpfs"):
+            continue
         if not host_view and m.op in ("ro-bind", "dev-null", "tmpfs") and not _under_any(m.dest, bound) \
                 and m.dest not in ("/tmp", "/dev/shm"):
             continue  # hides a host path that an image does not have
@@ -84,15 +89,16 @@ def render(plan, bundle: Bundle) -> tuple[dict, tuple[tuple[str, bytes, int], ..
             files.append((name, m.src.encode(), m.perms if m.perms is not None else 0o644))
             mounts.append(_bind(name, m.dest, True))
         elif m.op == "remount-ro":
-            mounts.append(_bind(m.dest, m.dest, True))
+            _remount_ro(mounts, m.dest, bundle)
         else:
             raise AssertionError(f"unknown mount op {m.op}")
     uid, gid = identity(plan, bundle)
     namespaces = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}]
     linux: dict = {}
-    if not bundle.launched_by_root:
+    if not bundle.launched_by_root and bundle.runtime != "gvisor":
         # corral's user namespace maps the launching user to 0; a nested one keeps the
-        # command's capabilities away from corral's network namespace.
+        # command's capabilities away from corral's network namespace. (runsc --rootless
+        # refuses one: its sandbox is already a user namespace of its own.)
         namespaces.insert(0, {"type": "user"})
         linux["uidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1}]
         linux["gidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1}]
@@ -133,6 +139,27 @@ def identity(plan, bundle: Bundle) -> tuple[int, int]:
 
 def config_json(config: dict) -> bytes:
     return json.dumps(config, indent=1, sort_keys=True).encode()
+
+
+def _remount_ro(mounts: list, dest: str, bundle: Bundle) -> None:
+    """Make the mount at `dest` (a hiding tmpfs, with the plan's mounts inside it) read-only.
+    A bind of `dest` itself would be the HOST's directory (a bind's source is read in the
+    runtime's mount namespace, outside the container), undoing the hiding. runc and crun make
+    the container's mounts under the bundle's rootfs in order, so binding rootfs+dest onto
+    itself read-only remounts the tmpfs with what lies inside it. gVisor's mounts live in its
+    own kernel, out of the host's reach: its tmpfs is mounted read-only itself."""
+    if bundle.runtime == "gvisor":
+        for mount in reversed(mounts):
+            if mount["destination"] == dest:
+                if mount["type"] == "tmpfs":
+                    mount["options"] = ["ro", *mount["options"]]
+                return
+        return
+    if bundle.launched_by_root:
+        mounts.append(_bind(bundle.rootfs.rstrip("/") + dest, dest, True))
+    # Rootless, runc and crun open every bind's source before the container's mounts exist
+    # (from the launching side of the user namespace): rootfs+dest would be the host's
+    # directory too. The tmpfs stays as it is: empty, writable by the command, gone with the run.
 
 
 def _bind(src: str, dest: str, ro: bool) -> dict:
@@ -239,6 +266,8 @@ def report(name: str, plan, facts, limits=None) -> R.Report:
         (R.PARTIAL, "applied by gVisor's kernel (--oci-seccomp); every refusal answers EPERM, and clone3 is left "
                     "to gVisor, whose namespaces are its own"),
         "user namespace": (R.ENFORCED, f"runs as uid {plan.run_as[0]} in corral's user namespace" if root and plan.run_as
+                           else "gVisor's sandbox in corral's user namespace: uid 0 inside, the launching user "
+                                "outside, no capabilities" if gvisor
                            else "a nested user namespace: uid 0 inside, the launching user outside, no capabilities"),
         "pid namespace": (R.ENFORCED, "the runtime's" + (", gVisor's kernel" if gvisor else "")),
         "signals": (R.ENFORCED, f"forwarded by the runtime to {facts.init.rsplit('/', 1)[-1]} (pid 1), then the command")

@@ -59,6 +59,14 @@ def append_regular_stdio() -> None:
             pass
 
 
+def _openable(path: str) -> bool:
+    """Can the launching user open `path` (a file to read, a directory to search)?"""
+    try:
+        return os.access(path, os.X_OK if os.path.isdir(path) else os.R_OK)
+    except OSError:
+        return False
+
+
 def bundle_parent() -> str:
     """Where bundles go: a directory that corral's child sees as the host does (its /tmp is an
     overlay whose writes vanish: the runtime's pid file and state must reach the host, where
@@ -103,7 +111,11 @@ class OciLaunch:
         os.makedirs(f"{self.dir}/rootfs")
         os.makedirs(f"{self.dir}/data")
         os.makedirs(f"{self.dir}/state", mode=0o700)
-        bundle = oci.Bundle(self.dir, name, self.run.launched_by_root, init_path(), self.image, os.uname().machine)
+        skip = ()
+        if name == "gvisor" and not self.run.launched_by_root:
+            skip = tuple(m.dest for m in self.run.plan.mounts if m.op in ("dev-null", "tmpfs") and not _openable(m.dest))
+        bundle = oci.Bundle(self.dir, name, self.run.launched_by_root, init_path(), self.image, os.uname().machine,
+                            skip)
         config, files = oci.render(self.run.plan, bundle)
         for path, data, mode in files:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
