@@ -577,23 +577,32 @@ def cmd_proxy(args: list[str]) -> int:
 
 
 DOCTOR_USAGE = """\
-usage: corral doctor
+usage: corral doctor [--backend NAME] [-s FILE]
   Check what corral relies on here (bubblewrap, user namespaces, seccomp, the egress proxy's
   namespace, overlay and idmapped mounts, cgroups for limits, TLS trust): one line each, with
   the fix when a check fails. Exit status 1 when something corral needs is missing.
+  --backend NAME   also check that wall (runc, crun, gvisor, podman, docker): its program and
+                   version, a real `true` run behind it, and the enforcement report of the
+                   policy (-s FILE, else the default policy): what it enforces, field by field
 """
 
 
 def cmd_doctor(args: list[str]) -> int:
     from .doctor import doctor
 
-    _take_options(args, set(), set(), DOCTOR_USAGE)
-
+    opts = _take_options(args, set(), {"--backend", "-s", "--settings"}, DOCTOR_USAGE)
     ok = True
     for what, good, detail in doctor():
         optional = what == "cgroups for limits"  # limits fall back to rlimits: a warning, not a failure
         ok &= good or optional
         sys.stdout.write(f"{'ok  ' if good else 'warn' if optional else 'FAIL'}  {what}: {detail}\n")
+    name = opts.get("--backend")
+    if name is not None:
+        from .doctor import backend_checks
+
+        for what, good, detail in backend_checks(name, opts.get("-s") or opts.get("--settings")):
+            ok &= good
+            sys.stdout.write(f"{'ok  ' if good else 'FAIL'}  {what}: {detail}\n")
     return 0 if ok else 1
 
 

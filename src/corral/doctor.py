@@ -187,3 +187,45 @@ def _network_check() -> tuple[str, bool, str]:
     ns.close()
     return ("egress proxy namespace", True, "loopback-only namespace, nftables redirect (transparent mode), "
             "listeners")
+
+
+def backend_checks(name: str, settings: str | None = None) -> list:
+    """`corral doctor --backend NAME`: the wall's program, a real run of `true` behind it, and
+    the enforcement report of the policy, as (what, ok, detail) rows; the report's rows follow
+    as `report: FIELD` lines (ok unless a field is not enforced)."""
+    from .backends import get
+    from .cli import build_policy, launch_context, parse_run_args
+    from .errors import CorralError
+    from .orchestrate import Orchestrator
+    from .sandbox.hostfacts import gather
+
+    backend = get(name)
+    rows = []
+    facts = gather(name, version=True)
+    rows.append((f"{name} backend program", facts.runtime is not None,
+                 f"{facts.runtime} {facts.runtime_version}".strip() if facts.runtime else
+                 f"not installed (fix: {_install_hint(name)})"))
+    opts = parse_run_args(["-q", *(["-s", settings] if settings else []), "--backend", name, "--", "true"])
+    ctx = launch_context()
+    try:
+        policy = build_policy(opts, ctx)
+    except CorralError as exc:
+        return rows + [("policy", False, str(exc))]
+    try:
+        with Orchestrator(policy, ctx, backend=name, in_child=True, report=None) as orch:
+            status = orch.run_foreground(["true"], tty=False)
+        rows.append((f"{name}: a real run of `true`", status == 0, "exit 0" if status == 0 else f"exit {status}"))
+    except CorralError as exc:
+        rows.append((f"{name}: a real run of `true`", False, str(exc)))
+    with Orchestrator(policy, ctx, backend=name, dry_run=True) as orch:
+        plan = orch.plan(["true"])
+        report = orch.enforcement(plan, orch.limits(plan, refuse=False))
+    for item in report.items:
+        rows.append((f"report: {item.field}", item.state != "not enforced" or item.field == "kernel",
+                     f"{item.state}: {item.requested}" + (f" ({item.how})" if item.how else "")))
+    return rows
+
+
+def _install_hint(name: str) -> str:
+    pkg = {"gvisor": "runsc", "docker": "docker.io"}.get(name, name)
+    return f"sudo apt-get install {pkg}" + (" (or scripts/install-runsc.sh for the newest build)" if name == "gvisor" else "")

@@ -86,7 +86,7 @@ def common_items(plan, limits=None) -> list[Item]:
         Item("signals", "forwarded to the command", ENFORCED, "corral -> bubblewrap -> its init -> the command"),
         Item("tty", "a private pseudo-terminal when stdin and stdout are terminals", ENFORCED,
              "corral relays the pty; TIOCSTI refused"),
-        Item("kernel", "shared with the host", NOT_REQUESTED, "the host kernel"),
+        Item("kernel", "-", NOT_REQUESTED, "the host kernel, shared"),
     ]
     for e in (limits.items if limits is not None else ()):
         state = ENFORCED if e.full else (PARTIAL if e.how else NOT_ENFORCED)
