@@ -142,24 +142,14 @@ def config_json(config: dict) -> bytes:
 
 
 def _remount_ro(mounts: list, dest: str, bundle: Bundle) -> None:
-    """Make the mount at `dest` (a hiding tmpfs, with the plan's mounts inside it) read-only.
-    A bind of `dest` itself would be the HOST's directory (a bind's source is read in the
-    runtime's mount namespace, outside the container), undoing the hiding. runc and crun make
-    the container's mounts under the bundle's rootfs in order, so binding rootfs+dest onto
-    itself read-only remounts the tmpfs with what lies inside it. gVisor's mounts live in its
-    own kernel, out of the host's reach: its tmpfs is mounted read-only itself."""
-    if bundle.runtime == "gvisor":
-        for mount in reversed(mounts):
-            if mount["destination"] == dest:
-                if mount["type"] == "tmpfs":
-                    mount["options"] = ["ro", *mount["options"]]
-                return
-        return
-    if bundle.launched_by_root:
-        mounts.append(_bind(bundle.rootfs.rstrip("/") + dest, dest, True))
-    # Rootless, runc and crun open every bind's source before the container's mounts exist
-    # (from the launching side of the user namespace): rootfs+dest would be the host's
-    # directory too. The tmpfs stays as it is: empty, writable by the command, gone with the run.
+    """Make the hiding tmpfs at `dest` read-only, with the plan's mounts inside it. Not as a
+    bind of `dest` onto itself: a bind's source is the HOST's directory (runtimes read it in
+    their own mount namespace, outside the container), which would undo the hiding."""
+    for mount in reversed(mounts):
+        if mount["destination"] == dest and mount["type"] == "tmpfs":
+            mount["options"] = ["ro", *mount["options"]]
+            return
+    raise AssertionError(f"remount-ro of {dest}: no tmpfs there")
 
 
 def _bind(src: str, dest: str, ro: bool) -> dict:
