@@ -253,8 +253,8 @@ def report(name: str, plan, facts, limits=None) -> R.Report:
         "capabilities": (R.ENFORCED, "empty sets in config.json"),
         "no_new_privs": (R.ENFORCED, "noNewPrivileges" + (" (gVisor's kernel)" if gvisor else "")),
         "seccomp deny list": (R.ENFORCED, "OCI seccomp profile (libseccomp)") if not gvisor else
-        (R.PARTIAL, "applied by gVisor's kernel (--oci-seccomp); every refusal answers EPERM, and clone3 is left "
-                    "to gVisor, whose namespaces are its own"),
+        (R.ENFORCED, "applied by gVisor's kernel (--oci-seccomp); every refusal answers EPERM, and clone3 is "
+                     "left to gVisor, whose namespaces are its own, not the host's"),
         "user namespace": (R.ENFORCED, f"runs as uid {plan.run_as[0]} in corral's user namespace" if root and plan.run_as
                            else "gVisor's sandbox in corral's user namespace: uid 0 inside, the launching user "
                                 "outside, no capabilities" if gvisor
