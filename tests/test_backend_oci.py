@@ -200,3 +200,14 @@ def test_errno_values_follow_the_table():
     clone3 = next(e for e in profile["syscalls"] if e["names"] == ["clone3"])
     assert clone3["action"] == "SCMP_ACT_ERRNO" and clone3["errnoRet"] == 38  # ENOSYS: libc falls back to clone
     assert not [e for e in oci.seccomp_profile(SeccompOptions(), gvisor=True)["syscalls"] if e["names"] == ["clone3"]]
+
+
+def test_root_launch_inside_corral_user_namespace_nests_an_identity_map():
+    # With network, corral's namespace has a user namespace even for root: the runtime runs in
+    # it, and a nested identity-mapped one tells runc/crun to bind devices rather than mknod.
+    config, _ = oci.render(plan(), oci.Bundle("/b", "crun", True, in_userns=True))
+    assert config["linux"]["namespaces"][0] == {"type": "user"}
+    assert config["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 0, "size": 4294967295}]
+    assert config["process"]["user"]["uid"] == 65533
+    errors = list(_validator().iter_errors(config))
+    assert not errors, errors[0]

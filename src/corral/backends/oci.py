@@ -49,6 +49,14 @@ class Bundle:
     # Masks left out: host paths the launching user cannot open anyway (unprivileged gVisor:
     # its gofer opens each mount point as that user, and cannot open /etc/gshadow to cover it).
     skip: tuple[str, ...] = ()
+    # Is the runtime itself inside corral's user namespace? (Always when unprivileged; launched
+    # by root, when corral's namespace has one: with network, or an overlay.) None: unprivileged only.
+    in_userns: bool | None = None
+
+    @property
+    def nested_userns(self) -> bool:
+        return (self.in_userns if self.in_userns is not None else not self.launched_by_root) and \
+            self.runtime != "gvisor"
 
     @property
     def rootfs(self) -> str:
@@ -95,13 +103,16 @@ def render(plan, bundle: Bundle) -> tuple[dict, tuple[tuple[str, bytes, int], ..
     uid, gid = identity(plan, bundle)
     namespaces = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}]
     linux: dict = {}
-    if not bundle.launched_by_root and bundle.runtime != "gvisor":
+    if bundle.nested_userns:
         # corral's user namespace maps the launching user to 0; a nested one keeps the
         # command's capabilities away from corral's network namespace. (runsc --rootless
         # refuses one: its sandbox is already a user namespace of its own.)
         namespaces.insert(0, {"type": "user"})
-        linux["uidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1}]
-        linux["gidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1}]
+        # (Launched by root, corral's namespace maps every id onto itself: so does this one, and
+        # the runtime then knows to bind devices rather than make them.)
+        size = 4294967295 if bundle.launched_by_root else 1
+        linux["uidMappings"] = [{"containerID": 0, "hostID": 0, "size": size}]
+        linux["gidMappings"] = [{"containerID": 0, "hostID": 0, "size": size}]
     if plan.network is None and not plan.offline:
         namespaces.append({"type": "network"})  # no corral namespace to stay in: an empty one
     linux["namespaces"] = namespaces

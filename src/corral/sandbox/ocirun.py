@@ -89,6 +89,7 @@ class OciLaunch:
         self.backend = backend
         self.image = image
         self.dir = ""
+        self.in_userns = os.geteuid() != 0
         self.container = f"corral-{run.plan.run_id or os.urandom(6).hex()}"
 
     def prepare(self) -> list[str]:
@@ -114,8 +115,10 @@ class OciLaunch:
         skip = ()
         if name == "gvisor" and not self.run.launched_by_root:
             skip = tuple(m.dest for m in self.run.plan.mounts if m.op in ("dev-null", "tmpfs") and not _openable(m.dest))
+        ns = self.run.namespaces.ns if self.run.namespaces is not None else None
+        self.in_userns = not self.run.launched_by_root or (ns is not None and ns.user_fd >= 0)
         bundle = oci.Bundle(self.dir, name, self.run.launched_by_root, init_path(), self.image, os.uname().machine,
-                            skip)
+                            skip, self.in_userns)
         config, files = oci.render(self.run.plan, bundle)
         for path, data, mode in files:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
@@ -138,6 +141,8 @@ class OciLaunch:
                 flags.append("--host-uds=open")
         elif self.backend.name == "crun":
             flags.append("--cgroup-manager=disabled")
+        elif self.in_userns:
+            flags.append("--rootless=true")  # in corral's user namespace: cgroups are corral's business
         return flags
 
     def run_flags(self) -> list[str]:
