@@ -255,7 +255,10 @@ class Run:
         wall's own steps (an OCI runtime's root view)."""
         self._child_view()
         if self.kind is not None:
-            self.kind.child()
+            try:
+                self.kind.child()
+            except OSError as exc:
+                raise OSError(exc.errno, f"[wall] {exc}") from None
 
     def _child_view(self) -> None:
         if self.limits is not None:  # limits hook: join the cgroups with the launcher's credentials
@@ -565,7 +568,12 @@ def _spawn(argv: list[str], env: dict[str, str], run: Run, tty_slave) -> int:
     os.close(err_r)
     if chunks and chunks[0].startswith(b"\0"):
         os.waitpid(pid, 0)
-        raise _drop_refused(run.plan, b"".join(chunks)[1:].decode(errors="replace"))
+        why = b"".join(chunks)[1:].decode(errors="replace")
+        if "[wall] " in why:  # the backend's own step (an OCI runtime's root view), not the uid's view
+            raise SetupError(f"cannot prepare the {run.kind.backend.name} backend's view: "
+                             f"{why.split('[wall] ', 1)[1]}", "run `corral doctor --backend "
+                             f"{run.kind.backend.name}`, or choose --backend bwrap")
+        raise _drop_refused(run.plan, why)
     if chunks:
         os.waitpid(pid, 0)
         raise SetupError(f"cannot start {argv[0]}: {b''.join(chunks).decode(errors='replace')}",
