@@ -93,3 +93,10 @@ def test_library_sandbox_takes_a_backend(tmp_path):
         assert sb.enforcement(["true"]).backend == "runc"
         with pytest.raises(Exception, match="wrap\\(\\) renders bubblewrap's argv"):
             sb.wrap(["true"])
+
+
+@pytest.mark.parametrize("name", OCI)
+def test_a_forced_tty_is_a_terminal_behind_each_oci_wall(launcher, ws, name):
+    r = helpers.run(launcher, ["run", "-q", "--tty", "--backend", name, "--", "sh", "-c",
+                               "test -t 0 && test -t 1 && echo both-terminals"], ws.proj, timeout=60)
+    assert r.returncode == 0 and "both-terminals" in r.stdout, (r.stdout, r.stderr)

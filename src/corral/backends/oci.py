@@ -52,6 +52,7 @@ class Bundle:
     # Is the runtime itself inside corral's user namespace? (Always when unprivileged; launched
     # by root, when corral's namespace has one: with network, or an overlay.) None: unprivileged only.
     in_userns: bool | None = None
+    terminal: bool = False  # corral relays a pty: the runtime gives the command a terminal of its own
 
     @property
     def nested_userns(self) -> bool:
@@ -125,7 +126,9 @@ def render(plan, bundle: Bundle) -> tuple[dict, tuple[tuple[str, bytes, int], ..
     config = {
         "ociVersion": OCI_VERSION,
         "process": {
-            "terminal": False,  # stdio is passed through as is (a pty's slave when corral relays one)
+            # With a pty, the runtime makes the command's terminal (its controlling terminal, in a
+            # session of its own) and relays it to its stdio, corral's pty; else stdio as given.
+            "terminal": bundle.terminal,
             "user": {"uid": uid, "gid": gid, "additionalGids": []},
             "args": args,
             "env": [f"{k}={v}" for k, v in plan.env],
@@ -274,7 +277,8 @@ def report(name: str, plan, facts, limits=None) -> R.Report:
         "signals": (R.ENFORCED, f"forwarded by the runtime to {facts.init.rsplit('/', 1)[-1]} (pid 1), then the command")
         if facts.init else (R.PARTIAL, "the command is pid 1: signals it does not handle are ignored "
                                        "(fix: apt-get install catatonit)"),
-        "tty": (R.ENFORCED, "stdio is corral's pty; no controlling terminal (the runtime starts a new session)"),
+        "tty": (R.ENFORCED, "the runtime's own pseudo-terminal (the command's controlling terminal, in a new "
+                            "session), relayed to corral's"),
         "kernel": (R.ENFORCED, "gVisor's user-space kernel (runsc): the host kernel is not reachable directly")
         if gvisor else (R.NOT_REQUESTED, "the host kernel, shared (as with bwrap)"),
     }

@@ -131,6 +131,7 @@ class Run:
                 for path in self.limits.create():
                     self._tell_reaper(f"cgroup {path}\n")
             if self.kind is not None:
+                self.kind.tty = not new_session
                 argv = self.kind.prepare()
                 for line in self.kind.reaper_lines():
                     self._tell_reaper(line)

@@ -90,6 +90,7 @@ class OciLaunch:
         self.image = image
         self.dir = ""
         self.in_userns = os.geteuid() != 0
+        self.tty = False  # set by Run.prepare: corral relays a pseudo-terminal
         self.container = f"corral-{run.plan.run_id or os.urandom(6).hex()}"
 
     def prepare(self) -> list[str]:
@@ -118,7 +119,7 @@ class OciLaunch:
         ns = self.run.namespaces.ns if self.run.namespaces is not None else None
         self.in_userns = not self.run.launched_by_root or (ns is not None and ns.user_fd >= 0)
         bundle = oci.Bundle(self.dir, name, self.run.launched_by_root, init_path(), self.image, os.uname().machine,
-                            skip, self.in_userns)
+                            skip, self.in_userns, self.tty)
         config, files = oci.render(self.run.plan, bundle)
         for path, data, mode in files:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
