@@ -22,8 +22,11 @@ def gather(name: str, policy=None, plan=None, version: bool = False) -> Facts:
         exe = runtime_path(name)
         return Facts(root, exe, _version(exe) if version and exe else "", init=init_path())
     exe = find_executable(name, os.environ.get("PATH", "") + ":/usr/bin:/usr/local/bin")
-    return Facts(root, exe, _version(exe) if version and exe else "", engine_rootless=not root,
-                 engine_reachable=True if name == "podman" else _docker_reachable(exe))
+    from .containerrun import engine_init
+
+    return Facts(root, exe, _version(exe) if version and exe else "", engine_rootless=not root and name == "podman",
+                 engine_reachable=True if name == "podman" else _docker_reachable(exe), init=engine_init(name),
+                 cgroup_version=2 if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else 1)
 
 
 def _version(exe: str) -> str:

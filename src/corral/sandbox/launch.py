@@ -254,6 +254,9 @@ class Run:
     def child_enter(self) -> None:
         """Join the run's cgroups, build the prepared view, join corral's namespaces; then the
         wall's own steps (an OCI runtime's root view)."""
+        if getattr(self.kind, "own_namespaces", False):
+            self.kind.child()  # a container engine: it joins only what it needs (sandbox/containerrun.py)
+            return
         self._child_view()
         if self.kind is not None:
             try:
@@ -434,7 +437,8 @@ def run_foreground(plan: Plan, tty: bool | None = None, namespaces=None, report_
             tty = False
     from .._timing import mark
 
-    missing = _missing_command(plan)
+    # (an image has its own PATH: the engine says what is missing there)
+    missing = _missing_command(plan) if backend is None or backend.kind != "container" else ""
     if missing:  # nowhere on the sandbox's PATH: said at once, as a shell would (bwrap would print it raw)
         stderr_report(missing)
         return 127
