@@ -121,18 +121,20 @@ class Orchestrator:
         return prepare(self.policy.limits, run_as[0] if run_as else None,
                        None if self.dry_run else self.report, refuse=refuse and not self.dry_run)
 
-    def enforcement(self, plan, limits=None):
-        """What the backend enforces of this plan, field by field (backends/report.py)."""
+    def enforcement(self, plan, limits=None, version: bool = True):
+        """What the backend enforces of this plan, field by field (backends/report.py).
+        `version`: ask the runtime its version (a process start: runsc's costs ~16 ms), for
+        reports that show it; a run only needs the gaps."""
         from .sandbox.hostfacts import gather
 
-        return self.backend.report(plan, gather(self.backend.name, self.policy, plan, version=True), limits)
+        return self.backend.report(plan, gather(self.backend.name, self.policy, plan, version=version), limits)
 
     def check(self, plan, limits=None):
         """The enforcement report; under `strict = true` a field the backend cannot enforce
         refuses the run; otherwise each gap is said once on stderr (never dropped silently)."""
         if self.backend.kind == "bwrap":
             return None  # bwrap enforces every row; limits said or refused their own gaps (limits.prepare)
-        report = self.enforcement(plan, limits)
+        report = self.enforcement(plan, limits, version=False)
         gaps = report.gaps()
         if gaps and self.policy.backend.strict:
             first = gaps[0]
