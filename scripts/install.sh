@@ -16,6 +16,11 @@ if command -v apt-get >/dev/null 2>&1; then
   # as root and as an unprivileged user.
   $SUDO apt-get install -y -qq bubblewrap nftables publicsuffix python3 python3-venv git util-linux \
     passwd curl dnsutils iputils-ping python3-requests python3-pip nodejs ca-certificates >/dev/null
+  # The other walls (--backend runc|crun|gvisor|podman): the OCI runtimes, catatonit as the
+  # containers' pid 1, podman with what rootless podman needs; the OCI runtime-spec JSON schema
+  # (the tests validate every rendered config.json against it); mmdebstrap for the test image.
+  $SUDO apt-get install -y -qq --no-install-recommends runc crun runsc catatonit podman conmon uidmap \
+    slirp4netns fuse-overlayfs netavark golang-github-opencontainers-specs-dev mmdebstrap busybox-static >/dev/null
 fi
 
 # The Debian interpreter lives outside /root, so unprivileged test users can run the venv too.
@@ -26,6 +31,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
+scripts/install-runsc.sh .venv/libexec/corral || echo "corral: gVisor from bookworm-backports could not be installed; --backend gvisor uses the runsc on PATH"
 # Byte-compile now: corral starts for every command an agent runs (and PYTHONDONTWRITEBYTECODE
 # may be set), so never pay compilation at run time.
 .venv/bin/python -m compileall -q src >/dev/null

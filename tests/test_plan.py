@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corral.policy.model import FilesystemPolicy, LaunchContext, PathRule, Policy, ProcessPolicy
-from corral.sandbox.bwrap import bwrap_argv
+from corral.backends.bwrap import bwrap_argv
 from corral.sandbox.plan import HostFS, build_plan
 from corral.workspace.scan import ProtectedScan
 
@@ -175,7 +175,7 @@ def test_protections_inside_writable_areas_are_bound_before_bwrap_not_by_it():
     """Read-only binds of protected paths inside a writable area (and the pins above them) are
     made by corral's child with the new mount API; bwrap's argv leaves them out, and the plan
     says the child prepares a mount namespace."""
-    from corral.sandbox.bwrap import bwrap_argv
+    from corral.backends.bwrap import bwrap_argv
 
     plan, _ = plan_for(FilesystemPolicy(allow_write=rules("/w/proj")),
                        {"/w/proj": "dir", "/w/proj/a": "dir", "/w/proj/a/b": "dir", "/w/proj/a/b/.bashrc": "file"},

@@ -22,7 +22,8 @@ import pytest
 import helpers
 from corral.policy import presets
 from corral.policy.model import NetworkPolicy, ParentProxy
-from corral.policy.upstream import bypasses, from_environment, redact, split_proxy_url, with_environment
+from corral.policy.proxyenv import from_environment, with_environment
+from corral.policy.upstream import bypasses, redact, split_proxy_url
 from corral.proxy import audit
 from corral.proxy.rules import Rules
 

@@ -74,60 +74,57 @@ class Sandbox:
     """Runs commands under one policy, in one working directory."""
 
     def __init__(self, policy: model.Policy | None = None, cwd: str | None = None, *,
-                 workspace: str | None = None, session: str | None = None, output: str | None = None):
+                 workspace: str | None = None, session: str | None = None, output: str | None = None,
+                 backend: str | None = None):
         """`workspace`: bind | ro | tmpfs | copy | overlay (default: the policy's);
         `session`: the overlay session's name (default: one per Sandbox); `output`: a
-        writable results directory."""
+        writable results directory; `backend`: bwrap (default), runc, crun, gvisor, podman,
+        docker (default: the policy's `backend`)."""
+        from .orchestrate import Orchestrator
+
         self.cwd = os.path.abspath(cwd or os.getcwd())
-        self.policy = policy if policy is not None else Policy.load(cwd=self.cwd)
+        policy = policy if policy is not None else Policy.load(cwd=self.cwd)
         if workspace is not None:
             from .errors import PolicyError
 
             if workspace not in model.WORKSPACE_MODES:
                 raise PolicyError("<api>", "workspace", workspace, f"expected one of {', '.join(model.WORKSPACE_MODES)}")
-            self.policy = self.policy.with_filesystem(workspace=workspace)
-        self.output = os.path.abspath(output) if output else ""
-        self.session = None  # (name, upper, work) for the overlay mode
-        if self.policy.filesystem.workspace == "overlay":
-            from .workspace.sessions import open_session
-
-            opened = open_session(session or f"sandbox-{os.urandom(6).hex()}", os.path.realpath(self.cwd))
-            self._session_lock = opened.lock(exclusive=False)  # released by close()
-            self._session_lock.__enter__()
-            self.session = (opened.name, opened.upper, opened.work)
+            policy = policy.with_filesystem(workspace=workspace)
+        # The same orchestration as `corral run`, kept for every command of this Sandbox: one
+        # proxy, one set of placeholders, one overlay session. No responder without network
+        # (the library's commands get bubblewrap's empty network namespace instead).
+        self._orch = Orchestrator(policy, _context(self.cwd), backend=backend, session=session,
+                                  session_prefix="sandbox", output=output or "", offline=False)
+        self.output = self._orch.output
         self._wrapped: list = []
         self._wrapped_dirs: list[str] = []  # private directories of wrapped commands' files
-        self._network = None  # one set of namespaces + proxy for every command of this Sandbox
-        self._boundary = None  # the credentials, resolved once: one placeholder each per Sandbox
+
+    @property
+    def policy(self):
+        return self._orch.policy
+
+    @policy.setter
+    def policy(self, value) -> None:
+        self._orch.policy = value
+
+    @property
+    def session(self):
+        """(name, upper, work) of the overlay session, or None."""
+        return self._orch.session
+
+    @property
+    def _network(self):
+        return self._orch.namespaces
 
     @property
     def session_name(self) -> str | None:
         return self.session[0] if self.session else None
 
     def _network_session(self):
-        from .sandbox.plan import helper_overlays
-
-        overlays = helper_overlays(self.policy, _context(self.cwd), self.session)
-        if self._network is None and (self.policy.network.enabled or overlays):
-            from .sandbox.namespaces import NamespaceSession
-
-            if self.policy.network.enabled and self.policy.network.parent_proxy_env:
-                # As `corral run`: the launcher's HTTPS_PROXY/HTTP_PROXY/NO_PROXY are the parent proxy
-                # unless the policy names one or opts out.
-                from .policy.upstream import with_environment
-
-                net, _unusable = with_environment(self.policy.network, os.environ)
-                self.policy = self.policy.with_network(parent_proxy=net.parent_proxy, parent_proxy_env=False)
-            self._network = NamespaceSession(self.policy.network if self.policy.network.enabled else None,
-                                             overlays=overlays, boundary=self._credential_boundary())
-        return self._network
+        return self._orch.start_namespaces()
 
     def _credential_boundary(self):
-        from .sandbox import boundary
-
-        if self._boundary is None and boundary.needed(self.policy):
-            self._boundary = boundary.resolve(self.policy, dict(os.environ), _context(self.cwd))
-        return self._boundary
+        return self._orch.boundary
 
     def allow_domain(self, *patterns: str) -> None:
         """Allow more destinations; applies to new connections of running and later commands."""
@@ -167,12 +164,12 @@ class Sandbox:
 
     def plan(self, argv: list[str]):
         """The Plan for `argv` (what `corral run --dry-run` prints)."""
-        from .sandbox.plan import build_plan
+        return self._orch.plan(argv)
 
-        if self.output:
-            os.makedirs(self.output, exist_ok=True)
-        return build_plan(self.policy, _context(self.cwd), list(argv), dict(os.environ), session=self.session,
-                          output=self.output, boundary=self._credential_boundary())
+    def enforcement(self, argv: list[str]):
+        """What this Sandbox's backend enforces of `argv`'s plan, field by field."""
+        plan = self.plan(argv)
+        return self._orch.enforcement(plan, self._orch.limits(plan, refuse=False))
 
     def run(self, argv: list[str], **kwargs):
         """Like `subprocess.run(argv, **kwargs)`, sandboxed. Returns CompletedProcess."""
@@ -182,14 +179,11 @@ class Sandbox:
 
         if "cwd" in kwargs or "env" in kwargs or "pass_fds" in kwargs:
             raise TypeError("cwd, env and pass_fds are set by the Sandbox (use Sandbox(cwd=...) and the policy)")
-        plan = self.plan(argv)
-        limits = None
-        if self.policy.limits.any:  # limits hook: refused (strict) or planned before anything starts
-            from .sandbox.limits import prepare
-
-            limits = prepare(self.policy.limits, plan.run_as[0] if plan.run_as and os.geteuid() == 0 else None)
         network = self._network_session()
-        run = Run(plan, network, limits)
+        plan = self.plan(argv)
+        limits = self._orch.limits(plan)  # refused (strict) or planned before anything starts
+        self._orch.check(plan, limits)
+        run = Run(plan, network, limits, self._orch.backend, self.policy.backend.image)
         full = run.prepare(new_session=True)
         from .sandbox.libc import load_libc
 
@@ -239,6 +233,11 @@ class Sandbox:
         needed); the seccomp program is handed to bwrap by a tiny `sh` trampoline."""
         from .sandbox.launch import Run
 
+        if self._orch.backend.kind != "bwrap":
+            from .errors import UsageError
+
+            raise UsageError(f"wrap() renders bubblewrap's argv; the {self._orch.backend.name} backend needs "
+                             "Sandbox.run or `corral run`")
         if self.policy.limits.any:  # limits hook: another runner cannot join the run's cgroups
             from .errors import UsageError
 
@@ -345,13 +344,7 @@ class Sandbox:
         self._finish_close()
 
     def _finish_close(self) -> None:
-        if self._network is not None:
-            self._network.close()
-            self._network = None
-        lock = getattr(self, "_session_lock", None)
-        if lock is not None:
-            self._session_lock = None
-            lock.__exit__(None, None, None)
+        self._orch.close()
 
 
 def _blocked(info, network) -> tuple[list[tuple[str, int, str]], str]:

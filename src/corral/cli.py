@@ -68,7 +68,12 @@ run options:
   --timeout DURATION      wall-time limit (30s, 10m, 1h); then SIGTERM, SIGKILL; exit 124
   --tty / --no-tty        force or disable a private pseudo-terminal (default: when stdin
                           and stdout are terminals)
-  --dry-run               print the bwrap command and seccomp rules, run nothing
+  --backend NAME          the wall: bwrap (default), runc, crun, gvisor, podman, docker
+                          (the same policy on each; --dry-run shows what each enforces)
+  --image IMAGE           podman/docker: the image to run; runc/crun/gvisor: a root filesystem
+                          directory instead of the host's read-only view
+  --dry-run               print the bwrap command (or config.json, or the engine's command line),
+                          the seccomp rules and the enforcement report; run nothing
   -q, --quiet             fewer messages from corral
   -d, --debug             show tracebacks for corral's own errors
   -h, --help              this help
@@ -88,6 +93,7 @@ VALUE_OPTS = {
     "--workspace": "workspace", "--session": "session", "--output": "output",
     "--memory": "memory", "--cpus": "cpus", "--pids": "pids", "--timeout": "timeout",
     "--pass-env": "pass_env", "--unset-env": "unset_env", "--mask-env": "mask_env",
+    "--backend": "backend", "--image": "image",
 }
 FLAG_OPTS = {
     "--dry-run": "dry_run", "-d": "debug", "--debug": "debug", "-q": "quiet", "--quiet": "quiet",
@@ -115,6 +121,8 @@ class Options:
         self.session: str | None = None
         self.output: str | None = None
         self.as_user: str | None = None
+        self.backend: str | None = None
+        self.image: str | None = None
         self.memory = self.cpus = self.pids = self.timeout = None  # limits, as typed
         self.dry_run = self.debug = self.quiet = self.tty = self.no_tty = False
         self.help = self.version = False
@@ -215,6 +223,8 @@ def build_policy(opts: Options, ctx):
             changes[attr] = getattr(fs, attr) + tuple(rules)
     if changes:
         policy = policy.with_filesystem(**changes)
+    if opts.image is not None:
+        policy = policy.with_backend(image=opts.image)
     if opts.as_user is not None:
         policy = policy.with_process(run_as=parse_user(opts.as_user, "<cli>", "--as-user"))
     if opts.workspace is not None:
@@ -289,7 +299,7 @@ def _network_extras(policy, presets=(), report=None):
             allow_presets=net.allow_presets + tuple(p for p in presets if p not in net.allow_presets))
         compile_rules(policy.network, "<cli> --allow-preset")
     if policy.network.enabled and policy.network.parent_proxy_env:
-        from .policy.upstream import with_environment
+        from .policy.proxyenv import with_environment
 
         net, warnings = with_environment(policy.network, os.environ)
         policy = policy.with_network(parent_proxy=net.parent_proxy, parent_proxy_env=False)
@@ -299,7 +309,7 @@ def _network_extras(policy, presets=(), report=None):
 
 
 def cmd_run(args: list[str]) -> int:
-    from .errors import CommandLineError, SetupError
+    from .errors import CommandLineError
 
     opts = parse_run_args(args)
     if opts.help:
@@ -312,129 +322,33 @@ def cmd_run(args: list[str]) -> int:
     ctx = launch_context()
     policy = build_policy(opts, ctx)
     _timing.mark("policy")
-    if ctx.uid == 0 and not opts.dry_run:
-        from .sandbox.plan import prefetch_identity
-
-        prefetch_identity(policy, ctx)
-    if policy.process.run_as and ctx.uid != 0 and policy.process.run_as[0] != ctx.uid:
-        raise SetupError("--as-user / process.run_as needs corral to be launched as root", "drop the option")
-    from .sandbox.plan import build_plan
-
     report = None if opts.quiet else _stderr_line
     if opts.mask_env and report is not None:
         from .policy.secret_env import mask_warnings
 
         for line in mask_warnings(policy, opts.mask_env, os.environ):
             report(line)
-    run_id = os.urandom(6).hex()
-    output = ""
-    if opts.output:
-        output = os.path.abspath(opts.output)
-        try:
-            os.makedirs(output, exist_ok=True)
-        except OSError as exc:
-            raise SetupError(f"cannot create the output directory {output}: {exc.strerror}", "pick another --output") from None
-    session = None
-    held = None  # the overlay session's shared lock, released when the run is over
-    if policy.filesystem.workspace == "overlay":
-        from .workspace.sessions import open_session
+    from .orchestrate import Orchestrator
 
-        opened = open_session(opts.session or f"run-{run_id}", os.path.realpath(ctx.cwd))
-        # Shared while mounted: `corral apply`/`discard` must not edit the upper layer now.
-        held = opened.lock(exclusive=False)
-        held.__enter__()
-        session = (opened.name, opened.upper, opened.work)
-    boundary = None
-    from .sandbox import boundary as credential_boundary
-
-    if credential_boundary.needed(policy):
-        # Before the proxy process forks: it inherits the real values, the sandbox never sees them.
-        boundary = credential_boundary.resolve(policy, dict(os.environ), ctx)
-        if report is not None:
-            for line in boundary.warnings:
-                report(line)
-    namespaces = None
-    overlays = []
-    if session is not None:
-        from .sandbox.plan import helper_overlays
-
-        overlays = helper_overlays(policy, ctx, session)
-    if not opts.dry_run:
-        from .sandbox.namespaces import NamespaceSession
-
-        # Started first: the namespace helper works while the plan is built. Without network,
-        # it stays as the responder that refuses names and proxy requests at once.
-        namespaces = NamespaceSession(policy.network if policy.network.enabled else None, in_child=True,
-                                      report=report, overlays=overlays, boundary=boundary,
-                                      offline=not policy.network.enabled)
-    try:
-        _timing.mark("namespaces")
-        plan = build_plan(policy, ctx, opts.command, dict(os.environ), run_id=run_id, session=session,
-                          output=output, boundary=boundary, offline=True)
-        _timing.mark("plan")
-        limits = None
-        if policy.limits.any:
-            from .sandbox.limits import prepare as prepare_limits
-
-            # Before the command starts: refused here (strict), or one line on what is not enforced.
-            run_as = plan.run_as if ctx.uid == 0 else None
-            limits = prepare_limits(policy.limits, run_as[0] if run_as else None, None if opts.dry_run else report,
-                                    refuse=not opts.dry_run)
+    tty = True if opts.tty else False if opts.no_tty else None
+    # One path for the CLI and the library: the overlay session, credentials, namespaces and
+    # proxy (the proxy in a forked process: its imports overlap with the command), the plan,
+    # the backend's enforcement report, the launch.
+    with Orchestrator(policy, ctx, backend=opts.backend, session=opts.session, output=opts.output or "",
+                      report=report, in_child=True, dry_run=opts.dry_run) as orch:
         if opts.dry_run:
-            return dry_run(plan, policy.network.allowed_domains, limits)
-        if report is not None:
-            for line in plan.notices:
-                report(line)
-            hidden = secrets_notice(plan.mounts, ctx.cwd, ctx.home)
-            if hidden:
-                report(hidden)
-            if plan.withheld_env:
-                from .policy.secret_env import notice
-
-                report(notice(name for name, _why in plan.withheld_env))
-        from .sandbox.launch import run_foreground
-
-        tty = True if opts.tty else False if opts.no_tty else None
-        status = run_foreground(plan, tty=tty, namespaces=namespaces, report_blocked=report, limits=limits)
-    finally:
-        if namespaces is not None:
-            namespaces.close()
-        if held is not None:
-            held.__exit__(None, None, None)
+            plan = orch.plan(opts.command)
+            limits = orch.limits(plan)
+            return dry_run(plan, policy.network.allowed_domains, limits, orch)
+        status = orch.run_foreground(opts.command, tty=tty)
+        session = orch.session
     if session is not None and report is not None:
         report(f"corral: the run's writes are in overlay session {session[0]!r}: review with `corral changes "
                f"{session[0]}`, then `corral apply {session[0]}` or `corral discard {session[0]}`")
     return status
 
 
-SECRET_WHY = "secret file found by `corral scan`"
-
-
-def secrets_notice(mounts, cwd: str, home: str, limit: int = 3) -> str:
-    """One start-up line for the secret files `corral scan` found and the run hides: how many,
-    up to `limit` names (escaped, relative to the workspace or ~), how to list and re-open
-    them. "" when none is hidden. Pure: reads only the plan's mounts."""
-    from .display import shown
-
-    paths = [m.dest for m in mounts if m.op in ("dev-null", "tmpfs") and m.why.startswith(SECRET_WHY)]
-    if not paths:
-        return ""
-    base = cwd.rstrip("/") + "/"
-    inside = [p for p in paths if p.startswith(base)]
-
-    def label(path: str) -> str:
-        if path.startswith(base):
-            return path[len(base):]
-        if home not in ("", "/") and path.startswith(home.rstrip("/") + "/"):
-            return "~/" + path[len(home.rstrip("/")) + 1:]
-        return path
-
-    names = sorted(paths, key=lambda p: (not p.startswith(base), p))
-    listed = ", ".join(shown(label(p), 80) for p in names[:limit]) + (", ..." if len(names) > limit else "")
-    where = " in the workspace" if len(inside) == len(paths) else ""
-    count = f"{len(paths)} secret file{'s' if len(paths) != 1 else ''}{where} {'are' if len(paths) != 1 else 'is'}"
-    return (f"corral: {count} hidden ({listed}): `corral scan` lists them; "
-            "re-open one with --allow-read PATH")
+from .orchestrate import SECRET_WHY, secrets_notice  # noqa: E402,F401 - part of the CLI's interface
 
 
 def _stderr_line(line: str) -> None:
@@ -442,19 +356,24 @@ def _stderr_line(line: str) -> None:
     sys.stderr.flush()
 
 
-def dry_run(plan, allowed=(), limits=None) -> int:
+def dry_run(plan, allowed=(), limits=None, orch=None) -> int:
     import shlex
 
-    from .sandbox.bwrap import bwrap_argv
+    from .backends.bwrap import bwrap_argv
     from .sandbox.seccomp import describe
 
     out = sys.stdout
-    argv = bwrap_argv(plan, seccomp_fd=3, status_fd=4)
-    out.write("# bwrap command (fd 3: seccomp program, fd 4: status pipe)\n")
-    if plan.tmp_overlay is not None:
-        out.write("# (--bind /tmp /tmp binds corral's overlay of /tmp, prepared in a private mount namespace before\n"
-                  "#  bwrap starts: run as printed, without corral, it would bind the host's /tmp writable)\n")
-    out.write(" \\\n  ".join(shlex.quote(a) for a in argv) + "\n\n")
+    backend = orch.backend if orch is not None else None
+    if backend is None or backend.kind == "bwrap":
+        argv = bwrap_argv(plan, seccomp_fd=3, status_fd=4)
+        out.write("# bwrap command (fd 3: seccomp program, fd 4: status pipe)\n")
+        if plan.tmp_overlay is not None:
+            out.write("# (--bind /tmp /tmp binds corral's overlay of /tmp, prepared in a private mount namespace "
+                      "before\n#  bwrap starts: run as printed, without corral, it would bind the host's /tmp "
+                      "writable)\n")
+        out.write(" \\\n  ".join(shlex.quote(a) for a in argv) + "\n\n")
+    else:
+        out.write(orch.rendered(plan) + "\n")
     out.write("# mounts, in order\n")
     for m in plan.mounts:
         src = " (generated)" if m.op == "data" else f" {m.src}" if m.src and m.src != m.dest else ""
@@ -495,6 +414,8 @@ def dry_run(plan, allowed=(), limits=None) -> int:
         out.write("# withheld (they look like credentials; --pass-env NAME lets one through):\n")
         for name, why in plan.withheld_env:
             out.write(f"withheld   {shown(name, 80)}  # {why}\n")
+    if orch is not None:
+        out.write("\n" + "\n".join(orch.enforcement(plan, limits).lines()) + "\n")
     return 0
 
 
@@ -642,7 +563,7 @@ def cmd_proxy(args: list[str]) -> int:
 
     ctx = launch_context()
     policy = load.load(opts.get("--policy") or opts.get("--settings") or opts.get("-s"), ctx)
-    from .policy.upstream import with_environment
+    from .policy.proxyenv import with_environment
 
     net, warnings = with_environment(policy.network, os.environ)  # the launcher's HTTPS_PROXY as the parent
     for line in warnings:
@@ -658,23 +579,32 @@ def cmd_proxy(args: list[str]) -> int:
 
 
 DOCTOR_USAGE = """\
-usage: corral doctor
+usage: corral doctor [--backend NAME] [-s FILE]
   Check what corral relies on here (bubblewrap, user namespaces, seccomp, the egress proxy's
   namespace, overlay and idmapped mounts, cgroups for limits, TLS trust): one line each, with
   the fix when a check fails. Exit status 1 when something corral needs is missing.
+  --backend NAME   also check that wall (runc, crun, gvisor, podman, docker): its program and
+                   version, a real `true` run behind it, and the enforcement report of the
+                   policy (-s FILE, else the default policy): what it enforces, field by field
 """
 
 
 def cmd_doctor(args: list[str]) -> int:
-    from .sandbox.diagnose import doctor
+    from .doctor import doctor
 
-    _take_options(args, set(), set(), DOCTOR_USAGE)
-
+    opts = _take_options(args, set(), {"--backend", "-s", "--settings"}, DOCTOR_USAGE)
     ok = True
     for what, good, detail in doctor():
         optional = what == "cgroups for limits"  # limits fall back to rlimits: a warning, not a failure
         ok &= good or optional
         sys.stdout.write(f"{'ok  ' if good else 'warn' if optional else 'FAIL'}  {what}: {detail}\n")
+    name = opts.get("--backend")
+    if name is not None:
+        from .doctor import backend_checks
+
+        for what, good, detail in backend_checks(name, opts.get("-s") or opts.get("--settings")):
+            ok &= good
+            sys.stdout.write(f"{'ok  ' if good else 'FAIL'}  {what}: {detail}\n")
     return 0 if ok else 1
 
 

@@ -245,6 +245,17 @@ class GitPolicy:
 
 
 @frozen
+class BackendPolicy:
+    """Which wall enforces the policy (`backend = "gvisor"`), and how strictly (`strict = true`:
+    refuse a run when the backend cannot enforce a field; the enforcement report lists them)."""
+
+    name: str = "bwrap"
+    strict: bool = False
+    image: str | None = None  # [container] image: the image a container engine runs (or an OCI rootfs dir)
+    origin: str = field(default="", compare=False)
+
+
+@frozen
 class Policy:
     filesystem: FilesystemPolicy = field(default_factory=FilesystemPolicy)
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
@@ -255,6 +266,7 @@ class Policy:
     endpoints: tuple[Endpoint, ...] = ()
     limits: Limits = field(default_factory=Limits)
     git: GitPolicy | None = None  # [git]: the ref policy of git pushes (native TOML only)
+    backend: BackendPolicy = field(default_factory=BackendPolicy)
 
     def with_filesystem(self, **changes) -> "Policy":
         return replace(self, filesystem=replace(self.filesystem, **changes))
@@ -267,6 +279,9 @@ class Policy:
 
     def with_limits(self, **changes) -> "Policy":
         return replace(self, limits=replace(self.limits, **changes))
+
+    def with_backend(self, **changes) -> "Policy":
+        return replace(self, backend=replace(self.backend, **changes))
 
 
 @frozen

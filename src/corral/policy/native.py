@@ -9,6 +9,8 @@ it may go. Nothing in this module reads a credential's value; that happens at la
 
 from __future__ import annotations
 
+from .names import is_env_name as _is_env_name
+
 from .._values import replace
 
 from ..errors import PolicyError, UnsupportedFeature
@@ -98,7 +100,8 @@ ARRAYS = {"credentials": CREDENTIAL_SCHEMA, "endpoints": ENDPOINT_SCHEMA}  # [[n
 # [limits]: memory, pids, cpus, timeout, nofile, fsize (policy.limits parses them) and strict.
 LIMITS_KEYS = ("memory", "pids", "cpus", "timeout", "nofile", "fsize", "strict")
 TOP_LEVEL = {"version": "version", **{name: "table" for name in SCHEMA}, **{name: "tables" for name in ARRAYS},
-             "limits": "table", "git": "table"}
+             "limits": "table", "git": "table", "backend": "backend", "strict": "strict", "container": "table"}
+CONTAINER_KEYS = ("image",)
 
 ON_NO_MATCH = ("deny", "warn", "error")
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -129,6 +132,13 @@ def from_mapping(data: dict, source: str, ctx: LaunchContext) -> Policy:
             raise PolicyError(source, key, value, f"expected an array of tables ([[{key}]])")
         if kind == "version" and value != 1:
             raise PolicyError(source, key, value, "only version = 1 is supported")
+        if kind == "backend":
+            from ..backends import KINDS, NAMES
+
+            if value not in KINDS:
+                raise PolicyError(source, key, value, f"unknown backend; expected one of {', '.join(NAMES)}")
+        if kind == "strict" and not isinstance(value, bool):
+            raise PolicyError(source, key, value, "expected true or false")
     policy = default_policy(ctx)
     fs = policy.filesystem
     net = policy.network
@@ -179,6 +189,7 @@ def from_mapping(data: dict, source: str, ctx: LaunchContext) -> Policy:
         endpoints=endpoints,
         limits=_limits(data.get("limits", {}), policy.limits, source),
         git=_git(data["git"], source) if "git" in data else None,
+        backend=_backend(data, policy.backend, source),
     )
 
 
@@ -186,6 +197,20 @@ def _git(table: dict, source: str):
     from .git import parse  # only when a policy has [git]
 
     return parse(table, source)
+
+
+def _backend(data: dict, base, source: str):
+    container = data.get("container", {})
+    for name, value in container.items():
+        if name not in CONTAINER_KEYS:
+            raise PolicyError(source, f"container.{name}", value, f"unknown key{_suggest(name, CONTAINER_KEYS)}")
+        if not isinstance(value, str) or not value.strip():
+            raise PolicyError(source, f"container.{name}", value, "expected an image name (or a root filesystem "
+                                                                   "directory for the OCI backends)")
+    if "backend" not in data and "strict" not in data and not container:
+        return base
+    return replace(base, name=data.get("backend", base.name), strict=data.get("strict", base.strict),
+                   image=container.get("image", base.image), origin=source)
 
 
 def _limits(table: dict, base, source: str):
@@ -349,7 +374,7 @@ def _check(kind: str, value, source: str, key: str, ctx: LaunchContext):
             out.append(item)
         return tuple(out)
     if kind == "envpatterns":
-        from .secret_env import check_pattern
+        from .names import check_pattern
 
         if not isinstance(value, list):
             raise PolicyError(source, key, value, "expected a list of names or patterns such as 'MY_*'")
@@ -643,9 +668,6 @@ def parse_user(value, source: str, key: str) -> tuple[int, int]:
         raise PolicyError(source, key, value, 'must be an unprivileged (non-zero) uid and gid, or "root"')
     return uid, gid
 
-
-def _is_env_name(name: str) -> bool:
-    return bool(name) and not name[0].isdigit() and all(c.isalnum() or c == "_" for c in name) and name.isascii()
 
 
 def _suggest(key: str, known) -> str:

@@ -34,6 +34,8 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
     lines = [
         f"# Effective corral policy (from {src}), paths resolved for cwd {ctx.cwd}",
         "version = 1",
+        *([f"backend = {_str(policy.backend.name)}"] if policy.backend.name != "bwrap" else []),
+        *(["strict = true"] if policy.backend.strict else []),
         "",
         "[filesystem]",
         f"deny_read = {_list([_path(r) for r in fs.deny_read])}",
@@ -113,6 +115,8 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
         lines += ["", "[limits]", *_limits(policy.limits)]
     if policy.git is not None:
         lines += ["", "[git]", *_git(policy.git)]
+    if policy.backend.image:
+        lines += ["", "[container]", f"image = {_str(policy.backend.image)}"]
     for cred in policy.credentials:
         lines += ["", "[[credentials]]", *_credential(cred)]
     for endpoint in policy.endpoints:

@@ -23,6 +23,8 @@ Nothing returned from here holds a value: only names and why each was withheld.
 
 from __future__ import annotations
 
+from .names import PATTERN_CHARS, check_pattern  # noqa: F401 - part of this module's interface
+
 from ..workspace import secrets as _secrets
 
 # ----------------------------------------------------------------------------- names
@@ -151,16 +153,8 @@ def value_findings(values: list[str]) -> dict[int, str]:
 
 # ----------------------------------------------------------------------------- patterns
 
-PATTERN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_*")
 
 
-def check_pattern(text: object) -> str | None:
-    """Why `text` is not a valid name pattern, or None."""
-    if not isinstance(text, str) or not text:
-        return "expected a non-empty variable name or pattern such as 'MY_*'"
-    if not set(text) <= PATTERN_CHARS:
-        return "expected letters, digits, '_' and '*' (a pattern such as 'MY_*' or '*_TOKEN')"
-    return None
 
 
 class Patterns:
@@ -271,7 +265,8 @@ def mask_spec(raw: str, source: str = "<cli>", key: str = "--mask-env"):
     the placeholder, in requests to those hosts (like srt's envVars mask)."""
     from ..errors import PolicyError
     from .model import CredentialSpec
-    from .native import _check_boundary, _is_env_name
+    from .names import is_env_name as _is_env_name
+    from .native import _check_boundary
 
     var, at, hosts = raw.partition("@")
     if not at or not var or not hosts:
@@ -289,7 +284,7 @@ def apply_cli(policy, pass_env=(), unset_env=(), mask_env=()):
     """The policy with `--pass-env`, `--unset-env` and `--mask-env` added (errors name the flag)."""
     from .._values import replace
     from ..errors import PolicyError
-    from .native import _is_env_name
+    from .names import is_env_name as _is_env_name
 
     for raw in pass_env:
         why = check_pattern(raw)

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import os
 import socket
+import struct
 import threading
 import time
 
@@ -226,8 +227,6 @@ class Proxy:
         return endpoint.origin(self, run)
     # -- transparent ------------------------------------------------------------------------------
     async def _transparent_client(self, client: socket.socket, name: str) -> None:
-        from ..sandbox.netns import original_destination
-
         run = self.default_run
         start = time.monotonic()
         try:
@@ -423,3 +422,15 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, 65536), hard))
         except (ValueError, OSError):
             pass
+
+
+def original_destination(sock: socket.socket) -> tuple[str, int]:
+    """Where a redirected connection was going (SO_ORIGINAL_DST, v4 or v6)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_IP, 80, 16)
+        port, = struct.unpack_from("!H", raw, 2)
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+    except OSError:
+        raw = sock.getsockopt(socket.IPPROTO_IPV6, 80, 28)
+        port, = struct.unpack_from("!H", raw, 2)
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port

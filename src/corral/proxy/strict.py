@@ -44,7 +44,6 @@ def shown(value) -> str:
 
 # -- numbers ---------------------------------------------------------------------------------------
 
-_PORT = re.compile(r"[1-9][0-9]{0,4}", re.ASCII)
 # hex digits, then optional extensions (not parsed, as h11 does; no control character but HTAB).
 # Nothing between the digits and ";" or CRLF: h11 takes "5 " and refuses "5 ;x", RFC 9112 the
 # other way round; only the spelling both take is taken here.
@@ -53,9 +52,12 @@ _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]+)(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?")
 
 def parse_port(text: str) -> int:
     """A port: 1..65535 in plain ASCII decimal, no sign, no leading zero, nothing around it."""
-    if not _PORT.fullmatch(text) or int(text) > 65535:
-        raise Refused(f"invalid port {shown(text)} (expected 1 to 65535 in plain decimal)")
-    return int(text)
+    from .urls import parse_port as port
+
+    try:
+        return port(text)
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
 
 
 def content_length(values) -> int | None:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from .strict import parse_port
+import re
+
+_PORT = re.compile(r"[1-9][0-9]{0,4}", re.ASCII)
+
+
+def parse_port(text: str) -> int:
+    """A port: 1..65535 in plain ASCII decimal, no sign, no leading zero, nothing around it."""
+    if not _PORT.fullmatch(text) or int(text) > 65535:
+        from ..display import shown
+
+        raise ValueError(f"invalid port {shown(text)} (expected 1 to 65535 in plain decimal)")
+    return int(text)
 
 
 def split_authority(authority: str, default_port: int | None) -> tuple[str, int]:

@@ -21,7 +21,8 @@ import time
 
 from ..display import shown
 from ..errors import SetupError
-from .plan import Placeholder, Plan
+from .placeholders import Placeholder, _looks_like_placeholder, lock_path  # noqa: F401 - lock_path: interface
+from .plan import Plan
 
 # A quarantined item (file or directory tree) copied across filesystems holds at most this
 # much data (holes cost nothing); larger ones are deleted. A run's copies share a budget.
@@ -34,28 +35,6 @@ CLOCK_SLACK = 2.0
 
 class CleanupIncomplete(SetupError):
     """The post-run check could not see or act on everything the run created."""
-
-
-def lock_path(directory: str, uid: int | None = None) -> str:
-    """Where runs with placeholders in `directory` take their lock (per launching user)."""
-    import zlib
-
-    uid = os.geteuid() if uid is None else uid
-    data = directory.encode("utf-8", "surrogateescape")
-    # crc32 + adler32 + length: a collision only makes two runs share a lock (more cautious)
-    return f"/tmp/.corral-placeholders-{uid}/{zlib.crc32(data):08x}{zlib.adler32(data):08x}{len(data):x}"
-
-
-def in_use(path: str) -> bool:
-    """True while `path` is a placeholder some running sandbox holds (runs share them)."""
-    if not os.path.exists(lock_path(os.path.dirname(path))):
-        return False
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    kind = "dir" if (st.st_mode & 0o170000) == 0o040000 else "file"
-    return _looks_like_placeholder(Placeholder(path, kind), st)
 
 
 class Cleanup:
@@ -377,20 +356,6 @@ def _lock_exclusive(fd: int, patience: float) -> bool:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.02)
-
-
-def _looks_like_placeholder(ph: Placeholder, st) -> bool:
-    """Only ever remove what corral made: an empty read-only file or directory."""
-    import stat
-
-    if ph.kind == "dir":
-        if not stat.S_ISDIR(st.st_mode):
-            return False
-        try:
-            return not os.listdir(ph.path)
-        except OSError:
-            return False
-    return stat.S_ISREG(st.st_mode) and st.st_size == 0
 
 
 def quarantine_new(plan: Plan, left: dict[str, int] | None = None, access: Access | None = None,

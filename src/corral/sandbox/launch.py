@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 # `_signal`, not `signal`: the same functions and numbers without `enum` (~1 ms of every start).
 import _signal as signal
-import sys
 
+from .._which import find_executable
 from ..errors import SetupError
-from .bwrap import bwrap_argv
+from ..backends.bwrap import bwrap_argv
 from .hostprep import Cleanup, stderr_report
+from .libc import close_all_but
 from .plan import Plan
 
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -51,16 +52,6 @@ def refuse_datagram_stdio() -> None:
                 "(network.allow_unix_sockets)")
 
 
-def find_executable(name: str, path: str | None = None) -> str | None:
-    if "/" in name:
-        return name if os.access(name, os.X_OK) else None
-    for d in (path if path is not None else os.environ.get("PATH", "/usr/bin:/bin")).split(":"):
-        cand = os.path.join(d or ".", name)
-        if os.access(cand, os.X_OK) and not os.path.isdir(cand):
-            return cand
-    return None
-
-
 def resolve_bwrap(plan: Plan) -> str:
     exe = find_executable(plan.bwrap)
     if exe is None:
@@ -79,8 +70,18 @@ class Run:
     reports the pid with `started()`, and calls `finish()` with the exit status.
     """
 
-    def __init__(self, plan: Plan, namespaces=None, limits=None):
+    def __init__(self, plan: Plan, namespaces=None, limits=None, backend=None, image: str | None = None):
         self.plan = plan
+        # The wall: bubblewrap (None), or a per-kind launcher (sandbox/ocirun.py for OCI runtimes).
+        self.kind = None
+        if backend is not None and backend.kind == "oci":
+            from .ocirun import OciLaunch
+
+            self.kind = OciLaunch(self, backend, image)
+        elif backend is not None and backend.kind != "bwrap":
+            from .containerrun import ContainerLaunch
+
+            self.kind = ContainerLaunch(self, backend, image)
         self.namespaces = namespaces  # a NamespaceSession when the plan needs corral's namespaces
         self.limits = None  # limits hook: a limits.RunLimits when the run has resource limits
         if limits is not None:
@@ -100,12 +101,14 @@ class Run:
         self.launched_by_root = os.geteuid() == 0
 
     def prepare(self, new_session: bool = True) -> list[str]:
-        exe = resolve_bwrap(self.plan)
+        exe = resolve_bwrap(self.plan) if self.kind is None else ""
         if not self.plan.seccomp.allow_unix_sockets:
             refuse_datagram_stdio()
-        from .seccomp import compile_filter
+        program = b""
+        if self.kind is None:
+            from .seccomp import compile_filter
 
-        program = compile_filter(self.plan.seccomp)
+            program = compile_filter(self.plan.seccomp)
         ws = self.plan.workspace
         if ws is not None and ws.staging:
             from ..workspace.staging import build_copy
@@ -127,6 +130,22 @@ class Run:
             if self.limits is not None:  # limits hook: the reaper removes the cgroups if corral dies
                 for path in self.limits.create():
                     self._tell_reaper(f"cgroup {path}\n")
+            if self.kind is not None:
+                self.kind.tty = not new_session
+                argv = self.kind.prepare()
+                for line in self.kind.reaper_lines():
+                    self._tell_reaper(line)
+        except BaseException:
+            self.abort()
+            raise
+        if self.kind is not None:
+            self._check_namespaces()
+            if self.plan.network is not None:
+                from ..proxy.runs import describe_command
+
+                self.run_info = self.namespaces.add_run(self.plan, describe_command(self.plan.argv))
+            return argv
+        try:
             self.status_r, status_w = os.pipe()
             seccomp_r = _pipe_with(program)
             if len(program) < 60000:  # a pipe (not a memfd): FIONREAD tells what bwrap left in it
@@ -137,12 +156,7 @@ class Run:
         data_fds = {i: _pipe_with(m.src.encode()) for i, m in enumerate(self.plan.mounts) if m.op == "data"}
         self.pass_fds = (seccomp_r, status_w, *data_fds.values())
         ids = None
-        ws = self.plan.workspace
-        needs_namespaces = self.plan.network is not None or self.plan.offline or (
-            ws is not None and ws.mode == "overlay" and not self.plan.overlay_layers)
-        if needs_namespaces and self.namespaces is None:
-            self.abort()
-            raise SetupError("this plan needs corral's namespaces (network proxy or overlay), none were given")
+        self._check_namespaces()
         if self.namespaces is not None or (self.plan.child_mount_ns and os.geteuid() != 0):
             # bwrap starts inside corral's user namespace (or the child's own, for /tmp's
             # overlay), where the launching user is mapped differently: tell it which ids the
@@ -158,6 +172,14 @@ class Run:
         argv[0] = exe
         return argv
 
+    def _check_namespaces(self) -> None:
+        ws = self.plan.workspace
+        needs_namespaces = self.plan.network is not None or self.plan.offline or (
+            ws is not None and ws.mode == "overlay" and not self.plan.overlay_layers)
+        if needs_namespaces and self.namespaces is None:
+            self.abort()
+            raise SetupError("this plan needs corral's namespaces (network proxy or overlay), none were given")
+
     def blocked_summary(self) -> str:
         if self.plan.offline and self.namespaces is not None:
             from ..proxy.runs import describe_command
@@ -171,20 +193,24 @@ class Run:
     def started(self, pid: int) -> None:
         self.pid = pid
         self._close_pass_fds()
-        self._tell_reaper(f"bwrap {pid}\n")
+        self._tell_reaper(f"bwrap {pid}\n")  # the wall's process: bwrap, the runtime or the engine
         if self.namespaces is not None:
             self.namespaces.start()
 
     def finish(self, status: int, report=stderr_report) -> int:
         """`status` is the exit status as the shell reports it (128+N for signal N)."""
         self._close_pass_fds()
-        outcome = self._read_status(status)
+        outcome = self._read_status(status) if self.kind is None else self.kind.outcome(status)
         if self.limits is not None:  # limits hook: name the limit hit, remove the cgroups
             status = self.limits.finish(status, report)
         try:
             self.cleanup.run(report)  # CleanupIncomplete: the run must not look successful (125)
         finally:
+            if self.kind is not None:
+                self.kind.cleanup()
             self._release_reaper()
+        if outcome == "setup" and self.kind is not None:
+            raise self.kind.failure(status)
         if outcome == "start":  # built, but the command could not be executed: 127/126, as shells do
             from .diagnose import start_failure
 
@@ -219,12 +245,26 @@ class Run:
         except SetupError:
             pass  # each path was reported; the error being unwound is the one to show
         finally:
+            if self.kind is not None:
+                self.kind.cleanup()
             self._release_reaper()
 
     # In the forked child, between fork and exec of bwrap (the CLI's `_spawn` and the library's
     # preexec_fn both call these): first enter, then drop.
     def child_enter(self) -> None:
-        """Join the run's cgroups, build the prepared view, join corral's namespaces."""
+        """Join the run's cgroups, build the prepared view, join corral's namespaces; then the
+        wall's own steps (an OCI runtime's root view)."""
+        if getattr(self.kind, "own_namespaces", False):
+            self.kind.child()  # a container engine: it joins only what it needs (sandbox/containerrun.py)
+            return
+        self._child_view()
+        if self.kind is not None:
+            try:
+                self.kind.child()
+            except OSError as exc:
+                raise OSError(exc.errno, f"[wall] {exc}") from None
+
+    def _child_view(self) -> None:
         if self.limits is not None:  # limits hook: join the cgroups with the launcher's credentials
             self.limits.child.join()
         from .libc import enter
@@ -274,7 +314,7 @@ class Run:
         if not self.launched_by_root:
             return  # the rlimits were set before entering any user namespace (child_enter)
         run_as = self.plan.run_as
-        if run_as:
+        if run_as and (self.kind is None or self.kind.drops_uid):
             os.setgroups([])
             os.setgid(run_as[1])
             os.setuid(run_as[0])
@@ -386,7 +426,7 @@ class Run:
 
 
 def run_foreground(plan: Plan, tty: bool | None = None, namespaces=None, report_blocked=None,
-                   limits=None) -> int:
+                   limits=None, backend=None, image: str | None = None) -> int:
     """The CLI's way to run: inherit stdio (or relay a pty), forward signals, return status.
     `namespaces`: the NamespaceSession serving this run (network proxy, overlay), if any;
     `limits`: the run's limits.LimitsPlan, if any."""
@@ -397,11 +437,12 @@ def run_foreground(plan: Plan, tty: bool | None = None, namespaces=None, report_
             tty = False
     from .._timing import mark
 
-    missing = _missing_command(plan)
+    # (an image has its own PATH: the engine says what is missing there)
+    missing = _missing_command(plan) if backend is None or backend.kind != "container" else ""
     if missing:  # nowhere on the sandbox's PATH: said at once, as a shell would (bwrap would print it raw)
         stderr_report(missing)
         return 127
-    run = Run(plan, namespaces, limits)
+    run = Run(plan, namespaces, limits, backend, image)
     argv = run.prepare(new_session=not tty)
     mark("prepare")
     master = slave = None
@@ -512,7 +553,7 @@ def _spawn(argv: list[str], env: dict[str, str], run: Run, tty_slave) -> int:
                 if keep_err is not None:
                     os.dup2(keep_err, 2)
                     os.close(keep_err)
-            _close_all_but({0, 1, 2, err_w, *pass_fds})
+            close_all_but({0, 1, 2, err_w, *pass_fds})
             for fd in pass_fds:
                 os.set_inheritable(fd, True)
             run.child_drop()
@@ -532,11 +573,16 @@ def _spawn(argv: list[str], env: dict[str, str], run: Run, tty_slave) -> int:
     os.close(err_r)
     if chunks and chunks[0].startswith(b"\0"):
         os.waitpid(pid, 0)
-        raise _drop_refused(run.plan, b"".join(chunks)[1:].decode(errors="replace"))
+        why = b"".join(chunks)[1:].decode(errors="replace")
+        if "[wall] " in why:  # the backend's own step (an OCI runtime's root view), not the uid's view
+            raise SetupError(f"cannot prepare the {run.kind.backend.name} backend's view: "
+                             f"{why.split('[wall] ', 1)[1]}", "run `corral doctor --backend "
+                             f"{run.kind.backend.name}`, or choose --backend bwrap")
+        raise _drop_refused(run.plan, why)
     if chunks:
         os.waitpid(pid, 0)
-        raise SetupError(f"cannot start bubblewrap ({argv[0]}): {b''.join(chunks).decode(errors='replace')}",
-                         "check that bubblewrap is installed and executable")
+        raise SetupError(f"cannot start {argv[0]}: {b''.join(chunks).decode(errors='replace')}",
+                         "check that it is installed and executable (`corral doctor`)")
     return pid
 
 
@@ -587,7 +633,7 @@ def _reaper_main(fd: int, cleanup: Cleanup) -> None:
         signal.signal(sig, signal.SIG_IGN)
     cleanup.locks = {}  # corral's lock descriptors: closed here, never ours to release
     cleanup.patience = 2.0
-    _close_all_but({2, fd})
+    close_all_but({2, fd})
     try:
         devnull = os.open("/dev/null", os.O_RDWR)
         os.dup2(devnull, 0)
@@ -613,6 +659,20 @@ def _reaper_main(fd: int, cleanup: Cleanup) -> None:
         cleanup.run(stderr_report)
     except SetupError:
         pass  # every path it could not check is on stderr; nobody waits for a status
+    for line in data.decode().splitlines():
+        if line.startswith("exec "):  # a wall's own cleanup (an OCI runtime's delete --force)
+            import json
+            import subprocess
+
+            try:
+                subprocess.run(json.loads(line[5:]), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=30)
+            except (OSError, ValueError, subprocess.SubprocessError):
+                pass
+        elif line.startswith("rmtree "):
+            import shutil
+
+            shutil.rmtree(line[7:], ignore_errors=True)
     cgroups = [line[7:] for line in data.decode().splitlines() if line.startswith("cgroup ")]
     if cgroups:  # limits hook: the run's cgroups go with it
         from .limits import remove_dirs
@@ -638,19 +698,6 @@ def _wait_gone(pid: int, timeout: float = 5.0) -> None:
     finally:
         os.close(pidfd)
     time.sleep(0.02)  # the sandbox's init takes its pid namespace down right after
-
-
-def _close_all_but(keep: set[int]) -> None:
-    top = max(keep) + 1
-    last = 0
-    for fd in sorted(keep) + [top]:
-        if fd > last:
-            os.closerange(last, fd)
-        last = fd + 1
-    try:
-        os.closerange(top, os.sysconf("SC_OPEN_MAX"))
-    except (ValueError, OSError):
-        os.closerange(top, 65536)
 
 
 def exit_status(status: int) -> int:

@@ -69,3 +69,16 @@ def kill_and_reap(pid: int, kill: bool = True) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+
+
+def close_all_but(keep: set[int]) -> None:
+    top = max(keep) + 1
+    last = 0
+    for fd in sorted(keep) + [top]:
+        if fd > last:
+            os.closerange(last, fd)
+        last = fd + 1
+    try:
+        os.closerange(top, os.sysconf("SC_OPEN_MAX"))
+    except (ValueError, OSError):
+        os.closerange(top, 65536)

@@ -263,3 +263,40 @@ def self_userns(uid: int, gid: int) -> None:
     if load_libc().mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         raise PrepError(ctypes.get_errno(), "making the mount tree private")
 
+
+
+def root_view(target: str, libc=None) -> None:
+    """The whole current view ("/", with corral's preparation) bound recursively onto `target`,
+    every mount read-only, nosuid and nodev: an OCI runtime's root filesystem without an image.
+    The caller is in a private mount namespace that its user namespace owns."""
+    import ctypes
+
+    if libc is None:
+        from .libc import load_libc
+
+        libc = load_libc()
+    fd = libc.syscall(SYS_OPEN_TREE, -100, b"/", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_NO_AUTOMOUNT)
+    if fd < 0:
+        raise PrepError(ctypes.get_errno(), "open_tree(/) for the root view")
+    try:
+        attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0)
+        if libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr, 32) < 0:
+            raise PrepError(ctypes.get_errno(), "making the root view read-only (mount_setattr)")
+        if libc.syscall(SYS_MOVE_MOUNT, fd, b"", -100, target.encode(), MOVE_MOUNT_F_EMPTY_PATH) < 0:
+            raise PrepError(ctypes.get_errno(), f"attaching the root view on {target} (move_mount)")
+    finally:
+        os.close(fd)
+
+
+def hide_cgroups(libc=None) -> None:
+    """An empty tmpfs over /sys/fs/cgroup in the caller's private mount namespace: crun 1.8
+    refuses hybrid (v1 + v2) layouts even with cgroups disabled."""
+    import ctypes
+
+    if libc is None:
+        from .libc import load_libc
+
+        libc = load_libc()
+    if os.path.isdir("/sys/fs/cgroup") and libc.mount(b"tmpfs", b"/sys/fs/cgroup", b"tmpfs",
+                                                      MS_NOSUID | MS_NODEV, b"mode=0755") < 0:
+        raise PrepError(ctypes.get_errno(), "hiding /sys/fs/cgroup from crun")

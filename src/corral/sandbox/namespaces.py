@@ -71,11 +71,11 @@ class NamespaceSession:
         if pid == 0:  # pragma: no cover - the proxy process
             code = 0
             try:
-                from .launch import _close_all_but
+                from .libc import close_all_but
 
                 # Keep only what the proxy needs: an inherited pipe end (the reaper's, say)
                 # would keep its reader waiting for an EOF that never comes.
-                _close_all_but({0, 1, 2, ready_w, life_r, *(s.fileno() for s in self.ns.listeners.values())})
+                close_all_but({0, 1, 2, ready_w, life_r, *(s.fileno() for s in self.ns.listeners.values())})
                 self._child_main(ready_w, life_r)
             except BaseException:
                 import traceback

@@ -14,7 +14,6 @@ If corral dies, the listeners close with it and the sandbox has no way out at al
 from __future__ import annotations
 
 import os
-import struct
 
 from ..errors import SetupError
 
@@ -301,17 +300,3 @@ def _run_nft(nft: str, rules: str) -> None:  # pragma: no cover - child
     _, status = os.waitpid(pid, 0)
     if status != 0:
         raise OSError(f"nft failed to install the redirect rules: {out.decode(errors='replace').strip()}")
-
-
-def original_destination(sock: socket.socket) -> tuple[str, int]:
-    """Where a redirected connection was going (SO_ORIGINAL_DST, v4 or v6)."""
-    import socket
-
-    try:
-        raw = sock.getsockopt(socket.SOL_IP, 80, 16)
-        port, = struct.unpack_from("!H", raw, 2)
-        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
-    except OSError:
-        raw = sock.getsockopt(socket.IPPROTO_IPV6, 80, 28)
-        port, = struct.unpack_from("!H", raw, 2)
-        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port

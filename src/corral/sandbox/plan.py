@@ -15,6 +15,7 @@ from ..policy.defaults import credential_paths
 from ..policy.model import LaunchContext, Policy
 from ..workspace import protected
 from .identity import IdMap, Identity, Skeleton, TmpOverlay
+from .placeholders import Placeholder
 from .seccomp import SeccompOptions
 
 # Decisions for one path; the most specific (deepest) decision wins for everything below it.
@@ -38,12 +39,6 @@ class Mount:
     why: str = ""
 
 
-@frozen
-class Placeholder:
-    """An empty file or directory created on the host for the run and removed after it."""
-
-    path: str
-    kind: str  # "file" | "dir"
 
 
 @frozen
@@ -225,7 +220,7 @@ class HostFS:
 
     def shared_placeholder(self, path: str) -> bool:
         """A placeholder another running sandbox holds (it is shared, not a real file)."""
-        from .hostprep import in_use
+        from .placeholders import in_use
 
         return in_use(path)
 
@@ -713,7 +708,7 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     else:
         # No network: names fail at once as "not found" (never the "temporary failure" of an
         # unreachable resolver, which clients retry for a minute), from corral's responder.
-        from . import offline as nonet
+        from . import offline_env as nonet
 
         offline = offline and fs.kind("/etc/resolv.conf") is not None
         nss = real("/etc/nsswitch.conf")

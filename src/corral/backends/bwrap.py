@@ -5,7 +5,10 @@ bwrap applies its options strictly in order, so the argv is the mount order of t
 
 from __future__ import annotations
 
-from .plan import Plan
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the renderer reads a Plan; it never builds one
+    from ..sandbox.plan import Plan
 
 NAMESPACES = ("--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
               "--unshare-cgroup", "--unshare-net")
@@ -63,3 +66,14 @@ def bwrap_argv(plan: Plan, *, seccomp_fd: int | None, status_fd: int | None,
     argv.append("--")
     argv += plan.argv
     return argv
+
+
+def report(name: str, plan, facts, limits=None):
+    """bubblewrap enforces every row as the common table states it."""
+    from . import report as R
+
+    items = R.common_items(plan, limits)
+    if facts.runtime is None:
+        items.insert(0, R.Item("runtime", "bwrap", R.NOT_ENFORCED, "bubblewrap is not installed (fix: sudo apt-get "
+                                                                    "install bubblewrap)"))
+    return R.Report(name, tuple(items))
