@@ -480,7 +480,7 @@ def test_the_generators_reach_every_verdict():
     """The property above is only worth something if the streams reach every outcome."""
     seen = set()
 
-    @settings(max_examples=300, deadline=None, database=None, derandomize=True)
+    @settings(max_examples=1000, deadline=None, database=None, derandomize=True)
     @given(streams)
     def collect(data):
         requests_, verdict = reference(data)
