@@ -339,14 +339,7 @@ def test_exit_status_is_the_commands(launcher, ws, backend, script, code):
     assert p.returncode == code, out_of(p)
 
 
-SIGNAL_BUG = ("bug: corral forwards SIGTERM to its child ({}), which dies without passing it on; the command "
-              "is SIGKILLed (exit 143, its trap never runs) while the enforcement report says 'signals: enforced'")
-
-
-def test_sigterm_to_corral_reaches_the_command(launcher, ws, backend, request):
-    if backend in ("bwrap", "gvisor"):
-        what = "bubblewrap 0.8 forwards no signal" if backend == "bwrap" else "runsc run"
-        request.applymarker(pytest.mark.xfail(reason=SIGNAL_BUG.format(what), strict=True))
+def test_sigterm_to_corral_reaches_the_command(launcher, ws, backend):
     proc = C.popen(ws, backend, "trap 'echo got-term; exit 3' TERM; echo ready > ready.tmp && mv ready.tmp ready; "
                                 "sleep 30 & wait")
     try:
