@@ -34,6 +34,8 @@ commands:
   sessions  list the overlay sessions
   audit     the egress proxy's log of connections and requests, as a table
   proxy     run only the egress proxy, for containers and VMs
+  container `container args [--engine podman|docker] [RUN OPTIONS] [--] CMD`: the hardened
+            podman/docker command line for the policy, for your own image or CI
   doctor    can this machine sandbox? each check corral relies on, with the fix
   --version print corral's version
 
@@ -81,7 +83,7 @@ exit status: the command's own (128+N if it died of signal N); 127 command not f
 """
 
 SUBCOMMANDS = ("run", "policy", "doctor", "audit", "proxy", "scan", "changes", "apply", "discard", "sessions",
-               "help")
+               "container", "help")
 VALUE_OPTS = {
     "-s": "settings", "--settings": "settings", "--policy": "settings",
     "-c": "command_string",
@@ -606,6 +608,12 @@ def cmd_doctor(args: list[str]) -> int:
     return 0 if ok else 1
 
 
+def cmd_container(args: list[str]) -> int:
+    from .container_cli import main as container_main
+
+    return container_main(args, parse_run_args, launch_context, build_policy)
+
+
 def cmd_version() -> int:
     from . import __version__
 
@@ -614,7 +622,8 @@ def cmd_version() -> int:
 
 
 # The commands whose usage a usage error points to (`corral COMMAND --help`).
-HELP_TOPICS = ("run", "policy", "doctor", "audit", "proxy", "scan", "changes", "apply", "discard", "sessions")
+HELP_TOPICS = ("run", "policy", "doctor", "audit", "proxy", "scan", "changes", "apply", "discard", "sessions",
+               "container")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -672,6 +681,8 @@ def _dispatch(args: list[str], debug: bool) -> int:
             return getattr(session_cli, f"{head}_main")(args[1:])
         if head == "proxy":
             return cmd_proxy(args[1:])
+        if head == "container":
+            return cmd_container(args[1:])
         # srt-style: `corral [OPTIONS] [--] COMMAND` means `corral run ...`
         try:
             return cmd_run(args)
