@@ -240,10 +240,11 @@ def render(name: str, plan, target: Target) -> tuple[list[str], list[tuple[str, 
     if target.extra_env:
         names = {k for k, _ in target.extra_env}
         env = [(k, v) for k, v in env if k not in names] + list(target.extra_env)
-    if target.env == "file" and target.datadir:
+    if target.env == "file":  # (no datadir: --dry-run, which shows no values)
         content, by_name = env_file(env)
-        files.append((f"{target.datadir}/env", content, 0o600))
-        argv += ["--env-file", f"{target.datadir}/env"]
+        if target.datadir:
+            files.append((f"{target.datadir}/env", content, 0o600))
+        argv += ["--env-file", f"{target.datadir or '<run directory>'}/env"]
         for k in by_name:
             argv += ["--env", k]
     elif target.env == "names":
