@@ -46,6 +46,9 @@ class FakeFS(HostFS):
     def expand_globs(self, patterns):
         return [p for p in self.entries if p.endswith(".pem")]
 
+    def mounts_under(self, path):
+        return [p for p, k in self.entries.items() if k == "mount" and p.startswith(path + "/")]
+
 
 def rules(*paths):
     return tuple(PathRule(p, False, "test") for p in paths)
@@ -198,3 +201,22 @@ def test_system_start_up_files_in_a_writable_etc_are_protected():
     assert ("/etc/profile", True) in plan.premounts and ("/etc/profile.d", True) in plan.premounts
     assert ("/etc/ld.so.preload", "file") in {(p.path, p.kind) for p in plan.placeholders}
     assert ("/etc/ld.so.preload", True) in plan.premounts
+
+
+@pytest.mark.parametrize("uid, mounted, overlay", [
+    (1000, False, True),   # the usual case: /tmp writable through an overlay
+    (1000, True, False),   # something mounted under /tmp: the kernel refuses the overlay in a userns
+])
+def test_tmp_overlay_only_where_the_kernel_allows_it(uid, mounted, overlay):
+    from corral.policy.model import LaunchContext
+
+    entries = {"/tmp": "dir", "/work": "dir", "/work/p": "dir", "/home": "dir", "/home/u": "dir"}
+    if mounted:
+        entries["/tmp/store"] = "mount"
+    ctx = LaunchContext(cwd="/work/p", home="/home/u", uid=uid, gid=uid)
+    plan = build_plan(Policy(), ctx, ["true"], {"PATH": "/usr/bin"}, fs=FakeFS(entries), run_id="r1")
+    assert (plan.tmp_overlay is not None) == overlay
+    said = [n for n in plan.notices if "/tmp is read-only for this run" in n]
+    assert bool(said) == (mounted and not overlay)
+    if said:
+        assert "/tmp/store is mounted under it" in said[0]

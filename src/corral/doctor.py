@@ -194,12 +194,12 @@ def backend_checks(name: str, settings: str | None = None) -> list:
     the enforcement report of the policy, as (what, ok, detail) rows; the report's rows follow
     as `report: FIELD` lines (ok unless a field is not enforced)."""
     from .backends import get
-    from .cli import build_policy, launch_context, parse_run_args
+    from .runopts import build_policy, launch_context, parse_run_args
     from .errors import CorralError
     from .orchestrate import Orchestrator
     from .sandbox.hostfacts import gather
 
-    backend = get(name)
+    get(name)  # an unknown name: the usual one-line refusal
     rows = []
     facts = gather(name, version=True)
     rows.append((f"{name} backend program", facts.runtime is not None,

@@ -1,6 +1,6 @@
 """`corral mcp [RUN OPTIONS]` and `corral mcp wrap [RUN OPTIONS] -- CMD`.
 
-Both take `corral run`'s options (parsed and turned into a policy by cli.py, not here).
+Both take `corral run`'s options (parsed and turned into a policy by runopts.py, not here).
 `corral mcp` serves corral's own tools (mcp_server.py, which imports the MCP SDK: only that
 command pays for it); `corral mcp wrap` runs a third-party stdio MCP server in the sandbox,
 stdin and stdout passed through untouched: it is `corral run --no-tty`, whose notices all go
@@ -36,12 +36,13 @@ RUN OPTIONS: those of `corral run` (see `corral run --help`): -s/--settings FILE
 NOT_FOR_SERVER = (("command_string", "-c"), ("dry_run", "--dry-run"), ("tty", "--tty"), ("no_tty", "--no-tty"))
 
 
-def main(args: list[str]) -> int:
-    from . import cli
+def main(args: list[str], run_command) -> int:
+    """`run_command`: `corral run` itself (cli.cmd_run), which `mcp wrap` is."""
+    from . import runopts as cli
     from .errors import CommandLineError
 
     if args[:1] == ["wrap"]:
-        return wrap(args[1:])
+        return wrap(args[1:], run_command)
     opts = cli.parse_run_args(args)
     if opts.help:
         sys.stdout.write(USAGE)
@@ -72,8 +73,8 @@ def main(args: list[str]) -> int:
     return mcp_server.serve(policy, ctx, opts)
 
 
-def wrap(args: list[str]) -> int:
-    from . import cli
+def wrap(args: list[str], run_command) -> int:
+    from . import runopts as cli
     from .errors import CommandLineError
 
     opts = cli.parse_run_args(args)
@@ -86,4 +87,4 @@ def wrap(args: list[str]) -> int:
     if not opts.command:
         raise CommandLineError("no server command given (usage: corral mcp wrap [OPTIONS] -- CMD [ARGS...])")
     # No tty ever: the harness talks JSON-RPC over pipes, and a pty would translate bytes.
-    return cli.cmd_run(["--no-tty", *args])
+    return run_command(["--no-tty", *args])

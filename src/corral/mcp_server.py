@@ -252,7 +252,7 @@ def serve(policy, ctx, opts) -> int:
     """Serve on stdio until the client closes stdin (or SIGTERM/SIGINT/SIGHUP); always closes the Sandbox."""
     import signal
 
-    from . import cli
+    from . import runopts as cli
     from .api import Sandbox
     from .proxy.audit import default_path
 

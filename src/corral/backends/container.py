@@ -124,18 +124,22 @@ def mounts(plan, target: Target) -> tuple[list[str], list[tuple[str, bytes, int]
     if user is not None and user != (0, 0):  # the tmpfs belongs to the command's user
         ids = ",U" if target.engine == "podman" else f",uid={user[0]},gid={user[1]}"
     skip = {p.path for p in plan.placeholders} if not target.placeholders else set()
-    # The areas the container receives from the host: writable binds, read-only binds, tmpfs.
-    areas = [m.dest for m in plan.mounts
-             if m.op in ("bind", "ro-bind", "tmpfs") and m.dest not in ("/", *ENGINE_OWN)]
+    # The areas the container receives: the host's binds, the private TMPDIR, a scratch workspace.
+    # (Never a hidden directory's tmpfs: what lies under it stays hidden.)
+    ws_path = plan.workspace.path if plan.workspace is not None else None
+    areas = [m.dest for m in plan.mounts if m.dest not in ("/", *ENGINE_OWN) and (
+        m.op in ("bind", "ro-bind") or m.op == "tmpfs" and m.dest in (plan.tmpdir, ws_path))]
     data_dests = [m.dest for m in plan.mounts if m.op == "data"]
     network, _ = network_mode(plan, target)
     for i, m in enumerate(plan.mounts):
         if m.dest in ENGINE_OWN or (i == 0 and m.dest == "/") or m.op in ("dev", "proc"):
             continue
-        if m.dest in skip:
+        if m.op == "pre-ro-bind" and m.dest in skip:
             continue  # a placeholder corral did not create (printed args): nothing to bind
-        if m.op in ("bind", "ro-bind", "pre-bind", "pre-ro-bind", "remount-ro"):
-            ro = m.op in ("ro-bind", "pre-ro-bind", "remount-ro")
+        if m.op == "remount-ro":
+            continue  # a hidden directory: its tmpfs below is read-only already
+        if m.op in ("bind", "ro-bind", "pre-bind", "pre-ro-bind"):
+            ro = m.op in ("ro-bind", "pre-ro-bind")
             if m.op != "bind" and m.op != "ro-bind" and not _under_any(m.dest, areas):
                 continue
             workspace = (plan.cwd, plan.workspace.path if plan.workspace is not None else plan.cwd)
@@ -148,11 +152,10 @@ def mounts(plan, target: Target) -> tuple[list[str], list[tuple[str, bytes, int]
             if _under_any(m.dest, areas):
                 out += ["-v", f"/dev/null:{_check_path(m.dest)}:ro"]
         elif m.op == "tmpfs":
-            if m.dest != plan.tmpdir and not _under_any(m.dest, [a for a in areas if a != m.dest]) \
-                    and not (plan.workspace is not None and m.dest == plan.workspace.path):
+            hidden = m.dest not in (plan.tmpdir, ws_path)
+            if hidden and not _under_any(m.dest, areas):
                 continue  # hides a host directory the image does not have
             mode = m.perms if m.perms is not None else 0o755
-            hidden = m.dest != plan.tmpdir and not (plan.workspace is not None and m.dest == plan.workspace.path)
             ro = hidden and not any(_under_any(d, [m.dest]) for d in data_dests)
             out += ["--tmpfs", f"{_check_path(m.dest)}:{'ro' if ro else 'rw'},nosuid,nodev,mode={mode:o}"
                     + ("" if hidden else ids)]
@@ -237,10 +240,11 @@ def render(name: str, plan, target: Target) -> tuple[list[str], list[tuple[str, 
     if target.extra_env:
         names = {k for k, _ in target.extra_env}
         env = [(k, v) for k, v in env if k not in names] + list(target.extra_env)
-    if target.env == "file" and target.datadir:
+    if target.env == "file":  # (no datadir: --dry-run, which shows no values)
         content, by_name = env_file(env)
-        files.append((f"{target.datadir}/env", content, 0o600))
-        argv += ["--env-file", f"{target.datadir}/env"]
+        if target.datadir:
+            files.append((f"{target.datadir}/env", content, 0o600))
+        argv += ["--env-file", f"{target.datadir or '<run directory>'}/env"]
         for k in by_name:
             argv += ["--env", k]
     elif target.env == "names":

@@ -82,9 +82,12 @@ def render(plan, bundle: Bundle) -> tuple[dict, tuple[tuple[str, bytes, int], ..
             continue  # hides a host path that an image does not have
         if m.op in ("ro-bind", "bind"):
             mounts.append(_bind(m.src, m.dest, m.op == "ro-bind"))
-            if m.op == "bind" and bundle.runtime == "crun" and not bundle.launched_by_root:
+            if m.op == "bind" and (bundle.runtime == "gvisor" or bundle.runtime == "crun" and not bundle.launched_by_root):
                 # Rootless crun 1.8 binds a writable area without the mounts under it (corral's
                 # read-only protections and pins, made before the runtime): restate each one.
+                # gVisor's kernel sees none of the host's mounts: unless they are its own mount
+                # points too, its gofer unlinks or renames over them (a mount point is such only
+                # in the namespace that holds it), replacing the policy file or .git/config.
                 mounts.extend(_bind(p.dest, p.dest, p.op == "pre-ro-bind") for p in plan.mounts
                               if p.op in ("pre-bind", "pre-ro-bind") and _under_any(p.dest, [m.dest]))
         elif m.op == "dev-null":

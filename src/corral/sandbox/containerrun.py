@@ -26,7 +26,6 @@ from .._which import find_executable
 from ..errors import SetupError
 
 DIR_PREFIX = "corral-ctr-"
-PODMAN_INIT = "/usr/libexec/podman/catatonit"
 # What the engine itself reads from its environment: taken from corral's (the launcher's),
 # never from the sandbox's (the plan's environment reaches the container through --env-file).
 ENGINE_VARS = ("HOME", "PATH", "USER", "LOGNAME", "LANG", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
@@ -37,13 +36,6 @@ ENGINE_VARS = ("HOME", "PATH", "USER", "LOGNAME", "LANG", "XDG_RUNTIME_DIR", "XD
 
 def engine_path(name: str) -> str | None:
     return find_executable(name, os.environ.get("PATH", "") + ":/usr/bin:/usr/local/bin")
-
-
-def engine_init(name: str) -> str | None:
-    """The init the engine runs as pid 1 with --init (podman: catatonit; docker: docker-init)."""
-    if name == "podman":
-        return PODMAN_INIT if os.access(PODMAN_INIT, os.X_OK) else find_executable("catatonit", "/usr/bin:/usr/libexec")
-    return find_executable("docker-init", "/usr/bin:/usr/libexec/docker:/usr/local/bin")
 
 
 def podman_runtime() -> str | None:
@@ -132,6 +124,8 @@ class ContainerLaunch:
                              "access to areas another user owns (corral's idmapped mounts are not available to "
                              "the engine)", "run from a directory owned by an unprivileged user, pass --as-user "
                              "USER, or use --backend bwrap")
+        from .hostfacts import engine_init
+
         facts = Facts(root, self.exe, engine_rootless=not root and name == "podman", init=engine_init(name))
         import sys
 

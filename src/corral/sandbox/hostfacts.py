@@ -22,8 +22,6 @@ def gather(name: str, policy=None, plan=None, version: bool = False) -> Facts:
         exe = runtime_path(name)
         return Facts(root, exe, _version(exe) if version and exe else "", init=init_path())
     exe = find_executable(name, os.environ.get("PATH", "") + ":/usr/bin:/usr/local/bin")
-    from .containerrun import engine_init
-
     return Facts(root, exe, _version(exe) if version and exe else "", engine_rootless=not root and name == "podman",
                  engine_reachable=True if name == "podman" else _docker_reachable(exe), init=engine_init(name),
                  cgroup_version=2 if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else 1)
@@ -55,3 +53,15 @@ def _docker_reachable(exe: str | None) -> bool:
         finally:
             s.close()
     return True  # a TCP or SSH daemon: the engine itself says if it is unreachable
+
+
+PODMAN_INIT = "/usr/libexec/podman/catatonit"
+
+
+def engine_init(name: str) -> str | None:
+    """The init a container engine runs as pid 1 with --init (podman: catatonit; docker: docker-init)."""
+    from .._which import find_executable
+
+    if name == "podman":
+        return PODMAN_INIT if os.access(PODMAN_INIT, os.X_OK) else find_executable("catatonit", "/usr/bin:/usr/libexec")
+    return find_executable("docker-init", "/usr/bin:/usr/libexec/docker:/usr/local/bin")

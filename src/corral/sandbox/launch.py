@@ -172,6 +172,24 @@ class Run:
         argv[0] = exe
         return argv
 
+    def forward_signal(self, signum: int) -> None:
+        """Deliver a signal sent to corral to the command (see _forward_signals)."""
+        if not self.pid:
+            return
+        if self.kind is not None:
+            forward = getattr(self.kind, "forward_signal", None)
+            if forward is not None:
+                forward(self.pid, signum)
+            else:
+                os.kill(self.pid, signum)
+            return
+        targets = [g for c in _children(self.pid) for g in _children(c)]  # bwrap -> its init -> the command
+        for target in targets or [self.pid]:
+            try:
+                os.kill(target, signum)
+            except ProcessLookupError:
+                pass
+
     def _check_namespaces(self) -> None:
         ws = self.plan.workspace
         needs_namespaces = self.plan.network is not None or self.plan.offline or (
@@ -460,7 +478,7 @@ def run_foreground(plan: Plan, tty: bool | None = None, namespaces=None, report_
         if slave is not None:
             os.close(slave)
             slave = None
-        previous = _forward_signals(pid)
+        previous = _forward_signals(run)
         try:
             if master is not None:
                 from .pty_relay import relay
@@ -600,14 +618,13 @@ def _drop_refused(plan: Plan, why: str) -> SetupError:
         "--as-user USER; or, knowingly, --as-user root to run the command as host uid 0 as before")
 
 
-def _forward_signals(pid: int) -> dict:
-    """Signals sent to corral go to bwrap, whose death takes the sandbox down."""
+def _forward_signals(run: Run) -> dict:
+    """Signals sent to corral go to the command: to what runs under bubblewrap's init (bwrap
+    itself would die of them and take the command down with no chance to clean up), or
+    through the wall's runtime (an OCI runtime forwards them to the container's init)."""
 
     def forward(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+        run.forward_signal(signum)
 
     previous = {}
     for sig in FORWARDED:
@@ -616,6 +633,14 @@ def _forward_signals(pid: int) -> dict:
         except ValueError:  # not the main thread
             break
     return previous
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(x) for x in fh.read().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def _restore(previous: dict) -> None:

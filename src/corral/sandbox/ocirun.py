@@ -153,6 +153,24 @@ class OciLaunch:
         exe = runtime_path(self.backend.name) or "true"
         return [exe, *self.global_flags(), "delete", "--force", self.container]
 
+    def forward_signal(self, pid: int, signum: int) -> None:
+        """runc and crun forward signals to the container's init; `runsc run` does not, so gVisor's
+        go through `runsc kill`."""
+        if self.backend.name != "gvisor":
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+            return
+        import subprocess
+
+        exe = runtime_path("gvisor") or "runsc"
+        try:
+            subprocess.Popen([exe, *self.global_flags(), "kill", self.container, str(signum)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:
+            os.kill(pid, signum)
+
     # -- in the forked child, after corral's namespaces and view ---------------------------------------
     def child(self) -> None:
         from . import mountprep

@@ -123,6 +123,20 @@ class HostFS:
     def realpath(self, path: str) -> str:
         return os.path.realpath(path)
 
+    def mounts_under(self, path: str) -> list[str]:
+        """Mount points strictly below `path` in this mount namespace."""
+        prefix = path.rstrip("/") + "/"
+        found = []
+        try:
+            with open("/proc/self/mountinfo", "rb") as fh:
+                for line in fh:
+                    point = line.split(b" ", 5)[4].decode("utf-8", "surrogateescape")
+                    if point.startswith(prefix):
+                        found.append(point.replace("\\040", " "))
+        except OSError:
+            pass
+        return found
+
     def kind(self, path: str) -> str | None:
         """'dir', 'file' (anything that is not a directory) or None when missing."""
         try:
@@ -606,7 +620,20 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
     # write /tmp itself, nor when /tmp is hidden.
     tmp_overlay = None
     tmp = real("/tmp")
-    if fsp.tmp_overlay and fs.kind(tmp) == "dir" and not layout.writable(tmp) and layout.state(tmp) != HIDE:
+    submounts = ()
+    if fsp.tmp_overlay and ctx.uid != 0 and hasattr(fs, "mounts_under"):
+        # In a user namespace the kernel refuses an overlay whose lower directory has mounts
+        # under it ("failed to clone lowerpath": they are locked there): /tmp stays read-only.
+        submounts = fs.mounts_under(tmp)
+        if submounts:
+            from ..display import shown
+
+            notices.append(f"corral: /tmp is read-only for this run: {shown(submounts[0])}"
+                           f"{f' and {len(submounts) - 1} more' if len(submounts) > 1 else ''} is mounted under "
+                           "it, and the kernel refuses an overlay of /tmp to an unprivileged user then ($TMPDIR "
+                           "stays writable; unmount it, or set filesystem.tmp_overlay = false to say so)")
+    if fsp.tmp_overlay and not submounts and fs.kind(tmp) == "dir" and not layout.writable(tmp) \
+            and layout.state(tmp) != HIDE:
         keep = {p for p, (d, _) in layout.nodes.items() if d in (RW, REOPEN_RW, WS_OVERLAY) and _under(p, tmp)}
         keep.update(top for top in skeleton_tops if _under(top, tmp))
         keep.update(m.path for m in (*idmaps, *overlay_layers) if _under(m.path, tmp))

@@ -1,0 +1,137 @@
+"""Helpers for the conformance suite (tests/test_conformance.py): which backends this machine
+runs, and `corral run --backend X --settings FILE -c SCRIPT` with an srt-format policy."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import helpers
+from corral.backends import NAMES
+
+IN_PROGRESS = {"podman": "podman backend in progress"}
+
+
+@functools.cache
+def _docker_engine() -> str | None:
+    """None when a docker engine answers, else why not."""
+    exe = shutil.which("docker")
+    if exe is None:
+        return "docker is not installed"
+    try:
+        p = subprocess.run([exe, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"docker info failed: {exc}"
+    return None if p.returncode == 0 else "docker: only the client is installed, no engine answers (`docker info` fails)"
+
+
+@functools.cache
+def missing(name: str) -> str | None:
+    """Why backend `name` cannot run on this machine (pytest.skip's reason), or None."""
+    if name == "bwrap":
+        own = os.path.join(os.path.dirname(sys.executable), "bwrap")
+        return None if shutil.which("bwrap") or os.path.exists(own) else "bwrap is not installed"
+    if name in ("runc", "crun", "gvisor"):
+        from corral.sandbox.ocirun import runtime_path
+
+        return None if runtime_path(name) else f"{'runsc' if name == 'gvisor' else name} is not installed"
+    if name == "podman":
+        return None if shutil.which("podman") else "podman is not installed"
+    if name == "docker":
+        return _docker_engine()
+    return f"unknown backend {name}"
+
+
+@functools.cache
+def works(name: str) -> bool:
+    """Does `corral run --backend name -- true` succeed here (as the current user)?"""
+    d = tempfile.mkdtemp(prefix="ct-probe-", dir="/tmp")
+    try:
+        env = {**os.environ, **helpers.private_xdg(f"probe-{name}", os.geteuid(), os.getegid())}
+        p = subprocess.run([*helpers.CORRAL, "run", "-q", "--backend", name, "--", "true"], cwd=d, env=env,
+                           capture_output=True, text=True, timeout=120)
+        return p.returncode == 0
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def backend_param(request) -> str:
+    """The `backend` fixture's body: skip what this machine lacks, mark work in progress xfail."""
+    name = request.param
+    why = missing(name)
+    if why is not None:
+        pytest.skip(f"backend {name}: {why}")
+    if name in IN_PROGRESS and not works(name):
+        request.applymarker(pytest.mark.xfail(reason=IN_PROGRESS[name], strict=False))
+    return name
+
+
+PARAMS = list(NAMES)
+
+
+def policy(ws, *, allowed=(), denied=(), deny_read=(), allow_write=None, extra=None, where=None) -> Path:
+    """An srt settings file: the workspace writable (srt grants only allowWrite paths)."""
+    body = {"network": {"allowedDomains": list(allowed), "deniedDomains": list(denied)},
+            "filesystem": {"denyRead": list(deny_read), "allowRead": [],
+                           "allowWrite": [str(ws.proj)] if allow_write is None else list(allow_write),
+                           "denyWrite": []}}
+    for key, value in (extra or {}).items():
+        section, _, name = key.partition(".")
+        body.setdefault(section, {})[name] = value
+    return ws.write(where or (ws.base / "policy.json"), json.dumps(body, indent=1))
+
+
+def state(ws) -> Path:
+    s = ws.base / "state"
+    if not s.exists():
+        s.mkdir()
+        ws.chown()
+    return s
+
+
+def home(ws) -> Path:
+    """The test's private HOME (outside the workspace), owned by the launcher."""
+    h = ws.base / "home"
+    if not h.exists():
+        h.mkdir()
+        ws.chown()
+    return h
+
+
+def run(ws, backend: str, script: str, settings: Path | None = None, *, opts=(), env_extra=None, input=None,
+        timeout=60) -> subprocess.CompletedProcess:
+    settings = settings or policy(ws)
+    env = {"XDG_STATE_HOME": str(state(ws)), "HOME": str(home(ws)), **(env_extra or {})}
+    return helpers.run(ws.launcher, ["run", "--backend", backend, "--settings", str(settings), *opts, "-c", script],
+                       ws.proj, input=input, timeout=timeout, env_extra=env)
+
+
+def popen(ws, backend: str, script: str, settings: Path | None = None, **kw) -> subprocess.Popen:
+    settings = settings or policy(ws)
+    env = {**ws.launcher.env, "XDG_STATE_HOME": str(state(ws)), "HOME": str(home(ws))}
+    return subprocess.Popen(ws.launcher.argv(["run", "--backend", backend, "--settings", str(settings), "-c", script]),
+                            cwd=str(ws.proj), env=env, text=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def dry_report(ws, backend: str, settings: Path | None = None) -> str:
+    """The enforcement report lines of `corral run --dry-run --backend X`."""
+    p = run(ws, backend, "true", settings, opts=("--dry-run",))
+    assert p.returncode == 0, p.stdout + p.stderr
+    return "\n".join(line for line in (p.stdout + p.stderr).splitlines() if line.startswith("#   ")
+                     or "enforcement report" in line)
+
+
+def syscall_probe(nr_by_arch: dict[str, int], args: str = "0, 0, 0, 0, 0") -> str:
+    """A python3 one-liner that calls syscall NR(args) by number and prints 'rc=<r> errno=<e>'."""
+    nr = nr_by_arch[os.uname().machine]
+    return ("python3 -c 'import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); "
+            f"r = libc.syscall({nr}, {args}); print(\"rc=%d errno=%d\" % (r, ctypes.get_errno()))'")
