@@ -119,11 +119,6 @@ class ContainerLaunch:
             raise SetupError(f"--workspace overlay is not available on the {name} backend for unprivileged users "
                              "(the engine mounts in its own namespace, where corral's overlay is not)",
                              "use --workspace copy or ro, or --backend bwrap")
-        if plan.idmaps and root:
-            raise SetupError(f"the {name} backend cannot give uid {plan.run_as[0] if plan.run_as else '?'} write "
-                             "access to areas another user owns (corral's idmapped mounts are not available to "
-                             "the engine)", "run from a directory owned by an unprivileged user, pass --as-user "
-                             "USER, or use --backend bwrap")
         from .hostfacts import engine_init
 
         facts = Facts(root, self.exe, engine_rootless=not root and name == "podman", init=engine_init(name))
@@ -162,13 +157,24 @@ class ContainerLaunch:
         inherits that network namespace (--network host). Unprivileged: nothing to join (the
         container gets an empty network namespace of its own)."""
         ns = self.run.namespaces.ns if self.run.namespaces is not None else None
-        if ns is None or not self.run.launched_by_root:
+        if not self.run.launched_by_root:
             return
         from .libc import CLONE_NEWNET, CLONE_NEWNS, setns
 
-        if ns.mnt_fd >= 0:
+        if ns is not None and ns.mnt_fd >= 0:
             setns(ns.mnt_fd, CLONE_NEWNS)
-        setns(ns.net_fd, CLONE_NEWNET)
+        plan = self.run.plan
+        if plan.idmaps or plan.skeletons or plan.overlay_layers or plan.tmp_overlay is not None or plan.premounts:
+            # corral's view (idmapped writable areas for the sandbox uid, protections), in a private
+            # mount namespace the engine inherits: its volume sources resolve there.
+            from .mountprep import prepare
+
+            ws = plan.workspace
+            prepare(plan.idmaps, plan.skeletons, self.run.userns_fds, plan.overlay_layers,
+                    ws.upper if plan.overlay_layers else "", ws.work if plan.overlay_layers else "",
+                    plan.tmp_overlay, plan.premounts)
+        if ns is not None:
+            setns(ns.net_fd, CLONE_NEWNET)
 
     # -- after the engine exited -----------------------------------------------------------------------
     def outcome(self, status: int) -> str:
