@@ -12,6 +12,8 @@ from pathlib import Path
 
 import helpers
 import pytest
+from podman_env import IMAGES
+from podman_env import podman_env as _podman_env
 
 from corral.backends import container as C
 from corral.backends.facts import Facts
@@ -19,11 +21,7 @@ from corral.sandbox.placeholders import Placeholder
 from corral.sandbox.plan import Mount, NetPlan, Plan, WorkspacePlan
 from corral.sandbox.seccomp import SeccompOptions
 
-IMAGE = "localhost/corral-test:busybox"
-REPO = Path(__file__).resolve().parent.parent
-# Cached between sessions (the image import is idempotent). Short on purpose: with a store path of
-# ~38 characters rootless podman 4.3 waits 20 s for conmon after every container (conmon timeout).
-STORE_BASE = Path("/var/tmp/ctp")
+IMAGE = IMAGES["busybox"]
 
 
 def plan(**kw) -> Plan:
@@ -228,31 +226,6 @@ def test_docker_backend_refuses_clearly_when_the_daemon_is_unreachable(me, ws, t
 
 # -- real podman runs -----------------------------------------------------------------------------------
 
-def _podman_env(launcher: helpers.Launcher) -> dict[str, str]:
-    """A private store and configuration per launcher (nothing system-wide), and the image."""
-    if shutil.which("podman") is None:
-        pytest.skip("podman is not installed (apt-get install podman runc uidmap)")
-    base = STORE_BASE / launcher.name[0]  # r, u
-    base.mkdir(parents=True, exist_ok=True)
-    STORE_BASE.chmod(0o755)
-    (base / "containers.conf").write_text(
-        '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\n')
-    (base / "storage.conf").write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{base}/store"\n'
-                                       f'runroot = "{base}/runroot"\nrootless_storage_path = "{base}/store"\n')
-    run_dir = base / "run"
-    run_dir.mkdir(mode=0o700, exist_ok=True)
-    env = {"CONTAINERS_CONF": str(base / "containers.conf"), "CONTAINERS_STORAGE_CONF": str(base / "storage.conf"),
-           "XDG_RUNTIME_DIR": str(run_dir)}
-    if os.geteuid() == 0 and launcher.uid != 0:
-        for path in (base, base / "containers.conf", base / "storage.conf", run_dir):
-            os.lchown(path, launcher.uid, launcher.gid)
-    build = subprocess.run([*launcher.prefix, "/usr/bin/env", *(f"{k}={v}" for k, v in {**launcher.env, **env}.items()),
-                            str(REPO / "scripts" / "build-test-image.sh")], capture_output=True, text=True,
-                           timeout=120, cwd="/")
-    assert build.returncode == 0, build.stderr
-    return env
-
-
 @pytest.fixture
 def podman(launcher):
     return _podman_env(launcher)
@@ -344,16 +317,19 @@ def test_podman_offline_run_has_no_network(launcher, ws, podman, server):
     assert server.paths() == []
 
 
-def test_podman_root_owned_workspace_is_refused_not_run_as_uid0(me, ws):
-    """A root launch in a root-owned directory: bwrap's idmapped mounts are not available to the
-    engine, so the run is refused with the fix, never run as host uid 0."""
+def test_podman_root_owned_workspace_runs_as_the_sandbox_uid_never_uid0(me, ws):
+    """A root launch in a root-owned directory: the engine inherits corral's view (idmapped
+    writable areas), so the command runs as the unprivileged sandbox uid, never host uid 0, and
+    its files land owned by the workspace's owner, as on bwrap."""
     if not me.is_root:
         pytest.skip("needs root")
     podman = _podman_env(me)
     r = helpers.run(me, ["run", "--backend", "podman", "--image", IMAGE, "--", "sh", "-c", "id -u > uid.txt"],
                     ws.proj, env_extra=podman)
-    assert r.returncode == 125 and "--as-user" in r.stderr and "Traceback" not in r.stderr
-    assert not (ws.proj / "uid.txt").exists()
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert int((ws.proj / "uid.txt").read_text()) != 0
+    st = (ws.proj / "uid.txt").stat()
+    assert (st.st_uid, st.st_gid) == (0, 0)
 
 
 def test_podman_leaves_no_container_or_files(launcher, ws, podman):
