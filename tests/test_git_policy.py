@@ -11,12 +11,12 @@ audit log. Every test runs as root and as the unprivileged `corral-test` user.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 
 import pytest
 
+from gitrepos import GIT_POLICY, REPOS, SAFE, policy, refs, repos  # noqa: F401 - fixture
 from test_credentials import (  # noqa: F401 - fixtures
     PH_RE,
     assert_no_leak,
@@ -31,42 +31,6 @@ from test_credentials import (  # noqa: F401 - fixtures
 )
 from test_network import out_of
 from tlsservers import GIT_ID, presented_token
-
-SAFE = {**os.environ, "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*"}
-REPOS = ("acme/widgets", "acme/tools", "other/secret")
-
-
-def refs(root, repo: str) -> dict[str, str]:
-    out = subprocess.run(["git", "-C", str(root / f"{repo}.git"), "for-each-ref", "--format=%(refname) %(objectname)"],
-                         capture_output=True, text=True, env=SAFE, check=True).stdout
-    return dict(line.split(" ", 1) for line in out.splitlines())
-
-
-@pytest.fixture
-def repos(git_root):
-    """acme/widgets, acme/tools and other/secret: bare copies of the fixture's repo.git."""
-    for repo in REPOS:
-        (git_root / repo).parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "clone", "-q", "--bare", str(git_root / "repo.git"), str(git_root / f"{repo}.git")],
-                       check=True, env=SAFE, capture_output=True)
-        subprocess.run(["git", "-C", str(git_root / f"{repo}.git"), "config", "http.receivepack", "true"],
-                       check=True, env=SAFE)
-    return git_root
-
-
-def policy(ws, server, ca, git: str) -> str:
-    return "\n".join([
-        "[filesystem]", f"allow_write = {toml_list([ws.proj])}", "",
-        "[network]", f"allowed_domains = {toml_list([server.hostport])}", "",
-        "[network.tls]", f"extra_ca = {toml_list([ca.path])}", "",   # terminated: the git host is ruled
-        "[[credentials]]", 'name = "GIT_TOKEN"', 'from_env = "GIT_TOKEN"', 'hosts = ["127.0.0.1"]', "",
-        "[git]", git, ""])
-
-
-GIT_POLICY = """repositories = [{ match = "127.0.0.1/acme/tools", push = ["agent/*"], delete = true },
-                "127.0.0.1/acme/*"]
-push = ["agent/*"]
-"""
 
 
 def test_git_ref_policy_end_to_end(launcher, ws, test_ca, repos, git_server, git_token):

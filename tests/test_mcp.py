@@ -9,9 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -20,8 +18,7 @@ import helpers
 
 anyio = pytest.importorskip("anyio")
 mcp = pytest.importorskip("mcp")
-from mcp import ClientSession  # noqa: E402
-from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
+from mcpclient import run_async, session  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TOOLS = ["run", "git_clone", "git_fetch", "git_push", "git_status"]
@@ -36,30 +33,6 @@ def private_home(ws) -> tuple[Path, str]:
     (home / ".ssh" / "id_ed25519").chmod(0o600)
     ws.chown()
     return home, secret
-
-
-@asynccontextmanager
-async def session(launcher, args, cwd, env=None):
-    """A ClientSession with `corral <args>` launched as `launcher`; stderr kept in a file."""
-    argv = launcher.argv(args)
-    errlog = tempfile.TemporaryFile("w+")
-    params = StdioServerParameters(command=argv[0], args=argv[1:], cwd=str(cwd),
-                                   env={**launcher.env, **(env or {})})
-    try:
-        async with stdio_client(params, errlog=errlog) as (r, w):
-            async with ClientSession(r, w) as s:
-                await s.initialize()
-                s.errlog = errlog
-                yield s
-    finally:
-        errlog.seek(0)
-        text = errlog.read()
-        errlog.close()
-        assert "Traceback" not in text, text
-
-
-def run_async(fn, *args):
-    return anyio.run(fn, *args)
 
 
 def call(s, tool, args):
