@@ -38,6 +38,8 @@ class Orchestrator:
         self.output = os.path.abspath(output) if output else ""
         from .backends import select
 
+        if (backend or policy.backend.name) == "auto":
+            backend = resolve_auto(policy, report)
         self.backend = select(backend, policy)
         if policy.process.run_as and ctx.uid != 0 and policy.process.run_as[0] != ctx.uid:
             raise SetupError("--as-user / process.run_as needs corral to be launched as root", "drop the option")
@@ -214,6 +216,28 @@ class Orchestrator:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def resolve_auto(policy, report=None) -> str:
+    """`--backend auto`: the wall this machine runs (backends/auto.py decides on the probe); the
+    weaker wall is said in one stderr line even when quiet (never a silent downgrade); a
+    refusal is a SetupError with the diagnosis and the fix."""
+    from .backends.auto import choose
+    from .sandbox.hostfacts import auto_probe
+
+    bp = policy.backend
+    choice = choose(auto_probe(policy), bp.allow_weaker, bp.allowed_by or "allow_weaker = true")
+    if choice.backend is None:
+        raise SetupError(choice.cause, choice.fix)
+    if choice.notice:
+        if report is not None:
+            report(choice.notice)
+        else:
+            import sys
+
+            sys.stderr.write(choice.notice + "\n")
+            sys.stderr.flush()
+    return choice.backend
 
 
 SECRET_WHY = "secret file found by `corral scan`"

@@ -22,7 +22,7 @@ VALUE_OPTS = {
 FLAG_OPTS = {
     "--dry-run": "dry_run", "-d": "debug", "--debug": "debug", "-q": "quiet", "--quiet": "quiet",
     "--tty": "tty", "--no-tty": "no_tty", "-h": "help", "--help": "help", "-V": "version",
-    "--version": "version",
+    "--version": "version", "--allow-weaker": "allow_weaker",
 }
 REPEATABLE = {"allow_write", "allow_read", "deny_read", "deny_write", "allow_domain", "pass_env", "unset_env",
               "mask_env", "allow_preset"}
@@ -49,6 +49,7 @@ class Options:
         self.image: str | None = None
         self.memory = self.cpus = self.pids = self.timeout = None  # limits, as typed
         self.dry_run = self.debug = self.quiet = self.tty = self.no_tty = False
+        self.allow_weaker = False  # --backend auto may fall back to the landlock wall
         self.help = self.version = False
         self.command: list[str] = []
 
@@ -149,6 +150,8 @@ def build_policy(opts: Options, ctx):
         policy = policy.with_filesystem(**changes)
     if opts.image is not None:
         policy = policy.with_backend(image=opts.image)
+    if opts.allow_weaker:
+        policy = policy.with_backend(allow_weaker=True, allowed_by="--allow-weaker")
     if opts.as_user is not None:
         policy = policy.with_process(run_as=parse_user(opts.as_user, "<cli>", "--as-user"))
     if opts.workspace is not None:

@@ -9,6 +9,8 @@ its per-kind helpers) touches the OS with what they render.
     runc, crun       OCI runtimes, image-less bundle (the host's view, read-only) or --image
     gvisor           runsc: the same bundle behind a user-space kernel
     podman, docker   a container engine running an image, the guide's hardened flags
+    auto             not a wall: bwrap when it works here, else (allowed) the weaker
+                     landlock wall, else a refusal naming the fix (auto.py decides)
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def get(name: str, source: str = "<cli>", key: str = "--backend") -> Backend:
     if name not in KINDS:
         from ..errors import PolicyError
 
-        raise PolicyError(source, key, name, f"unknown backend; expected one of {', '.join(NAMES)}")
+        raise PolicyError(source, key, name, f"unknown backend; expected one of {', '.join(NAMES)} or auto")
     return Backend(name, KINDS[name])
 
 

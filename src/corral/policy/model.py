@@ -252,6 +252,10 @@ class BackendPolicy:
     name: str = "bwrap"
     strict: bool = False
     image: str | None = None  # [container] image: the image a container engine runs (or an OCI rootfs dir)
+    # `backend = "auto"` may fall back to the weaker landlock wall when bubblewrap cannot run
+    # (`allow_weaker = true`, `--allow-weaker`); `allowed_by` names where that was allowed.
+    allow_weaker: bool = False
+    allowed_by: str = field(default="", compare=False)
     origin: str = field(default="", compare=False)
 
 

@@ -100,7 +100,8 @@ ARRAYS = {"credentials": CREDENTIAL_SCHEMA, "endpoints": ENDPOINT_SCHEMA}  # [[n
 # [limits]: memory, pids, cpus, timeout, nofile, fsize (policy.limits parses them) and strict.
 LIMITS_KEYS = ("memory", "pids", "cpus", "timeout", "nofile", "fsize", "strict")
 TOP_LEVEL = {"version": "version", **{name: "table" for name in SCHEMA}, **{name: "tables" for name in ARRAYS},
-             "limits": "table", "git": "table", "backend": "backend", "strict": "strict", "container": "table"}
+             "limits": "table", "git": "table", "backend": "backend", "strict": "strict", "container": "table",
+             "allow_weaker": "strict"}
 CONTAINER_KEYS = ("image",)
 
 ON_NO_MATCH = ("deny", "warn", "error")
@@ -135,8 +136,8 @@ def from_mapping(data: dict, source: str, ctx: LaunchContext) -> Policy:
         if kind == "backend":
             from ..backends import KINDS, NAMES
 
-            if value not in KINDS:
-                raise PolicyError(source, key, value, f"unknown backend; expected one of {', '.join(NAMES)}")
+            if value not in KINDS and value != "auto":
+                raise PolicyError(source, key, value, f"unknown backend; expected one of {', '.join(NAMES)} or auto")
         if kind == "strict" and not isinstance(value, bool):
             raise PolicyError(source, key, value, "expected true or false")
     policy = default_policy(ctx)
@@ -207,10 +208,12 @@ def _backend(data: dict, base, source: str):
         if not isinstance(value, str) or not value.strip():
             raise PolicyError(source, f"container.{name}", value, "expected an image name (or a root filesystem "
                                                                    "directory for the OCI backends)")
-    if "backend" not in data and "strict" not in data and not container:
+    if "backend" not in data and "strict" not in data and "allow_weaker" not in data and not container:
         return base
+    weaker = data.get("allow_weaker", base.allow_weaker)
     return replace(base, name=data.get("backend", base.name), strict=data.get("strict", base.strict),
-                   image=container.get("image", base.image), origin=source)
+                   image=container.get("image", base.image), origin=source, allow_weaker=weaker,
+                   allowed_by=f"allow_weaker = true in {source}" if data.get("allow_weaker") is True else base.allowed_by)
 
 
 def _limits(table: dict, base, source: str):

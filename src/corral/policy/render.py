@@ -36,6 +36,7 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
         "version = 1",
         *([f"backend = {_str(policy.backend.name)}"] if policy.backend.name != "bwrap" else []),
         *(["strict = true"] if policy.backend.strict else []),
+        *(["allow_weaker = true"] if policy.backend.allow_weaker else []),
         "",
         "[filesystem]",
         f"deny_read = {_list([_path(r) for r in fs.deny_read])}",

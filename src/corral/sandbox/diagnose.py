@@ -16,45 +16,122 @@ def _read(path: str) -> str | None:
 
 
 def userns_problem() -> SetupError | None:
-    """Return the reason unprivileged user namespaces are refused here, if they are."""
+    """Return the reason new user namespaces are refused here, if they are: the exact cause
+    (the sysctl, the security module, the seccomp filter, the nesting limit) and its fix."""
+    uid_map = _read("/proc/self/uid_map")
+    nested = uid_map is not None and uid_map.split() != ["0", "0", "4294967295"]
+    root = os.geteuid() == 0 and not nested
     if _read("/proc/sys/user/max_user_namespaces") == "0":
+        if nested:
+            return SetupError(
+                "user namespaces are disabled in the user namespace corral was started in "
+                "(user.max_user_namespaces = 0 there; uid_map " + " ".join((uid_map or "").split()) + ": "
+                "corral is not host root, whatever its uid)",
+                "raise the limit in the namespace that set it (echo 15000 > /proc/sys/user/max_user_namespaces "
+                "as its owner), or start corral outside that user namespace")
         return SetupError(
             "user namespaces are disabled (user.max_user_namespaces = 0)",
             "sudo sysctl -w user.max_user_namespaces=15000 (persist it in /etc/sysctl.d/)",
         )
-    if os.geteuid() != 0 and _read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+    if not root and _read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
         return SetupError(
             "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0)",
-            "sudo sysctl -w kernel.unprivileged_userns_clone=1",
+            "sudo sysctl -w kernel.unprivileged_userns_clone=1 (persist it in /etc/sysctl.d/)",
         )
-    if os.geteuid() != 0 and _read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
+    if not root and _read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
         return SetupError(
             "AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1)",
-            "allow bwrap with an AppArmor profile granting 'userns' (see docs/troubleshooting.md), "
-            "or sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0",
+            "an AppArmor profile granting 'userns' to bwrap and to corral's python: " + apparmor_fix()
+            + "; or sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0",
         )
-    if not _can_unshare_user():
+    err = _unshare_user_errno()
+    if err == 0:
+        return None
+    import errno as E
+
+    if err == E.ENOSPC:
         return SetupError(
-            "creating a user namespace is refused (likely a container's seccomp profile or a "
-            "security module)",
-            "run corral on the host, or start the container with a seccomp profile that allows "
-            "unshare/clone with CLONE_NEWUSER (e.g. podman --security-opt seccomp=unconfined)",
-        )
-    return None
+            "the user namespace limit is reached (user.max_user_namespaces of this or a parent user namespace)",
+            "raise it: sudo sysctl -w user.max_user_namespaces=15000, or in the namespace that set it")
+    if seccomp_filtered():
+        where = f"corral runs in {container()}" if container() else "set by a parent process or the container"
+        return SetupError(
+            f"a seccomp filter on corral's process refuses CLONE_NEWUSER (Seccomp: 2 in /proc/self/status, "
+            f"{where}; Docker's and podman's default profiles do this)",
+            "start the container with --security-opt seccomp=unconfined (or a profile allowing unshare and "
+            "clone with CLONE_NEWUSER), or run corral on the host")
+    return SetupError(
+        f"creating a user namespace is refused ({os.strerror(err)}; likely a security module such as "
+        f"SELinux or AppArmor{', inside ' + container() if container() else ''})",
+        "run corral on the host, or allow user namespaces for it (`corral doctor` lists the checks)",
+    )
 
 
-def _can_unshare_user() -> bool:
+def apparmor_fix() -> str:
+    """The commands that install an AppArmor profile granting `userns` to bwrap and to the
+    python running corral (Ubuntu >= 23.10; docs/doctor.md explains it)."""
+    import sys
+
+    from .._which import find_executable
+
+    progs = [p for p in (find_executable("bwrap"), os.path.realpath(sys.executable)) if p]
+    body = " ".join(f"profile corral-{i} {p} flags=(unconfined) {{ userns, }}" for i, p in enumerate(progs))
+    return (f"echo 'abi <abi/4.0>, include <tunables/global> {body}' | sudo tee /etc/apparmor.d/corral && "
+            "sudo apparmor_parser -r /etc/apparmor.d/corral")
+
+
+def seccomp_filtered() -> bool:
+    status = _read("/proc/self/status") or ""
+    return any(line.split() == ["Seccomp:", "2"] for line in status.splitlines())
+
+
+def container() -> str:
+    """The container engine corral runs under, as far as it shows ("" : none seen)."""
+    if os.path.exists("/.dockerenv"):
+        return "a Docker container"
+    if os.path.exists("/run/.containerenv"):
+        return "a podman container"
+    env = _read("/proc/1/environ") or ""
+    if "container=" in env:
+        return "a container"
+    return ""
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version (0: not available). One syscall."""
     import ctypes
 
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    # landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION): 444 on every architecture
+    abi = libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return abi if abi > 0 else 0
+
+
+def _unshare_user_errno() -> int:
+    """0 when a forked child can unshare a new user namespace, else the errno it got."""
+    r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
+            import ctypes
+
+            os.close(r)
             libc = ctypes.CDLL(None, use_errno=True)
-            os._exit(0 if libc.unshare(0x10000000) == 0 else 1)
-        except BaseException:
-            os._exit(2)
-    _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            ok = libc.unshare(0x10000000) == 0
+            os.write(w, str(0 if ok else ctypes.get_errno() or 1).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = b""
+    while chunk := os.read(r, 16):
+        out += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    try:
+        return int(out)
+    except ValueError:
+        return 1
 
 
 # -- what bwrap's exit means ----------------------------------------------------------------------

@@ -65,3 +65,18 @@ def engine_init(name: str) -> str | None:
     if name == "podman":
         return PODMAN_INIT if os.access(PODMAN_INIT, os.X_OK) else find_executable("catatonit", "/usr/bin:/usr/libexec")
     return find_executable("docker-init", "/usr/bin:/usr/libexec/docker:/usr/local/bin")
+
+
+def auto_probe(policy=None):
+    """What `--backend auto` decides on (`backends.auto.Probe`): bubblewrap's program, why user
+    namespaces are refused here (one forked probe), the kernel's Landlock ABI, and whether this
+    build has the landlock backend."""
+    from .._which import find_executable
+    from ..backends import KINDS
+    from ..backends.auto import WEAKER, Probe
+    from .diagnose import landlock_abi, userns_problem
+
+    bwrap = find_executable((policy.process.bwrap_path if policy is not None else None) or "bwrap")
+    problem = userns_problem() if bwrap else None
+    return Probe(bwrap, problem.cause if problem else "", problem.fix if problem else "",
+                 landlock_abi(), WEAKER in KINDS)
