@@ -192,6 +192,29 @@ def test_each_call_is_audited_and_joined_to_its_network_events(launcher, ws, ser
     assert refused and "outside the workspace" in refused[-1]["reason"]
 
 
+@pytest.mark.parametrize("backend", ["runc", "crun", "gvisor"])
+def test_backend_option_is_the_wall_of_every_call_not_silently_bubblewrap(launcher, ws, backend):
+    """`corral mcp --backend X` must run its tools under X, as `corral run --backend X` does
+    (it once built its Sandbox without the option: every call ran under bubblewrap, silently)."""
+    from conformance import missing
+
+    why = missing(backend)
+    if why:
+        pytest.skip(why)
+    probe = {"shell": "cat /proc/1/comm; uname -r; echo made > made.txt; echo x > " + str(ws.outside / "new")}
+
+    async def main():
+        async with session(launcher, ["mcp", "--backend", backend], ws.proj) as s:
+            return (await s.call_tool("run", probe)).structured_content
+
+    sc = run_async(main)
+    comm, release = sc["stdout"].splitlines()[:2]
+    assert comm != "bwrap", sc  # bubblewrap is pid 1 of corral's own wall; the OCI runs start catatonit
+    assert (release == "4.4.0") == (backend == "gvisor"), sc  # gVisor's kernel says 4.4.0
+    assert (ws.proj / "made.txt").read_text() == "made\n"
+    assert not (ws.outside / "new").exists()  # refused, or written to /tmp's throw-away overlay
+
+
 def test_git_tools_run_git_inside_the_sandbox_not_on_the_host(launcher, ws):
     """A hostile repository config (core.fsmonitor runs a command on every `git status`) must
     not run on the host: git_status runs git in the sandbox, where outside/ is read-only."""

@@ -29,7 +29,7 @@ In a harness's .mcp.json, prefix the server's command with `corral mcp wrap [OPT
 RUN OPTIONS: those of `corral run` (see `corral run --help`): -s/--settings FILE,
 --allow-write, --allow-read, --deny-read, --deny-write, --allow-domain, --allow-preset,
 --pass-env, --unset-env, --mask-env, --workspace, --session, --output, --as-user, --memory,
---cpus, --pids, --timeout, -q, -d.
+--cpus, --pids, --timeout, --backend, --image, -q, -d (--timeout and the limits: per call).
 """
 
 # `corral run` options that mean nothing here: (option attribute, why)

@@ -31,8 +31,8 @@ class ArgumentError(ValueError):
 
 TOOLS = {
     "run": ("Run a command in corral's sandbox",
-            "Run one command inside corral's sandbox (bubblewrap + seccomp) under the policy this server "
-            "was started with, in the server's workspace. Give either `argv` (a list: program and "
+            "Run one command inside corral's sandbox (the wall this server was started with: bubblewrap + "
+            "seccomp by default) under the policy this server was started with, in the server's workspace. Give either `argv` (a list: program and "
             "arguments, no shell) or `shell` (a string for bash -c), not both. Optional `cwd`: a directory "
             "inside the workspace (relative to it, or absolute); other directories are refused. Optional "
             "`timeout_s` (1-3600, default 120): the command is killed then and exit_status is 124. "

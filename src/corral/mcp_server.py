@@ -256,7 +256,7 @@ def serve(policy, ctx, opts) -> int:
     from .api import Sandbox
     from .proxy.audit import default_path
 
-    sandbox = Sandbox(policy, ctx.cwd, session=opts.session, output=opts.output)
+    sandbox = Sandbox(policy, ctx.cwd, session=opts.session, output=opts.output, backend=opts.backend)
     audit_path = default_path() if policy.network.audit_log is None else policy.network.audit_log
     tools = Tools(sandbox.policy, ctx, sandbox, audit_path, cli._shell(), quiet=opts.quiet)
 
