@@ -283,8 +283,9 @@ def test_cli_and_native_errors_never_say_srt_keys(me, ws):
 
 # ---------------------------------------------------------------- corral doctor
 
-DOCTOR_CHECKS = ("bubblewrap", "user namespaces", "seccomp filters", "egress proxy namespace",
-                 "overlay in a user namespace", "cgroups for limits", "TLS termination")
+DOCTOR_CHECKS = ("bubblewrap", "user namespaces", "Landlock", "seccomp filters", "egress proxy namespace", "nftables",
+                 "overlay in a user namespace", "cgroups for limits", "TLS termination",
+                 *(f"backend {name}" for name in ("runc", "crun", "gvisor", "podman", "docker")))
 
 
 def test_doctor_reports_only_what_corral_uses(launcher, ws):
@@ -293,7 +294,7 @@ def test_doctor_reports_only_what_corral_uses(launcher, ws):
     rows = [line.split(":", 1)[0].split(None, 1) for line in p.stdout.splitlines()]
     states = {what: state for state, what in rows}
     assert set(states) == set(DOCTOR_CHECKS) | ({"idmapped mounts"} if launcher.is_root else set()), p.stdout
-    assert "Landlock" not in p.stdout
+    assert "Landlock: ABI " in p.stdout  # the weaker wall's kernel side, with its ABI
     assert all(state in ("ok", "warn", "FAIL") for state in states.values())
     assert "bubblewrap 0." in p.stdout  # the version, not only the path
     for line in p.stdout.splitlines():

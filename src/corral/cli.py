@@ -38,7 +38,7 @@ commands:
             podman/docker command line for the policy, for your own image or CI
   mcp       an MCP server (stdio) whose tools run in the sandbox; `mcp wrap -- CMD`: a
             third-party MCP server inside the sandbox (`corral mcp --help`)
-  doctor    can this machine sandbox? each check corral relies on, with the fix
+  doctor    can this machine sandbox? each check corral relies on, with the fix (--json)
   --version print corral's version
 
 run options:
@@ -70,8 +70,11 @@ run options:
   --timeout DURATION      wall-time limit (30s, 10m, 1h); then SIGTERM, SIGKILL; exit 124
   --tty / --no-tty        force or disable a private pseudo-terminal (default: when stdin
                           and stdout are terminals)
-  --backend NAME          the wall: bwrap (default), runc, crun, gvisor, podman, docker
+  --backend NAME          the wall: bwrap (default), runc, crun, gvisor, podman, docker, or
+                          auto (bwrap when it works here, else refuse with the fix)
                           (the same policy on each; --dry-run shows what each enforces)
+  --allow-weaker          with auto: where bwrap cannot run, use the weaker landlock wall
+                          (said in one line; allow_weaker = true in the policy file)
   --image IMAGE           podman/docker: the image to run; runc/crun/gvisor: a root filesystem
                           directory instead of the host's read-only view
   --dry-run               print the bwrap command (or config.json, or the engine's command line),
@@ -357,33 +360,35 @@ def cmd_proxy(args: list[str]) -> int:
 
 
 DOCTOR_USAGE = """\
-usage: corral doctor [--backend NAME] [-s FILE]
-  Check what corral relies on here (bubblewrap, user namespaces, seccomp, the egress proxy's
-  namespace, overlay and idmapped mounts, cgroups for limits, TLS trust): one line each, with
-  the fix when a check fails. Exit status 1 when something corral needs is missing.
-  --backend NAME   also check that wall (runc, crun, gvisor, podman, docker): its program and
-                   version, a real `true` run behind it, and the enforcement report of the
-                   policy (-s FILE, else the default policy): what it enforces, field by field
+usage: corral doctor [--json] [--backend NAME] [-s FILE]
+  Check what corral relies on here (bubblewrap, user namespaces, Landlock, seccomp, the egress
+  proxy's namespace and nftables, overlay and idmapped mounts, cgroups for limits, each other
+  wall's program, TLS trust): one line each, with the cause and the fix when a check fails.
+  Exit status 1 when something corral needs is missing (warn: only some runs need it).
+  --json           one JSON document instead (stable, for harnesses: docs/doctor.md)
+  --backend NAME   also check that wall (runc, crun, gvisor, podman, docker, or auto: the one
+                   `--backend auto` picks here): its program and version, a real `true` run
+                   behind it, and the enforcement report of the policy (-s FILE, else the
+                   default policy): what it enforces, field by field
 """
 
 
 def cmd_doctor(args: list[str]) -> int:
-    from .doctor import doctor
+    from .doctor import FAIL, as_json, backend_checks, checks
 
-    opts = _take_options(args, set(), {"--backend", "-s", "--settings"}, DOCTOR_USAGE)
-    ok = True
-    for what, good, detail in doctor():
-        optional = what == "cgroups for limits"  # limits fall back to rlimits: a warning, not a failure
-        ok &= good or optional
-        sys.stdout.write(f"{'ok  ' if good else 'warn' if optional else 'FAIL'}  {what}: {detail}\n")
+    opts = _take_options(args, {"--json"}, {"--backend", "-s", "--settings"}, DOCTOR_USAGE)
+    base = checks()
     name = opts.get("--backend")
-    if name is not None:
-        from .doctor import backend_checks
+    rows = backend_checks(name, opts.get("-s") or opts.get("--settings")) if name is not None else []
+    if opts.get("--json"):
+        import json
 
-        for what, good, detail in backend_checks(name, opts.get("-s") or opts.get("--settings")):
-            ok &= good
-            sys.stdout.write(f"{'ok  ' if good else 'FAIL'}  {what}: {detail}\n")
-    return 0 if ok else 1
+        doc = as_json(base, name, rows)
+        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+        return 0 if doc["ok"] else 1
+    for check in [*base, *rows]:
+        sys.stdout.write(check.line() + "\n")
+    return 1 if any(c.state == FAIL for c in [*base, *rows]) else 0
 
 
 def cmd_container(args: list[str]) -> int:

@@ -71,6 +71,8 @@ class Orchestrator:
         return self._boundary
 
     def needs_namespaces(self) -> bool:
+        if self.backend.kind == "landlock":  # no namespace: the proxy on host loopback ports, if any
+            return bool(self.policy.network.enabled)
         return bool(self.policy.network.enabled or self.offline or self._overlays())
 
     def _overlays(self):
@@ -96,7 +98,8 @@ class Orchestrator:
             net = self.policy.network if self.policy.network.enabled else None
             self.namespaces = NamespaceSession(net, in_child=self.in_child, report=self.report,
                                                overlays=self._overlays(), boundary=self.boundary,
-                                               offline=self.offline and net is None)
+                                               offline=self.offline and net is None,
+                                               host=self.backend.kind == "landlock")
         return self.namespaces
 
     # -- one command -------------------------------------------------------------------------------
@@ -110,8 +113,14 @@ class Orchestrator:
                 raise SetupError(f"cannot create the output directory {self.output}: {exc.strerror}",
                                  "pick another --output") from None
         offline = self.offline and not self.policy.network.enabled and (self.dry_run or self.namespaces is not None)
-        return build_plan(self.policy, self.ctx, list(argv), self.environ, run_id=run_id or os.urandom(6).hex(),
+        plan = build_plan(self.policy, self.ctx, list(argv), self.environ, run_id=run_id or os.urandom(6).hex(),
                           session=self.session, output=self.output, boundary=self.boundary, offline=offline)
+        if self.backend.kind == "landlock" and self.namespaces is not None:
+            from .backends.landlock import on_host_ports
+
+            ls = self.namespaces.ns.listeners  # the proxy's random host loopback ports
+            plan = on_host_ports(plan, ls["http"].getsockname()[1], ls["socks"].getsockname()[1], self.policy.network)
+        return plan
 
     def limits(self, plan, refuse: bool = True):
         """The run's limits plan: refused here (strict) or one line on what is not enforced."""
@@ -187,6 +196,13 @@ class Orchestrator:
         """The CLI's run: stdio inherited (or a pty relayed), signals forwarded; the exit status."""
         from . import _timing
 
+        if self.ctx.uid == 0 and self.backend.kind == "bwrap":
+            from .sandbox.diagnose import nested_root_problem
+
+            run_as = self.policy.process.run_as
+            problem = nested_root_problem(run_as[0]) if run_as else nested_root_problem()
+            if problem is not None:
+                raise problem
         if self.ctx.uid == 0:
             from .sandbox.plan import prefetch_identity
 

@@ -67,6 +67,28 @@ def userns_problem() -> SetupError | None:
     )
 
 
+def nested_root_problem(sandbox_uid: int = 65533) -> SetupError | None:
+    """corral launched as uid 0 of a user namespace (`unshare -r`, `podman unshare`) that does
+    not map the sandbox uid: its root launch path (the command as `sandbox_uid`, idmapped
+    views) cannot work there; say why instead of failing later on a placeholder or a mount.
+    Cheap: reads /proc/self/uid_map (and probes user namespaces only when it refuses)."""
+    uid_map = _read("/proc/self/uid_map")
+    if uid_map is None or uid_map.split() == ["0", "0", "4294967295"]:
+        return None
+    rows = [line.split() for line in uid_map.splitlines()]
+    if any(len(r) == 3 and int(r[0]) <= sandbox_uid < int(r[0]) + int(r[2]) for r in rows):
+        return None
+    problem = userns_problem()
+    if problem is not None:
+        return problem
+    shown = "; ".join(" ".join(r) for r in rows)
+    return SetupError(
+        f"corral runs as uid 0 of a user namespace (uid_map {shown}), not as host root: it cannot run the "
+        f"command as its sandbox uid {sandbox_uid}, which that namespace does not map",
+        "start corral as your own user outside that namespace (not under unshare -r or podman unshare), "
+        f"or map a range of uids into it (newuidmap) that includes {sandbox_uid}")
+
+
 def apparmor_fix() -> str:
     """The commands that install an AppArmor profile granting `userns` to bwrap and to the
     python running corral (Ubuntu >= 23.10; docs/doctor.md explains it)."""

@@ -611,6 +611,12 @@ def _drop_refused(plan: Plan, why: str) -> SetupError:
     ident = plan.identity
     who = f"uid {ident.uid}, {ident.why}" if ident else "the sandbox uid"
     why = re.sub(r"^\[Errno \d+\] ", "", why)
+    if "creating the user namespace" in why:  # not the filesystem: user namespaces are refused here
+        from .diagnose import userns_problem
+
+        problem = userns_problem()
+        if problem is not None:
+            return SetupError(f"cannot prepare the sandbox's view for {who}: {problem.cause}", problem.fix)
     return SetupError(
         f"cannot prepare the sandbox's view for {who}: {why}",
         "the kernel must support idmapped mounts on the writable areas' filesystem (Linux >= 5.12; ext4, "
