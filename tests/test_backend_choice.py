@@ -97,6 +97,13 @@ def test_library_sandbox_takes_a_backend(tmp_path):
 
 @pytest.mark.parametrize("name", OCI)
 def test_a_forced_tty_is_a_terminal_behind_each_oci_wall(launcher, ws, name):
-    r = helpers.run(launcher, ["run", "-q", "--tty", "--backend", name, "--", "sh", "-c",
-                               "test -t 0 && test -t 1 && echo both-terminals"], ws.proj, timeout=60)
+    tries = 3 if name == "gvisor" else 1  # runsc 20240729 drops the terminal ~1 run in 10: its report says so
+    for _ in range(tries):
+        r = helpers.run(launcher, ["run", "-q", "--tty", "--backend", name, "--", "sh", "-c",
+                                   "test -t 0 && test -t 1 && echo both-terminals"], ws.proj, timeout=60)
+        if r.returncode == 0:
+            break
     assert r.returncode == 0 and "both-terminals" in r.stdout, (r.stdout, r.stderr)
+    if name == "gvisor":
+        d = helpers.run(launcher, ["run", "--dry-run", "--backend", name, "--", "true"], ws.proj)
+        assert any(line.split()[1:3] == ["tty", "partial"] for line in d.stdout.splitlines()), d.stdout

@@ -132,20 +132,25 @@ class Orchestrator:
         return prepare(self.policy.limits, run_as[0] if run_as else None,
                        None if self.dry_run else self.report, refuse=refuse and not self.dry_run)
 
-    def enforcement(self, plan, limits=None, version: bool = True):
+    def enforcement(self, plan, limits=None, version: bool = True, tty: bool | None = None):
         """What the backend enforces of this plan, field by field (backends/report.py).
         `version`: ask the runtime its version (a process start: runsc's costs ~16 ms), for
         reports that show it; a run only needs the gaps."""
         from .sandbox.hostfacts import gather
 
-        return self.backend.report(plan, gather(self.backend.name, self.policy, plan, version=version), limits)
+        facts = gather(self.backend.name, self.policy, plan, version=version)
+        if tty is not None:  # this run's terminal (None: not known, as for --dry-run)
+            from ._values import replace
 
-    def check(self, plan, limits=None):
+            facts = replace(facts, tty=tty)
+        return self.backend.report(plan, facts, limits)
+
+    def check(self, plan, limits=None, tty: bool | None = None):
         """The enforcement report; under `strict = true` a field the backend cannot enforce
         refuses the run; otherwise each gap is said once on stderr (never dropped silently)."""
         if self.backend.kind == "bwrap":
             return None  # bwrap enforces every row; limits said or refused their own gaps (limits.prepare)
-        report = self.enforcement(plan, limits, version=False)
+        report = self.enforcement(plan, limits, version=False, tty=tty)
         gaps = report.gaps()
         if gaps and self.policy.backend.strict:
             first = gaps[0]
@@ -212,7 +217,12 @@ class Orchestrator:
         plan = self.plan(argv, run_id)
         _timing.mark("plan")
         limits = self.limits(plan)
-        self.check(plan, limits)
+        if tty is None:
+            try:
+                tty = os.isatty(0) and os.isatty(1)
+            except OSError:
+                tty = False
+        self.check(plan, limits, tty)
         self.notices(plan)
         from .sandbox.launch import run_foreground
 

@@ -15,3 +15,4 @@ class Facts:
     engine_rootless: bool = False  # podman/docker: the engine runs rootless
     engine_reachable: bool = True  # docker: the daemon answers
     cgroup_version: int = 0  # 1, 2 (0: unknown)
+    tty: bool | None = None  # does this run relay a pseudo-terminal? (None: not known, as for --dry-run)
