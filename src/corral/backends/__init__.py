@@ -9,6 +9,7 @@ its per-kind helpers) touches the OS with what they render.
     runc, crun       OCI runtimes, image-less bundle (the host's view, read-only) or --image
     gvisor           runsc: the same bundle behind a user-space kernel
     podman, docker   a container engine running an image, the guide's hardened flags
+    landlock         no namespaces: Landlock + seccomp, for hosts that refuse user namespaces
     auto             not a wall: bwrap when it works here, else (allowed) the weaker
                      landlock wall, else a refusal naming the fix (auto.py decides)
 """
@@ -17,14 +18,15 @@ from __future__ import annotations
 
 from .._values import frozen
 
-NAMES = ("bwrap", "runc", "crun", "gvisor", "podman", "docker")
-KINDS = {"bwrap": "bwrap", "runc": "oci", "crun": "oci", "gvisor": "oci", "podman": "container", "docker": "container"}
+NAMES = ("bwrap", "runc", "crun", "gvisor", "podman", "docker", "landlock")
+KINDS = {"bwrap": "bwrap", "runc": "oci", "crun": "oci", "gvisor": "oci", "podman": "container", "docker": "container",
+         "landlock": "landlock"}
 
 
 @frozen
 class Backend:
     name: str  # one of NAMES
-    kind: str  # "bwrap" | "oci" | "container": the renderer module
+    kind: str  # "bwrap" | "oci" | "container" | "landlock": the renderer module
 
     def module(self):
         import importlib

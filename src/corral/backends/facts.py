@@ -16,3 +16,4 @@ class Facts:
     engine_reachable: bool = True  # docker: the daemon answers
     cgroup_version: int = 0  # 1, 2 (0: unknown)
     tty: bool | None = None  # does this run relay a pseudo-terminal? (None: not known, as for --dry-run)
+    landlock_abi: int = 0  # landlock: the kernel's Landlock ABI (0: none)

@@ -41,6 +41,10 @@ class Proxy:
         self.synthetic = synthetic
         self.runs: dict[str, RunInfo] = {}  # by user name
         self.default_run: RunInfo | None = None
+        # Listeners on host loopback ports (the landlock backend): any local process can connect,
+        # so a connection without its run's credentials is refused (407) instead of taken for
+        # the default run.
+        self.require_credentials = False
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -78,7 +82,7 @@ class Proxy:
     def _run_for(self, user: str | None, token: str | None) -> RunInfo | None | bool:
         """The run a connection belongs to; False when it presented wrong credentials."""
         if user is None:
-            return self.default_run
+            return False if self.require_credentials else self.default_run
         info = self.runs.get(user)
         if info is None or token is None or not _same(info.token, token):
             return False

@@ -13,7 +13,7 @@ HANDSHAKE_TIMEOUT = 30.0
 
 async def socks_session(proxy, client, first: bytes) -> None:
     loop = asyncio.get_running_loop()
-    server = socks.Socks5Server(require_auth=False)
+    server = socks.Socks5Server(require_auth=proxy.require_credentials)
     run = proxy.default_run
     events = server.feed(first)
     while True:

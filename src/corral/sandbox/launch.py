@@ -78,6 +78,10 @@ class Run:
             from .ocirun import OciLaunch
 
             self.kind = OciLaunch(self, backend, image)
+        elif backend is not None and backend.kind == "landlock":
+            from .landlockrun import LandlockLaunch
+
+            self.kind = LandlockLaunch(self, backend, image)
         elif backend is not None and backend.kind != "bwrap":
             from .containerrun import ContainerLaunch
 

@@ -21,15 +21,22 @@ class NamespaceSession:
     with it."""
 
     def __init__(self, net=None, in_child: bool = False, report=None, overlays=(), boundary=None,
-                 offline: bool = False):
+                 offline: bool = False, host: bool = False):
         self.policy = net
+        # `host`: no namespace at all, the proxy listens on random host loopback ports and
+        # requires each run's credentials (the landlock backend, sandbox/landlockrun.py).
+        self.host = host
         # No network: a loopback-only namespace whose helper stays to refuse names and proxy
         # requests at once, and to tell which were asked for (sandbox/offline.py).
         self.offline = offline and net is None
         self.rules = compile_rules(net) if net is not None else None
         self.boundary = boundary  # sandbox.boundary.Boundary: what the proxy enforces for credentials
         ports = sorted(boundary.endpoints) if boundary is not None and net is not None else ()
-        if self.offline:
+        if host:
+            from .landlockrun import host_listeners
+
+            self._pending = host_listeners()
+        elif self.offline:
             from . import offline as nonet
 
             self._pending = nonet.start(overlays)
@@ -147,6 +154,7 @@ class NamespaceSession:
         from ..proxy.server import Proxy
 
         self.proxy = Proxy(self.rules, parent_proxy=self.policy.parent_proxy)
+        self.proxy.require_credentials = self.host
         return self.proxy
 
     def add_run(self, plan, command: str):

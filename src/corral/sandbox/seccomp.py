@@ -262,7 +262,7 @@ _X86_64_NR: dict[str, int] = {
     "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435,
     "mount_setattr": 442, "open": 2, "creat": 85, "chmod": 90, "fchmod": 91, "mknod": 133,
     "openat": 257, "mknodat": 259, "fchmodat": 268, "openat2": 437, "fchmodat2": 452,
-    "socketpair": 53,
+    "socketpair": 53, "sendto": 44, "sendmsg": 46, "sendmmsg": 307,
 }  # fmt: skip
 
 _AARCH64_NR: dict[str, int] = {
@@ -276,7 +276,8 @@ _AARCH64_NR: dict[str, int] = {
     "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
     "clone3": 435, "mount_setattr": 442, "mknodat": 33, "fchmod": 52, "fchmodat": 53,
-    "openat": 56, "openat2": 437, "fchmodat2": 452, "socketpair": 199,
+    "openat": 56, "openat2": 437, "fchmodat2": 452, "socketpair": 199, "sendto": 206, "sendmsg": 211,
+    "sendmmsg": 269,
 }  # fmt: skip
 
 
@@ -384,8 +385,9 @@ def _rule_block(rule: Rule, nr: int) -> list[bytes]:
     return [_insn(BPF_LD_W_ABS, 0, 0, OFF_NR), _insn(BPF_JEQ_K, 0, len(body), nr), *body]
 
 
-def compile_filter(opts: SeccompOptions, arch: str | None = None) -> bytes:
-    """The filter as raw `struct sock_filter[]` bytes, for `bwrap --seccomp FD`."""
+def compile_filter(opts: SeccompOptions, arch: str | None = None, extra: tuple[Rule, ...] = ()) -> bytes:
+    """The filter as raw `struct sock_filter[]` bytes, for `bwrap --seccomp FD`. `extra`: rules
+    a backend adds after the table (landlock: the sockets Landlock does not restrict)."""
     a = _resolve_arch(arch)
     kill = _insn(BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS)
     prog = [
@@ -405,7 +407,7 @@ def compile_filter(opts: SeccompOptions, arch: str | None = None) -> bytes:
             _insn(BPF_JEQ_K, 1, 0, 0xFFFFFFFF),
             kill,
         ]
-    for rule in rules(opts):
+    for rule in (*rules(opts), *extra):
         nr = a.numbers.get(rule.syscall)
         if nr is None:
             continue  # syscall does not exist on this arch
