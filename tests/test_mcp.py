@@ -159,6 +159,22 @@ def test_timeout_and_output_limits(launcher, ws):
     run_async(main)
 
 
+def test_server_timeout_option_limits_each_call_and_says_so(launcher, ws):
+    """`corral mcp --timeout 2s`: every call is stopped after 2 s (not the server), and the
+    result says it timed out; a command that exits 124 by itself has not."""
+    async def main():
+        async with session(launcher, ["mcp", "--timeout", "2s"], ws.proj) as s:
+            t0 = time.monotonic()
+            slow = (await s.call_tool("run", {"shell": "echo started; sleep 30"})).structured_content
+            took = time.monotonic() - t0
+            own = (await s.call_tool("run", {"shell": "exit 124"})).structured_content
+            return slow, took, own
+
+    slow, took, own = run_async(main)
+    assert took < 15 and slow["exit_status"] == 124 and slow["timed_out"] and slow["stdout"] == "started\n", slow
+    assert own["exit_status"] == 124 and not own["timed_out"], own
+
+
 def test_each_call_is_audited_and_joined_to_its_network_events(launcher, ws, server, other):
     settings = ws.settings(allowedDomains=[server.hostport], allowWrite=[str(ws.proj)])
     fetch = ("import urllib.request,sys\n"

@@ -76,6 +76,17 @@ def test_timeout(value, expected):
     assert core.timeout_seconds(value) == expected
 
 
+@pytest.mark.parametrize("status, ms, limit, expected", [
+    (124, 2050, 2.0, True),    # the server's --timeout stopped it
+    (124, 10, 2.0, False),     # the command exited 124 by itself, before the limit
+    (124, 5000, None, False),  # no limit: a 124 is the command's own
+    (0, 5000, 2.0, False),
+    (137, 5000, 2.0, False),
+])
+def test_limit_timed_out(status, ms, limit, expected):
+    assert core.limit_timed_out(status, ms, limit) is expected
+
+
 @pytest.mark.parametrize("value", [0, -1, 3601, True, "10", float("nan")])
 def test_timeout_refused(value):
     with pytest.raises(ArgumentError, match="timeout_s"):

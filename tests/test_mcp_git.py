@@ -90,9 +90,11 @@ def test_mcp_git_tools_are_bound_by_the_ref_policy_and_never_see_the_token(launc
                                                                    "cat .git/config; git log -1 --format=%H",
                                                           "cwd": "cl"}))
             recent = (await s.read_resource("corral://audit/recent")).contents[0].text
-            return out, recent
+            shown = (await s.read_resource("corral://policy")).contents[0].text
+            return out, recent, shown
 
-    out, recent = run_async(main)
+    out, recent, shown = run_async(main)
+    assert "[git]" in shown and "GIT_TOKEN" in shown, shown  # the policy names the credential's source
     blob = "\n".join(f"{k}: {json.dumps(v)}" for k, v in out.items())
 
     # allowed: the clone, status, the commit, the push to agent/x and the fetch
@@ -156,7 +158,7 @@ def test_mcp_git_tools_are_bound_by_the_ref_policy_and_never_see_the_token(launc
     assert PH_RE.fullmatch(inside.splitlines()[0].removeprefix("inside=")), inside
     assert len(seen) > 20 and len(stderr) == 1
     places = {"a tool result": "\n".join(seen), "the server's stderr": stderr[0],
-              "corral://audit/recent": recent, "the audit log": audit_file(ws).read_text(),
+              "corral://audit/recent": recent, "corral://policy": shown, "the audit log": audit_file(ws).read_text(),
               "a file the sandbox wrote": written_by_sandbox(ws)}
     for where, text in places.items():
         assert git_token not in text, f"the token is in {where}"

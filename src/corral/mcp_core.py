@@ -113,6 +113,13 @@ def timeout_seconds(value) -> int:
     return int(value) if float(value).is_integer() else int(value) + 1
 
 
+def limit_timed_out(status: int, duration_ms: int, limit_s: float | None) -> bool:
+    """Whether a command was stopped by the server's own wall-time limit (`corral mcp
+    --timeout`, `[limits] timeout`): it exits 124 then too, as a command may by itself, so
+    the status counts only once the limit has passed."""
+    return limit_s is not None and status == TIMED_OUT_STATUS and duration_ms >= limit_s * 1000
+
+
 def resolve_cwd(cwd, workspace: str, realpath=posixpath.realpath) -> str:
     """The directory a command runs in: the workspace, or a directory inside it. `cwd` is
     relative to the workspace or absolute; symlinks are resolved (`realpath`), so a link inside

@@ -117,6 +117,7 @@ class Tools:
             for r, _w in pipes:
                 os.close(r)
         elapsed = int((time.monotonic() - started) * 1000)
+        timed_out = timed_out or core.limit_timed_out(status, elapsed, self.policy.limits.timeout)
         return core.run_result(status=status, timed_out=timed_out, out=clips[0], err=clips[1], run_id=run_id,
                                cwd=cwd, duration_ms=elapsed, blocked=blocked, blocked_summary=summary)
 
