@@ -167,6 +167,10 @@ class Orchestrator:
         command line. Paths of the run's bundle read <bundle>."""
         from .sandbox.hostfacts import gather
 
+        if self.backend.kind == "landlock":
+            from .sandbox.landlockrun import render_text
+
+            return f"# {self.backend.name}: the Landlock domain of the run\n" + render_text(plan)
         facts = gather(self.backend.name, self.policy, plan)
         if self.backend.kind == "oci":
             from .backends import oci
@@ -201,11 +205,11 @@ class Orchestrator:
         """The CLI's run: stdio inherited (or a pty relayed), signals forwarded; the exit status."""
         from . import _timing
 
-        if self.ctx.uid == 0 and self.backend.kind == "bwrap":
+        if self.ctx.uid == 0 and self.backend.kind in ("bwrap", "landlock"):
             from .sandbox.diagnose import nested_root_problem
 
             run_as = self.policy.process.run_as
-            problem = nested_root_problem(run_as[0]) if run_as else nested_root_problem()
+            problem = nested_root_problem(run_as[0] if run_as else 65533, userns=self.backend.kind == "bwrap")
             if problem is not None:
                 raise problem
         if self.ctx.uid == 0:

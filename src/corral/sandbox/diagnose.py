@@ -67,7 +67,7 @@ def userns_problem() -> SetupError | None:
     )
 
 
-def nested_root_problem(sandbox_uid: int = 65533) -> SetupError | None:
+def nested_root_problem(sandbox_uid: int = 65533, userns: bool = True) -> SetupError | None:
     """corral launched as uid 0 of a user namespace (`unshare -r`, `podman unshare`) that does
     not map the sandbox uid: its root launch path (the command as `sandbox_uid`, idmapped
     views) cannot work there; say why instead of failing later on a placeholder or a mount.
@@ -78,7 +78,7 @@ def nested_root_problem(sandbox_uid: int = 65533) -> SetupError | None:
     rows = [line.split() for line in uid_map.splitlines()]
     if any(len(r) == 3 and int(r[0]) <= sandbox_uid < int(r[0]) + int(r[2]) for r in rows):
         return None
-    problem = userns_problem()
+    problem = userns_problem() if userns else None  # `userns`: the wall needs new user namespaces
     if problem is not None:
         return problem
     shown = "; ".join(" ".join(r) for r in rows)
