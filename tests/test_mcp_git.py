@@ -122,6 +122,8 @@ def test_mcp_git_tools_are_bound_by_the_ref_policy_and_never_see_the_token(launc
             assert w in sc["stderr"], (name, w, sc["stderr"])
         assert words[-1] in seen[[i for i, t in enumerate(seen) if sc["run_id"] in t][0]]  # in the text content
     assert not (ws.proj / "secret").exists()
+    summary = out["push_main"]["blocked_summary"]  # the proxy's refusal, once, in corral's own words
+    assert "refs/heads/main is a protected branch" in summary and "corral:" not in summary[7:], summary
 
     # the server: the allowed push landed, nothing else moved anywhere
     after = {repo: refs(repos, repo) for repo in REPOS}

@@ -277,24 +277,24 @@ def refuse_update(repo, update: RefUpdate) -> tuple[str, str] | None:
     (`delete`); the refs that may be pushed (`push`)."""
     ref, where = update.ref, repo.origin
     if not valid_ref(ref):
-        return f"{where}: ref name", f"corral: {ref[:200]!r} is not a valid ref name"
+        return f"{where}: ref name", f"{ref[:200]!r} is not a valid ref name"
     deleting = update.action == "delete"
     if ref.startswith("refs/tags/"):
         if not any(ref_matches(p, ref) for p in repo.tags):
             allowed = f"only {list(repo.tags)}" if repo.tags else "none"
-            return f"{where}.tags", f"corral: pushing tag {ref} is not allowed (git tags: {allowed})"
+            return f"{where}.tags", f"pushing tag {ref} is not allowed (git tags: {allowed})"
         if deleting and not repo.delete:
-            return f"{where}.delete", f"corral: deleting {ref} is not allowed (git delete = false)"
+            return f"{where}.delete", f"deleting {ref} is not allowed (git delete = false)"
         return None
     for pattern in repo.protected:
         if ref_matches(pattern, ref, fold=True) and not repo.push_protected:
-            return (f"{where}.protected", f"corral: {ref} is a protected branch (git protected {pattern!r}; "
+            return (f"{where}.protected", f"{ref} is a protected branch (git protected {pattern!r}; "
                     "push_protected = false)")
     if deleting and not repo.delete:
-        return f"{where}.delete", f"corral: deleting {ref} is not allowed (git delete = false)"
+        return f"{where}.delete", f"deleting {ref} is not allowed (git delete = false)"
     if not any(ref_matches(p, ref) for p in repo.push):
         allowed = f"only {list(repo.push)}" if repo.push else "nothing (fetch only)"
-        return f"{where}.push", f"corral: pushing {ref} is not allowed (git push: {allowed})"
+        return f"{where}.push", f"pushing {ref} is not allowed (git push: {allowed})"
     return None
 
 
@@ -416,7 +416,7 @@ def refusal_body(capabilities, updates, decision: PushDecision, headline: str) -
     if report:
         status = pkt(b"unpack ok\n")
         for update in updates:
-            why = reasons.get(update.ref) or f"corral: not pushed: {decision.ref} in the same push is refused"
+            why = "corral: " + (reasons.get(update.ref) or f"not pushed: {decision.ref} in the same push is refused")
             status += pkt(b"ng " + _clean(update.ref) + b" " + _clean(why) + b"\n")
         status += b"0000"
     if not band:

@@ -437,7 +437,7 @@ class HttpSession:
         # Nothing has left; the rest of the body (the pack) is read and dropped, never held.
         if not isinstance(pending[-1], h11.EndOfMessage) and not await self._drain_body():
             return False
-        headline = f"{decision.reason}\ncorral: push to {repo} refused by the git policy (rule {decision.rule})"
+        headline = f"corral: {decision.reason}\ncorral: push to {repo} refused by the git policy (rule {decision.rule})"
         body = gitpolicy.refusal_body(reader.capabilities, reader.updates, decision, headline)
         if body is None:
             await self._respond(403, "Forbidden", f"corral proxy: request blocked: {decision.reason} "
