@@ -68,6 +68,8 @@ def test_golden_config_for_a_root_launch():
     assert by_dest["/work/p"]["options"] == ["rbind", "rw", "nosuid", "nodev"]
     assert by_dest["/etc/shadow"]["options"][:2] == ["rbind", "ro"]
     assert "mode=1777" in by_dest["/dev/shm"]["options"] and "mode=700" in by_dest["/tmp/corral-1"]["options"]
+    # The private TMPDIR belongs to the command (uid 65533), as bubblewrap makes it: git reads its config there.
+    assert {"uid=65533", "gid=65533"} <= set(by_dest["/tmp/corral-1"]["options"])
     assert files == (("/b/data/10", b"nameserver 127.0.0.1\n", 0o644),)
     # No network namespace of its own: the container stays in corral's (loopback + proxy).
     assert [n["type"] for n in config["linux"]["namespaces"]] == ["pid", "ipc", "uts", "mount", "cgroup"]

@@ -70,6 +70,7 @@ def render(plan, bundle: Bundle) -> tuple[dict, tuple[tuple[str, bytes, int], ..
     mounts = []
     host_view = bundle.image is None
     bound = [m.dest for m in plan.mounts if m.op in ("bind", "ro-bind") and m.dest != "/"]
+    uid, gid = identity(plan, bundle)
     for i, m in enumerate(plan.mounts):
         if m.op.startswith("pre-"):
             continue  # made by corral's child before the runtime starts: part of the root view
@@ -99,8 +100,10 @@ def render(plan, bundle: Bundle) -> tuple[dict, tuple[tuple[str, bytes, int], ..
                            "options": ["nosuid", "noexec", "nodev"]})
         elif m.op == "tmpfs":
             mode = m.perms if m.perms is not None else 0o755
+            # Owned by the command, as bubblewrap makes them: the private TMPDIR (0700) is its own.
+            owner = [f"uid={uid}", f"gid={gid}"] if (uid, gid) != (0, 0) else []
             mounts.append({"destination": m.dest, "type": "tmpfs", "source": "tmpfs",
-                           "options": ["nosuid", "nodev", f"mode={mode:o}"]})
+                           "options": ["nosuid", "nodev", f"mode={mode:o}", *owner]})
         elif m.op == "data":
             name = f"{bundle.path}/data/{i}"
             files.append((name, m.src.encode(), m.perms if m.perms is not None else 0o644))
@@ -109,7 +112,6 @@ def render(plan, bundle: Bundle) -> tuple[dict, tuple[tuple[str, bytes, int], ..
             _remount_ro(mounts, m.dest, bundle)
         else:
             raise AssertionError(f"unknown mount op {m.op}")
-    uid, gid = identity(plan, bundle)
     namespaces = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}]
     linux: dict = {}
     if bundle.nested_userns:
