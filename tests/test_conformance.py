@@ -361,6 +361,16 @@ def test_stdin_passes_through(launcher, ws, backend):
     assert p.stdout.splitlines() == [f"got:{data}", "2"], out_of(p)
 
 
+def test_tmpdir_is_private_and_the_commands_own(launcher, ws, backend):
+    # Every wall gives the command a private TMPDIR it can use (git reads corral's generated
+    # config there), which no other run sees and which is gone afterwards.
+    p = C.run(ws, backend, 'echo x > "$TMPDIR/f" && cat "$TMPDIR/f" && stat -c %a "$TMPDIR" && echo "$TMPDIR" && '
+                           'git -C . status --porcelain >/dev/null && echo git-ok')
+    lines = p.stdout.splitlines()
+    assert p.returncode == 0 and lines[:2] == ["x", "700"] and lines[-1] == "git-ok", out_of(p)
+    assert not os.path.exists(os.path.join(lines[2], "f"))
+
+
 def _bundles_of(ws) -> list[str]:
     """OCI bundles in /dev/shm whose config.json names this test's workspace (other runs on the
     machine, concurrent ones included, have bundles of their own there)."""
