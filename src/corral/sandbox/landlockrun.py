@@ -21,6 +21,7 @@ NR_CREATE, NR_ADD, NR_RESTRICT = 444, 445, 446
 CREATE_RULESET_VERSION = 1
 RULE_PATH_BENEATH, RULE_NET_PORT = 1, 2
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+PR_SET_CHILD_SUBREAPER = 36
 
 _ABI = None
 
@@ -70,6 +71,31 @@ def listdir_no_symlinks(path: str) -> list[str]:
             if not e.is_symlink():
                 out.append(e.name)
     return out
+
+
+def _children_of_self() -> list[int]:
+    out = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for t in tasks:
+        try:
+            with open(f"/proc/self/task/{t}/children") as fh:
+                out += [int(x) for x in fh.read().split()]
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def _sandboxed(pid: int) -> bool:
+    """Does `pid` carry what every process of a landlock run has: no_new_privs and a filter?"""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            text = fh.read()
+    except OSError:
+        return False
+    return "\nNoNewPrivs:\t1\n" in text and "\nSeccomp:\t2\n" in text
 
 
 def resolve(argv0: str, path: str) -> str:
@@ -145,6 +171,9 @@ class LandlockLaunch:
         size = landlock.attr_size(rules.abi)
         attr = struct.pack("<QQQ", rules.handled_fs, rules.handled_net, rules.scoped)[:size]
         self._calls = (libc, ctypes, struct, rules, attr, buf, fprog)
+        # No pid namespace: what the command leaves running when it exits is reparented to corral
+        # (not to init), and killed then (`_kill_leftovers`).
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         env = dict(plan.env)
         return [resolve(plan.argv[0], env.get("PATH", "/usr/bin:/bin")), *plan.argv[1:]]
 
@@ -206,8 +235,34 @@ class LandlockLaunch:
 
     # -- after the command exited --------------------------------------------------------------------
     def outcome(self, status: int) -> str:
+        self._kill_leftovers()
         self._empty_tmpdir()
         return "ran"
+
+    def _kill_leftovers(self) -> None:
+        """Kill the processes the command left behind (reparented to corral, its subreaper):
+        corral's children that carry the run's marks (no_new_privs and a seccomp filter), other
+        than corral's own reaper and proxy, until none is left."""
+        import signal
+
+        keep = {self.run.reaper_pid}
+        ns = self.run.namespaces
+        if ns is not None and ns.child is not None:
+            keep.add(ns.child[0])
+        for _ in range(200):
+            left = [p for p in _children_of_self() if p not in keep and _sandboxed(p)]
+            if not left:
+                return
+            for p in left:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for p in left:
+                try:
+                    os.waitpid(p, 0)
+                except ChildProcessError:
+                    pass
 
     def failure(self, status: int) -> SetupError:
         return SetupError(f"the landlock backend could not start the command (exit {status})",
