@@ -221,6 +221,8 @@ def test_backend_option_is_the_wall_of_every_call_not_silently_bubblewrap(launch
 
     async def main():
         async with session(launcher, ["mcp", "--backend", backend], ws.proj) as s:
+            status = (await s.call_tool("git_status", {})).structured_content
+            assert status["exit_status"] == 0 and status["stdout"].startswith("## "), status  # git works there too
             return (await s.call_tool("run", probe)).structured_content
 
     sc = run_async(main)
