@@ -88,14 +88,25 @@ def _children_of_self() -> list[int]:
     return out
 
 
-def _sandboxed(pid: int) -> bool:
-    """Does `pid` carry what every process of a landlock run has: no_new_privs and a filter?"""
+def _filters(pid) -> int:
+    """How many seccomp filters `pid` runs under (-1: unknown)."""
     try:
         with open(f"/proc/{pid}/status") as fh:
             text = fh.read()
     except OSError:
-        return False
-    return "\nNoNewPrivs:\t1\n" in text and "\nSeccomp:\t2\n" in text
+        return -1
+    for line in text.splitlines():
+        if line.startswith("Seccomp_filters:"):
+            return int(line.split()[1])
+    if "\nSeccomp:\t2\n" in text:
+        return 1  # (kernels before 5.9 do not count them)
+    return 0 if "\nSeccomp:" in text else -1
+
+
+def _sandboxed(pid: int, own: int) -> bool:
+    """Does `pid` carry the run's mark: one seccomp filter more than corral runs under (in a
+    container, corral and its other children may have the engine's filter already)?"""
+    return _filters(pid) > own >= 0
 
 
 def resolve(argv0: str, path: str) -> str:
@@ -130,6 +141,7 @@ class LandlockLaunch:
         self.backend = backend
         self.tty = False
         self._calls = None
+        self._own_filters = -1
 
     def prepare(self) -> list[str]:
         import ctypes
@@ -174,6 +186,7 @@ class LandlockLaunch:
         # No pid namespace: what the command leaves running when it exits is reparented to corral
         # (not to init), and killed then (`_kill_leftovers`).
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        self._own_filters = _filters("self")
         env = dict(plan.env)
         return [resolve(plan.argv[0], env.get("PATH", "/usr/bin:/bin")), *plan.argv[1:]]
 
@@ -241,7 +254,7 @@ class LandlockLaunch:
 
     def _kill_leftovers(self) -> None:
         """Kill the processes the command left behind (reparented to corral, its subreaper):
-        corral's children that carry the run's marks (no_new_privs and a seccomp filter), other
+        corral's children that carry the run's mark (one seccomp filter more than corral), other
         than corral's own reaper and proxy, until none is left."""
         import signal
 
@@ -250,7 +263,7 @@ class LandlockLaunch:
         if ns is not None and ns.child is not None:
             keep.add(ns.child[0])
         for _ in range(200):
-            left = [p for p in _children_of_self() if p not in keep and _sandboxed(p)]
+            left = [p for p in _children_of_self() if p not in keep and _sandboxed(p, self._own_filters)]
             if not left:
                 return
             for p in left:
