@@ -263,7 +263,7 @@ def report(name: str, plan, facts, limits=None):
             "families, TCP Fast Open"),
         "user namespace": R.Item("user namespace", "yes", R.NOT_ENFORCED, "none; new ones refused by seccomp"),
         "pid namespace": R.Item(
-            "pid namespace", "yes", R.NOT_ENFORCED,
+            "pid namespace", "yes", R.PARTIAL if abi >= 6 else R.NOT_ENFORCED,
             "host processes visible in /proc; "
             + ("not signalable (Landlock scope) nor traceable" if abi >= 6 else
                f"ABI {abi}: the launching user's processes CAN be signalled (the scope needs ABI 6)")),
