@@ -776,6 +776,16 @@ def build_plan(policy: Policy, ctx: LaunchContext, argv: list[str], environ: dic
                             + "[safe]\n\tdirectory = *\n",
                             why="git's system config + safe.directory (the sandbox uid owns no host repository)"))
         env["GIT_CONFIG_SYSTEM"] = gitconfig
+    exclude = _git_exclude(placeholders, cwd, fs, env, home)
+    if exclude:
+        # corral's placeholders are empty read-only stand-ins, gone after the run: git must not
+        # offer them (`git add -A` would stage twenty empty dotfiles). The launcher's own global
+        # excludes come first, as git would read them.
+        path = f"{tmpdir}/.corral-gitexclude"
+        mounts.append(Mount("data", path, src=exclude, why="git: the launcher's excludes + corral's placeholders"))
+        n = int(env.get("GIT_CONFIG_COUNT", "0") or 0) if env.get("GIT_CONFIG_COUNT", "0").isdigit() else 0
+        env.update({"GIT_CONFIG_COUNT": str(n + 1), f"GIT_CONFIG_KEY_{n}": "core.excludesFile",
+                    f"GIT_CONFIG_VALUE_{n}": path})
     env.update(dict(policy.process.set_env))
     if boundary is not None:
         env.update(boundary.env)
@@ -1011,3 +1021,41 @@ def _writable_in(nodes: dict, path: str) -> bool:
         if p in nodes:
             return nodes[p][0] == RW
     return False
+
+
+def _git_exclude(placeholders, cwd: str, fs, env: dict, home: str) -> str:
+    """The content of an excludes file for the git work tree around `cwd`: the launcher's
+    global excludes (core.excludesFile, else $XDG_CONFIG_HOME/git/ignore) and one anchored
+    pattern per placeholder in that work tree. "" when there is no work tree or placeholder."""
+    top = cwd
+    while not fs.lexists(os.path.join(top, ".git")):
+        if top == "/":
+            return ""
+        top = os.path.dirname(top)
+    patterns = []
+    for ph in placeholders:
+        if _under(ph.path, top) and ph.path != top and "/.git/" not in ph.path + "/":
+            rel = os.path.relpath(ph.path, top)
+            if not any(c in rel for c in "*?[\\!#\n") and not rel.startswith(".git/"):
+                patterns.append("/" + rel + ("/" if ph.kind == "dir" else ""))
+    if not patterns:
+        return ""
+    own = ""
+    source = _global_excludes(fs, env, home)
+    if source:
+        own = (fs.read_text(source) or "").rstrip("\n")
+    return (own + "\n" if own else "") + "# corral: placeholders, removed after the run\n" + "\n".join(patterns) + "\n"
+
+
+def _global_excludes(fs, env: dict, home: str) -> str | None:
+    """Where the launcher's git reads its global excludes (a plain reading of ~/.gitconfig)."""
+    import re
+
+    for cfg in (os.path.join(home, ".gitconfig"),
+                os.path.join(env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "git", "config")):
+        text = fs.read_text(cfg) or ""
+        m = re.search(r"(?ims)^\s*\[core\][^\[]*?^\s*excludesfile\s*=\s*(.+?)\s*$", text)
+        if m:
+            value = m.group(1).strip('"')
+            return os.path.join(home, value[2:]) if value.startswith("~/") else value
+    return os.path.join(env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "git", "ignore")
