@@ -595,3 +595,14 @@ def test_a_short_value_is_not_scrubbed_out_of_other_text(ctx):
     b = bnd.resolve(policy(spec()), {"GH_TOKEN": "bin"}, ctx)
     assert b.scrub("/usr/bin:/bin") == "/usr/bin:/bin"
     assert b.env["GH_TOKEN"] != "bin" and "GH_TOKEN" in b.unset
+
+
+def test_a_credential_whose_source_is_missing_is_said_once():
+    from corral.policy.model import CredentialSpec, Policy
+    from corral.sandbox import boundary
+
+    spec = CredentialSpec(name="GH", hosts=("api.github.com",), from_env="GH_TOKEN_UNSET", env="GH_TOKEN_UNSET")
+    ctx = LaunchContext(cwd="/w", home="/h", uid=1000, gid=1000)
+    b = boundary.resolve(Policy(credentials=(spec,)), {}, ctx)
+    assert b.warnings == ["corral: warning: credential GH: $GH_TOKEN_UNSET is not set here, so nothing is injected "
+                          "for api.github.com (requests there go without it; set it in the launcher's environment)"]

@@ -73,6 +73,11 @@ def resolve(policy, environ: dict, ctx) -> Boundary:
     for spec in policy.credentials:
         text = _read_source(spec, environ, b)
         if text is None:
+            if spec.from_env or spec.from_file:
+                where = f"${spec.from_env}" if spec.from_env else spec.from_file
+                b.warnings.append(f"corral: warning: credential {spec.name}: {where} is not set here, so nothing "
+                                  f"is injected for {', '.join(spec.hosts) or 'its hosts'} (requests there go "
+                                  "without it; set it in the launcher's environment)")
             continue
         values, shown = _extract(spec, text, b)
         if values is None:
