@@ -123,6 +123,14 @@ def test_identity_rootless_keeps_launcher_ids_and_root_uses_sandbox_uid():
     assert "--userns" in argv and "keep-id" in argv and "--user" not in argv
 
 
+def test_rootless_private_tmpdir_belongs_to_the_command():
+    """keep-id runs the command as the launcher: without U its mode-700 TMPDIR is container root's
+    and every write there fails (EACCES)."""
+    argv = C.argv("podman", plan(), target(launched_by_root=False, engine_rootless=True))
+    assert "/tmp/corral-r1:rw,nosuid,nodev,mode=700,U" in argv
+    assert "/w/proj/secrets:ro,nosuid,nodev,mode=755" in argv  # a hidden directory is nobody's to write
+
+
 def test_limits_render_as_engine_flags():
     from corral.policy.model import Limits
 

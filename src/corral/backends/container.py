@@ -119,10 +119,12 @@ def mounts(plan, target: Target) -> tuple[list[str], list[tuple[str, bytes, int]
     """The plan's mounts as engine flags, and the data files they name (path, content, mode)."""
     out: list[str] = []
     files: list[tuple[str, bytes, int]] = []
-    (user, _keep) = identity(plan, target)
+    (user, keep_id) = identity(plan, target)
     ids = ""
     if user is not None and user != (0, 0):  # the tmpfs belongs to the command's user
         ids = ",U" if target.engine == "podman" else f",uid={user[0]},gid={user[1]}"
+    elif keep_id:  # rootless podman runs the command as the launcher's ids: U gives them the tmpfs
+        ids = ",U"
     skip = {p.path for p in plan.placeholders} if not target.placeholders else set()
     # The areas the container receives: the host's binds, the private TMPDIR, a scratch workspace.
     # (Never a hidden directory's tmpfs: what lies under it stays hidden.)

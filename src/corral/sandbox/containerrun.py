@@ -150,6 +150,26 @@ class ContainerLaunch:
             return [exe, "rm", "--force", "--ignore", "--time", "0", self.container]
         return [exe, "rm", "--force", self.container]
 
+    def forward_signal(self, pid: int, signum: int) -> None:
+        """Root podman's sig-proxy forwards a signal sent to the engine to the container. Rootless
+        podman 4.3 does not wait: SIGTERM to `podman run` ends it with status 0 while the command
+        is still handling the signal (its own exit status is lost), so rootless runs' signals go
+        through `podman kill --signal N NAME` once the container exists."""
+        rootless = self.backend.name == "podman" and not self.run.launched_by_root
+        if rootless and self.dir and os.path.exists(self.cidfile):
+            import subprocess
+
+            try:
+                subprocess.Popen([self.exe or "podman", "kill", "--signal", str(signum), self.container],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                return
+            except OSError:
+                pass
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
     # -- in the forked child ---------------------------------------------------------------------------
     def child(self) -> None:
         """Root: join corral's network namespace (and the overlay session's mount namespace), not
