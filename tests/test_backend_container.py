@@ -296,6 +296,38 @@ def test_podman_planted_rc_file_is_refused(launcher, ws, podman, quarantine_clea
     assert not (ws.proj / ".bashrc").exists() or "evil" not in (ws.proj / ".bashrc").read_text()
 
 
+@pytest.mark.parametrize("link,target", [(".bashrc", ".ssh/id_rsa"), (".vscode", ".ssh"),
+                                         (".git/config", ".ssh/id_rsa"), (".envrc", "proj/.env")])
+def test_podman_symlinked_protected_path_cannot_show_a_credential(launcher, ws, podman, link, target):
+    """The engine's -v PATH:PATH:ro follows a symlink: a workspace's `.bashrc -> ~/.ssh/id_rsa`
+    would show the key in the container (the image has no ~/.ssh to hide). Refused, naming it."""
+    key = helpers.marker()
+    home = ws.base / "home"
+    ws.write(home / ".ssh" / "id_rsa", f"-----BEGIN OPENSSH PRIVATE KEY-----\n{key}\n")
+    ws.write(".env", f"API_TOKEN={key}\n")
+    dest = ws.proj / link
+    if dest.exists():
+        dest.unlink()
+    dest.symlink_to((home if target.startswith(".ssh") else ws.base) / target)
+    ws.chown()
+    if launcher.is_root:
+        _run(launcher, ws, podman, "true")  # (chowns the workspace to the test user, as the other root runs)
+    r = helpers.run(launcher, ["run", "--backend", "podman", "--image", IMAGE, "--", "sh", "-c",
+                               f"cat {link} {link}/id_rsa; echo ran"], ws.proj, env_extra={**podman, "HOME": str(home)})
+    assert key not in r.stdout + r.stderr
+    assert r.returncode == 125 and "ran" not in r.stdout, r.stdout + r.stderr
+    assert f"{dest} is a symlink to" in r.stderr and "fix:" in r.stderr, r.stderr
+
+
+def test_podman_symlinked_protected_file_inside_the_workspace_runs(launcher, ws, podman):
+    """A dotfiles repository's `.bashrc -> dotfiles/bashrc`: nothing hidden, the run goes ahead."""
+    ws.write("dotfiles/bashrc", "alias ll='ls -l'\n")
+    (ws.proj / ".bashrc").symlink_to("dotfiles/bashrc")
+    ws.chown()
+    r = _run(launcher, ws, podman, "cat .bashrc; echo x >> .bashrc; echo rc=$?")
+    assert r.returncode == 0 and "alias ll" in r.stdout and "rc=0" not in r.stdout, r.stdout + r.stderr
+
+
 def test_podman_exit_codes_signals_and_stdin(launcher, ws, podman):
     assert _run(launcher, ws, podman, "exit 7").returncode == 7
     assert _run(launcher, ws, podman, "kill -TERM $$; sleep 5").returncode == 143

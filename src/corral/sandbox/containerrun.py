@@ -67,6 +67,29 @@ def docker_unreachable(engine: str) -> SetupError:
                       "(no daemon needed)")
 
 
+def _under(path: str, roots) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def symlinked_protection(plan) -> tuple[str, str] | None:
+    """(path, where it points) of a protected path the engine would bind through a symlink to
+    something the container must not see, or None. The engine's `-v PATH:PATH:ro` follows a
+    symlink: a workspace's `.bashrc -> ~/.ssh/id_rsa` or `.vscode -> ~/.ssh` would show the key
+    (the image has no ~/.ssh to hide). A symlink to a visible file of the workspace is fine."""
+    real = os.path.realpath
+    areas = [real(r) for r in plan.writable_roots]
+    if plan.workspace is not None:
+        areas.append(real(plan.workspace.path))
+    hidden = [real(m.dest) for m in plan.mounts if m.op == "dev-null" or (
+        m.op == "tmpfs" and m.dest not in (plan.tmpdir, plan.workspace.path if plan.workspace else None))]
+    for m in plan.mounts:
+        if m.op in ("pre-bind", "pre-ro-bind") and os.path.islink(m.dest):
+            target = real(m.dest)
+            if not _under(target, areas) or _under(target, hidden):
+                return m.dest, target
+    return None
+
+
 class ContainerLaunch:
     """One run on a container engine; `Run` calls prepare() on the host, child() in the forked
     child (instead of its own namespace steps: `own_namespaces`), outcome() after the engine
@@ -133,6 +156,13 @@ class ContainerLaunch:
 
         from .ocirun import bundle_parent
 
+        link = symlinked_protection(plan)
+        if link is not None:
+            from ..display import shown
+
+            raise SetupError(f"{shown(link[0])} is a symlink to {shown(link[1])}: {name} would bind what it points "
+                             "to in its place, which the sandbox must not see",
+                             "replace the symlink with the file itself, or remove it")
         self.dir = tempfile.mkdtemp(prefix=DIR_PREFIX, dir=bundle_parent())
         argv, files = container.render(name, plan, self.target(facts, tty))
         files.append((f"{self.dir}/seccomp.json", container.seccomp_json(plan, os.uname().machine), 0o644))
