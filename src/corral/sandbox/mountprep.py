@@ -20,6 +20,7 @@ from .libc import write_file as _write
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
 OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, 0o2000000
 AT_EMPTY_PATH, AT_RECURSIVE, AT_NO_AUTOMOUNT = 0x1000, 0x8000, 0x800
+AT_SYMLINK_NOFOLLOW = 0x100
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_IDMAP = 0x00100000
 MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 0x4000, 1 << 18
@@ -199,7 +200,10 @@ def premount(pre, libc=None) -> None:
         libc = load_libc()
     for path, read_only in pre:
         raw = path.encode()
-        fd = libc.syscall(SYS_OPEN_TREE, -100, raw, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_NO_AUTOMOUNT)
+        # AT_SYMLINK_NOFOLLOW: a protected path that is a symlink (`.bashrc -> ~/.ssh/id_rsa`) is
+        # pinned as the symlink; following it bound the key's content in its place, past its denial.
+        fd = libc.syscall(SYS_OPEN_TREE, -100, raw, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_NO_AUTOMOUNT
+                          | AT_SYMLINK_NOFOLLOW)
         if fd < 0:
             raise PrepError(ctypes.get_errno(), f"open_tree({path})")
         try:
