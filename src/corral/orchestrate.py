@@ -181,8 +181,11 @@ class Orchestrator:
             return f"# {self.backend.name}: config.json of the run's bundle\n" + oci.config_json(config).decode()
         from .backends import container
 
-        argv = container.argv(self.backend.name, plan, container.Target.for_run(self.backend.name, facts,
-                                                                              self.policy.backend.image))
+        try:
+            argv = container.argv(self.backend.name, plan, container.Target.for_run(self.backend.name, facts,
+                                                                                  self.policy.backend.image))
+        except SetupError as exc:  # --dry-run still shows the report; the run itself would be refused
+            return f"# {self.backend.name}: this run would be refused: {exc}\n"
         import shlex
 
         return f"# {self.backend.name} command\n" + " \\\n  ".join(shlex.quote(a) for a in argv) + "\n"
