@@ -53,6 +53,7 @@ class Orchestrator:
             self._lock.__enter__()
             self.session = (opened.name, opened.upper, opened.work)
         self._boundary = None
+        self.namespace_root = False  # launched as uid 0 of a user namespace that is not host root
         self.namespaces = None  # sandbox.namespaces.NamespaceSession, made by start_namespaces()
 
     # -- the pieces, each made once ---------------------------------------------------------------
@@ -208,7 +209,15 @@ class Orchestrator:
         """The CLI's run: stdio inherited (or a pty relayed), signals forwarded; the exit status."""
         from . import _timing
 
-        if self.ctx.uid == 0 and self.backend.kind in ("bwrap", "landlock"):
+        if self.ctx.uid == 0 and self.backend.kind == "landlock" and self.policy.process.run_as is None:
+            from .sandbox.diagnose import root_host_uid
+
+            if root_host_uid() not in (0, None):
+                # uid 0 of a user namespace that a user made (`unshare -r`): that "root" is the user,
+                # with no privilege on the host. On Landlock (no drop possible there) it runs as itself.
+                self.policy = self.policy.with_process(run_as=(0, 0))
+                self.namespace_root = True
+        if self.ctx.uid == 0 and self.backend.kind in ("bwrap", "landlock") and not self.namespace_root:
             from .sandbox.diagnose import nested_root_problem
 
             run_as = self.policy.process.run_as

@@ -17,3 +17,4 @@ class Facts:
     cgroup_version: int = 0  # 1, 2 (0: unknown)
     tty: bool | None = None  # does this run relay a pseudo-terminal? (None: not known, as for --dry-run)
     landlock_abi: int = 0  # landlock: the kernel's Landlock ABI (0: none)
+    root_is_host_root: bool = True  # uid 0 here is the host's root (False: uid 0 of a user's own user namespace)

@@ -144,13 +144,14 @@ def unwritable(plan) -> list[str]:
                    and any(_under(m.dest, r) for r in plan.writable_roots)})
 
 
-def refusal(plan) -> str:
-    """Why this plan cannot run on Landlock at all ("" when it can)."""
+def refusal(plan, root_is_host_root: bool = True) -> str:
+    """Why this plan cannot run on Landlock at all ("" when it can). `root_is_host_root`: uid 0
+    is the host's root (False: uid 0 of a user namespace a user made, that user on the host)."""
     ws = plan.workspace
     if ws is not None and ws.mode not in ("bind", "ro"):
         return (f"the landlock backend cannot give the workspace mode {ws.mode!r} (it needs a mount namespace); "
                 "use workspace = \"bind\" or \"ro\", or --backend bwrap")
-    if plan.run_as == (0, 0):
+    if plan.run_as == (0, 0) and root_is_host_root:
         return ("the landlock backend does not run commands as root (no user namespace to take root's "
                 "capabilities away); run from a directory owned by an unprivileged user or pass --as-user USER")
     if plan.idmaps or plan.overlay_layers:
@@ -287,7 +288,7 @@ def report(name: str, plan, facts, limits=None):
     else:
         items.insert(0, R.Item("landlock", f"ABI {abi}", R.ENFORCED, "the highest the kernel offers"
                                + ("" if abi <= MAX_ABI else f" (rules of ABI {MAX_ABI})")))
-    why = refusal(plan)
+    why = refusal(plan, root_is_host_root=facts.root_is_host_root)
     if why:
         items.insert(0, R.Item("runtime", "landlock", R.NOT_ENFORCED, why))
     return R.Report(name, tuple(items))

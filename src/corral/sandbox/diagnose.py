@@ -67,6 +67,17 @@ def userns_problem() -> SetupError | None:
     )
 
 
+def root_host_uid() -> int | None:
+    """The host uid that uid 0 of corral's user namespace is (None: not mapped). 0 in the
+    initial namespace; under `unshare -r` run by a user, that user's uid."""
+    uid_map = _read("/proc/self/uid_map") or ""
+    for row in uid_map.splitlines():
+        parts = row.split()
+        if len(parts) == 3 and parts[0] == "0":
+            return int(parts[1])
+    return None
+
+
 def nested_root_problem(sandbox_uid: int = 65533, userns: bool = True) -> SetupError | None:
     """corral launched as uid 0 of a user namespace (`unshare -r`, `podman unshare`) that does
     not map the sandbox uid: its root launch path (the command as `sandbox_uid`, idmapped

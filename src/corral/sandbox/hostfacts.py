@@ -25,7 +25,10 @@ def gather(name: str, policy=None, plan=None, version: bool = False) -> Facts:
         from .landlockrun import abi
 
         found = abi()
-        return Facts(root, "landlock" if found > 0 else None, f"ABI {found}" if found > 0 else "", landlock_abi=found)
+        from .diagnose import root_host_uid
+
+        return Facts(root, "landlock" if found > 0 else None, f"ABI {found}" if found > 0 else "", landlock_abi=found,
+                     root_is_host_root=not root or root_host_uid() == 0)
     exe = find_executable(name, os.environ.get("PATH", "") + ":/usr/bin:/usr/local/bin")
     return Facts(root, exe, _version(exe) if version and exe else "", engine_rootless=not root and name == "podman",
                  engine_reachable=True if name == "podman" else _docker_reachable(exe), init=engine_init(name),

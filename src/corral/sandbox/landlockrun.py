@@ -157,10 +157,13 @@ class LandlockLaunch:
             landlock.check_abi(found)
         except landlock.AbiTooOld as exc:
             raise SetupError(str(exc), landlock.ABI_FIX) from None
-        why = landlock.refusal(plan)
+        from .diagnose import root_host_uid
+
+        host_root = root_host_uid() == 0
+        why = landlock.refusal(plan, root_is_host_root=host_root)
         if why:
             raise SetupError(why.split("; ", 1)[0], why.split("; ", 1)[1] if "; " in why else "choose --backend bwrap")
-        if self.run.launched_by_root and not plan.run_as:
+        if self.run.launched_by_root and not plan.run_as and host_root:
             raise SetupError("the landlock backend does not run commands as root",
                              "pass --as-user USER, or choose --backend bwrap")
         if self.run.namespaces is not None and self.run.namespaces.boundary is not None \

@@ -17,11 +17,26 @@ class Placeholder:
     kind: str  # "file" | "dir"
 
 
+def host_uid() -> int:
+    """The launcher's uid on the host: under `unshare -r` uid 0 is the user who made the
+    namespace (whose lock directory it can use; the real root's it cannot)."""
+    uid = os.geteuid()
+    try:
+        with open("/proc/self/uid_map") as fh:
+            for row in fh:
+                inside, outside, count = (int(x) for x in row.split())
+                if inside <= uid < inside + count:
+                    return outside + uid - inside
+    except (OSError, ValueError):
+        pass
+    return uid
+
+
 def lock_path(directory: str, uid: int | None = None) -> str:
     """Where runs with placeholders in `directory` take their lock (per launching user)."""
     import zlib
 
-    uid = os.geteuid() if uid is None else uid
+    uid = host_uid() if uid is None else uid
     data = directory.encode("utf-8", "surrogateescape")
     # crc32 + adler32 + length: a collision only makes two runs share a lock (more cautious)
     return f"/tmp/.corral-placeholders-{uid}/{zlib.crc32(data):08x}{zlib.adler32(data):08x}{len(data):x}"
