@@ -507,7 +507,8 @@ class Recorder:
         self.requests = []
         self.closed = 0  # connections that ended
         self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
 
     def _accept(self):
         while True:
@@ -555,6 +556,13 @@ class Recorder:
             return list(self.requests), sum(len(r) for r in self.raw)
 
     def close(self):
+        # Wake the accept first: a thread left blocked in accept() on a closed descriptor number
+        # takes the connections of whatever socket reuses that number later (another test's server).
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(5)
         self.sock.close()
 
 

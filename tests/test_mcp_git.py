@@ -69,6 +69,7 @@ def test_mcp_git_tools_are_bound_by_the_ref_policy_and_never_see_the_token(launc
                            stderr_out=stderr) as s:
             out = {}
             out["clone"] = _result(await call(s, "git_clone", {"url": f"{base}/acme/widgets.git", "directory": "cl"}))
+            assert out["clone"]["exit_status"] == 0, out["clone"]["stderr"] + repr(git_server.handshake_errors[-3:])
             out["status"] = _result(await call(s, "git_status", {"cwd": "cl"}))
             commit = ["git", *GIT_ID, "commit", "-q", "-m", "from mcp"]
             out["commit"] = _result(await call(s, "run", {"shell": "echo pushed > pushed.txt && git add pushed.txt && "
