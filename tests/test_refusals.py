@@ -85,18 +85,7 @@ def launcher(request) -> Refused:
     return refused(base, sim, weaker=True)
 
 
-class _UserOwned(helpers.Workspace):
-    """Files owned by the unprivileged test user, whoever launches: launched by root, the
-    command then runs as that owner (on Landlock there is no idmapped view for another uid)."""
-
-    def chown(self) -> None:
-        if os.geteuid() == 0:
-            import pwd
-
-            pw = pwd.getpwnam(helpers.TEST_USER)
-            for root, dirs, files in os.walk(self.base):
-                for n in [root, *(os.path.join(root, d) for d in dirs), *(os.path.join(root, f) for f in files)]:
-                    os.lchown(n, pw.pw_uid, pw.pw_gid)
+from test_backend_landlock import _UserOwned  # noqa: E402 - the workspace owned by the test user
 
 
 @pytest.fixture
