@@ -280,8 +280,9 @@ def test_host_process_cannot_be_killed(launcher, ws, backend):
     tag = f"1000.{os.getpid()}{time.monotonic_ns() % 100000}"
     sleeper = subprocess.Popen([*launcher.prefix, "sleep", tag], env=launcher.env)
     try:
-        assert wait_for(lambda: helpers.pids_with_arg(tag))
-        pid = helpers.pids_with_arg(tag)[0]
+        found: list[int] = []  # kept from the call that saw it (a second look may race setpriv's exec)
+        assert wait_for(lambda: found.extend(helpers.pids_with_arg(tag)) or found)
+        pid = found[0]
         p = C.run(ws, backend, f"kill -9 {pid}; echo rc=$?; pkill -9 -f {tag}; ls /proc | grep -c '^[0-9]'")
         time.sleep(0.2)
         assert sleeper.poll() is None, f"the host's sleep was killed from inside: {out_of(p)}"
