@@ -167,12 +167,12 @@ def dry_run(plan, allowed=(), limits=None, orch=None) -> int:
     for line in describe(plan.seccomp):
         out.write(line + "\n")
     if plan.network is not None:
-        out.write("\n# network: bwrap joins corral's loopback-only network namespace (no --unshare-net);\n"
+        out.write("\n# network: the sandbox joins corral's loopback-only network namespace (no --unshare-net);\n"
                   "# HTTP proxy 127.0.0.1:3128, SOCKS5 127.0.0.1:1080"
                   + (", transparent redirect to :15001, resolver 127.0.0.1:53" if plan.network.transparent else "")
                   + "\n# allowed: " + (", ".join(allowed) if allowed else "(nothing)") + "\n")
     if plan.offline:
-        out.write("\n# network: none; bwrap joins corral's loopback-only network namespace (no --unshare-net),\n"
+        out.write("\n# network: none; the sandbox joins corral's loopback-only network namespace (no --unshare-net),\n"
                   "# where corral refuses every name (NXDOMAIN, 127.0.0.1:53) and proxy request (403, "
                   "127.0.0.1:3128)\n")
     if limits is not None:

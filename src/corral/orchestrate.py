@@ -153,7 +153,8 @@ class Orchestrator:
             return None  # bwrap enforces every row; limits said or refused their own gaps (limits.prepare)
         report = self.enforcement(plan, limits, version=False, tty=tty)
         gaps = report.gaps()
-        if any(i.field == "runtime" and i.state == "not enforced" for i in gaps):
+        if any(i.field == "runtime" and i.state == "not enforced" for i in gaps) or (
+                self.backend.kind == "container" and not self.policy.backend.image):
             return report  # the wall cannot run this at all: the launcher refuses it with the cause, in one line
         if gaps and self.policy.backend.strict:
             first = gaps[0]
