@@ -30,7 +30,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,k8s]'
 scripts/install-runsc.sh .venv/libexec/corral || echo "corral: gVisor from bookworm-backports could not be installed; --backend gvisor uses the runsc on PATH"
 # Byte-compile now: corral starts for every command an agent runs (and PYTHONDONTWRITEBYTECODE
 # may be set), so never pay compilation at run time.
