@@ -324,25 +324,45 @@ def _audit_suggest(audit, path: str, opts: dict) -> int:
 
 
 PROXY_USAGE = """\
-usage: corral proxy --listen unix:PATH|tcp:HOST:PORT [--policy FILE] [--audit PATH]
+usage: corral proxy --listen unix:PATH|tcp:HOST:PORT [--policy FILE] [--audit PATH|-]
+       corral proxy --listen unix:PATH|tcp:HOST:PORT --sessions DIR [--audit PATH|-]
   Run only the egress proxy (HTTP, CONNECT and SOCKS5 on one listener) under a policy's
   network rules, for containers and VMs that reach it through a socket or port. With
   credentials, TLS termination or HTTP rules in the policy, those apply too: the
   placeholders to hand to the client are printed on stderr, and the client must trust
   corral's CA (the per-user one: $XDG_DATA_HOME/corral/ca/ca.pem).
+  --sessions DIR: late-bound sessions (one proxy, many agents): NAME.toml or NAME.json (a
+  policy) and NAME.token (sha256:<hex of the password> or open) per session; a client
+  authenticates as user NAME and is held to NAME's policy. Reloaded while running.
+  --audit -: the audit log's JSON lines on stdout.
 """
 
 
 def cmd_proxy(args: list[str]) -> int:
     from .errors import CommandLineError
 
-    opts = _take_options(args, set(), {"--listen", "--policy", "--settings", "-s", "--audit"}, PROXY_USAGE)
+    opts = _take_options(args, set(), {"--listen", "--policy", "--settings", "-s", "--audit", "--sessions"},
+                         PROXY_USAGE)
     listen = opts.get("--listen")
     if not listen:
         raise CommandLineError("--listen is required (unix:PATH or tcp:127.0.0.1:PORT)")
     from .policy import load
 
     ctx = launch_context()
+    if "--sessions" in opts:
+        given = [o for o in ("--policy", "--settings", "-s") if o in opts]
+        if given:
+            raise CommandLineError(f"--sessions and {given[0]} exclude each other: with --sessions each session's "
+                                   "policy is its NAME.toml or NAME.json in the directory")
+        from .policy.defaults import default_policy
+        from .policy.proxyenv import with_environment
+        from .proxy.standalone import serve_sessions
+
+        net, warnings = with_environment(default_policy(ctx).network, os.environ)  # HTTPS_PROXY: the parent
+        for line in warnings:
+            _stderr_line(line)
+        return serve_sessions(listen, opts["--sessions"], opts.get("--audit"), ctx, dict(os.environ),
+                              net.parent_proxy)
     policy = load.load(opts.get("--policy") or opts.get("--settings") or opts.get("-s"), ctx)
     from .policy.proxyenv import with_environment
 

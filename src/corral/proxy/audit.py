@@ -45,6 +45,7 @@ WINDOW = 5.0  # seconds over which identical events are counted into one line
 RATE = 100  # lines a second a run may write...
 BURST = 1000  # ...after a burst of this many
 MAX_BYTES_ENV = "CORRAL_AUDIT_MAX_BYTES"
+STDOUT = "-"  # the path that means standard output (`corral proxy --audit -`)
 
 
 def default_path(environ=os.environ) -> str:
@@ -178,7 +179,10 @@ class AuditLog:
         self.clock = clock
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
-        if path:
+        self.rotates = path != STDOUT
+        if path == STDOUT:  # `--audit -`: JSON lines on stdout, for a pod's log collector; never rotated
+            self.fd = os.dup(1)
+        elif path:
             try:
                 os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
                 self.fd = os.open(path, self.FLAGS, 0o600)
@@ -217,7 +221,8 @@ class AuditLog:
         line = (json.dumps({k: record[k] for k in FIELDS if record.get(k) not in (None, "")},
                            separators=(",", ":")) + "\n").encode()
         try:
-            self._rotate_if_needed(len(line))
+            if self.rotates:
+                self._rotate_if_needed(len(line))
             os.write(self.fd, line)
         except OSError:
             pass  # a full disk must not take the proxy down

@@ -219,11 +219,26 @@ def _specificity(pattern) -> tuple:
     return (0 if pattern.kind in ("name", "ip") else 1, -len(pattern.host))
 
 
+def _slug(name: str) -> str:
+    slug = "".join(c if c.isascii() and c.isalnum() else "-" for c in str(name).lower())
+    return "-".join(part for part in slug.split("-") if part)[:24].strip("-") or "secret"
+
+
 def new_placeholder(name: str) -> str:
     """A fresh random stand-in for credential `name`: `corral-ph-<slug>-<32 hex digits>`."""
-    slug = "".join(c if c.isascii() and c.isalnum() else "-" for c in str(name).lower())
-    slug = "-".join(part for part in slug.split("-") if part)[:24].strip("-") or "secret"
-    return f"{PLACEHOLDER_PREFIX}{slug}-{os.urandom(16).hex()}"
+    return f"{PLACEHOLDER_PREFIX}{_slug(name)}-{os.urandom(16).hex()}"
+
+
+def session_placeholder(token_line: str, session: str, name: str) -> str:
+    """The stand-in for credential `name` in late-bound session `session` (`corral proxy
+    --sessions`): derived, not random, so that whoever wrote the session's token line can hand
+    the agent its placeholders without asking the proxy. `corral-ph-<slug>-` + the first 32
+    hex digits of SHA-256 of "token_line NUL session NUL name". Not a secret: a placeholder
+    is worth nothing outside its own session (another session's injector does not know it)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{token_line}\0{session}\0{name}".encode()).hexdigest()[:32]
+    return f"{PLACEHOLDER_PREFIX}{_slug(name)}-{digest}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,18 +26,20 @@ class Dialer:
         self.host_addresses = frozenset(host_addresses)
         self.parent_proxy = parent_proxy  # ParentProxy or None
 
-    def decide(self, host: str, port: int):
-        decision = self.rules.decide(host, port)
+    def decide(self, host: str, port: int, rules=None):
+        decision = (self.rules if rules is None else rules).decide(host, port)
         if not decision.allowed:
             raise Blocked(decision)
         return decision
 
     async def dial(self, host: str, port: int, rules=None) -> tuple[socket.socket, str, str]:
         """A connected non-blocking socket to an allowed destination, the address used and the
-        rule that allowed it. `rules`: instead of the proxy's own (a base-URL endpoint's)."""
+        rule that allowed it. `rules`: instead of the proxy's own (a base-URL endpoint's, a
+        session's scope)."""
         from .addresses import normalize_host, parse_ip
 
-        rules = rules or self.rules  # one snapshot for the whole decision
+        if rules is None:
+            rules = self.rules  # one snapshot for the whole decision
         decision = rules.decide(host, port)
         if not decision.allowed:
             raise Blocked(decision)

@@ -35,7 +35,7 @@ class Endpoint:
             from .dial import DialFailed
             from .terminate import _why, open_upstream_tls
 
-            sock, address, rule = await proxy.dialer.dial(self.host, self.port, self.rules_for(proxy.rules))
+            sock, address, rule = await proxy.dialer.dial(self.host, self.port, self.rules_for(proxy.scope_of(run).rules))
             try:
                 stream = await open_upstream_tls(self.tls, sock, self.host, self.port, self.tls.handshake_timeout)
             except (ssl.SSLError, OSError, TimeoutError) as exc:

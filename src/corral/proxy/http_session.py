@@ -245,7 +245,8 @@ class HttpSession:
         start = time.monotonic()
         headers_in = request.headers
         verdict = None
-        gate = proxy.gate
+        scope = proxy.scope_of(run)
+        gate = scope.gate
         if gate is not None and gate.inspecting:
             verdict = gate.check(method, host, port, path, list(request.headers), tls=tls_upstream,
                                  origin_form=origin is not None and origin is self.origin and proto == "https",
@@ -271,7 +272,7 @@ class HttpSession:
                 git_fields["refs"] = self._git_refs
         sent_target = verdict.target if verdict is not None and verdict.target is not None else path
         try:
-            key, stream, up, address, rule = await self._upstream_for(host, port, origin)
+            key, stream, up, address, rule = await self._upstream_for(host, port, origin, scope.rules)
         except Blocked as b:
             proxy.record(run, proto=proto, host=host, port=port, method=method, path=path, decision="block",
                          rule=b.decision.rule, reason=b.decision.reason, status=403)
@@ -629,7 +630,7 @@ class HttpSession:
         await self._respond(403, "Forbidden", _block_body(host, port, decision),
                             extra=[(b"x-corral-decision", _decision_header(decision))], close=False)
 
-    async def _upstream_for(self, host: str, port: int, origin: Origin | None):
+    async def _upstream_for(self, host: str, port: int, origin: Origin | None, rules=None):
         # An endpoint reached through the forward proxy is kept apart from a plain connection
         # to the same host and port.
         key = (host, port) if origin is None or origin is self.origin else (origin.proto, host, port)
@@ -637,12 +638,12 @@ class HttpSession:
             if origin is not None:  # a tunnel's or endpoint's destination was decided when it opened
                 return (*self.upstream, self.upstream_rule)
             # Re-check the rules: they may have changed since this connection was opened.
-            return (*self.upstream, self.proxy.dialer.decide(host, port).rule)
+            return (*self.upstream, self.proxy.dialer.decide(host, port, rules).rule)
         self._drop_upstream()
         if origin is None:
             from .streams import SockStream
 
-            sock, address, rule = await self.proxy.dialer.dial(host, port)
+            sock, address, rule = await self.proxy.dialer.dial(host, port, rules)
             stream = SockStream(sock, self.loop)
         else:
             stream, address, rule = await origin.open()
@@ -667,13 +668,14 @@ class HttpSession:
             await self._respond(400, "Bad Request", f"corral proxy: bad CONNECT target: {exc}\n")
             return
         start = time.monotonic()
-        refusal = proxy.tunnel_refusal(host)
+        scope = proxy.scope_of(run)
+        refusal = proxy.tunnel_refusal(host, scope)
         if refusal:
             proxy.record(run, proto="connect", host=host, port=port, decision="block", reason=refusal, status=403)
             await self._respond(403, "Forbidden", f"corral proxy: CONNECT to {hostport(host, port)} refused: {refusal}\n")
             return
         try:
-            upstream, address, rule = await proxy.dialer.dial(host, port)
+            upstream, address, rule = await proxy.dialer.dial(host, port, scope.rules)
         except Blocked as b:
             proxy.record(run, proto="connect", host=host, port=port, decision="block", rule=b.decision.rule,
                          reason=b.decision.reason, status=403)

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 
+class Scope:
+    """What one run's connections are held to instead of the proxy's own (a late-bound
+    session of `corral proxy --sessions`): its compiled domain rules, its gate (HTTP rules,
+    credentials, git) and its TLS terminator. `Proxy` has the same three attributes, so
+    `proxy.scope_of(run)` answers either."""
+
+    __slots__ = ("rules", "gate", "terminator")
+
+    def __init__(self, rules, gate=None, terminator=None):
+        self.rules, self.gate, self.terminator = rules, gate, terminator
+
+
 class RunInfo:
-    """One sandboxed command as the proxy knows it: credentials and what it was refused."""
+    """One sandboxed command (or session) as the proxy knows it: credentials, what it was
+    refused, and its `Scope` (None: the proxy's own rules, gate and terminator)."""
 
-    __slots__ = ("run_id", "command", "user", "token", "blocked", "blocked_other", "why")
+    __slots__ = ("run_id", "command", "user", "token", "blocked", "blocked_other", "why", "scope")
 
-    def __init__(self, run_id: str, command: str, user: str, token: str):
-        self.run_id, self.command, self.user, self.token = run_id, command, user, token
+    def __init__(self, run_id: str, command: str, user: str, token: str, scope: Scope | None = None):
+        self.run_id, self.command, self.user, self.token, self.scope = run_id, command, user, token, scope
         self.blocked: dict[str, int] = {}  # "host:port" -> attempts (at most MAX_BLOCKED_NAMES of them)
         self.blocked_other = 0  # attempts on names past that
         self.why: dict[str, str] = {}  # "host:port" -> the reason of its first refusal

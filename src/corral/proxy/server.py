@@ -41,6 +41,7 @@ class Proxy:
         self.synthetic = synthetic
         self.runs: dict[str, RunInfo] = {}  # by user name
         self.default_run: RunInfo | None = None
+        self.sessions = None  # sessions.SessionStore: runs bound late, from a directory (`--sessions`)
         # Listeners on host loopback ports (the landlock backend): any local process can connect,
         # so a connection without its run's credentials is refused (407) instead of taken for
         # the default run.
@@ -81,12 +82,21 @@ class Proxy:
 
     def _run_for(self, user: str | None, token: str | None) -> RunInfo | None | bool:
         """The run a connection belongs to; False when it presented wrong credentials."""
+        if self.sessions is not None:
+            return self.sessions.run_for(user, token)
         if user is None:
             return False if self.require_credentials else self.default_run
         info = self.runs.get(user)
         if info is None or token is None or not _same(info.token, token):
             return False
         return info
+
+    def scope_of(self, run: RunInfo | None):
+        """What `run`'s connections are held to: its own `runs.Scope`, else the proxy itself
+        (which has the same `rules`, `gate` and `terminator`)."""
+        if run is None or run.scope is None:
+            return self
+        return run.scope
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, listeners: dict[str, socket.socket]) -> None:
@@ -257,7 +267,7 @@ class Proxy:
                     _reset(client)
                     return
         try:
-            upstream, address, rule = await self.dialer.dial(host, port)
+            upstream, address, rule = await self.dialer.dial(host, port, self.scope_of(run).rules)
         except Blocked as b:
             self.record(run, proto="transparent", host=host, port=port, decision="block", rule=b.decision.rule,
                         reason=b.decision.reason)
@@ -269,10 +279,13 @@ class Proxy:
             return
         await self.tunnel(run, "transparent", client, upstream, b"", host, port, address, rule, start)
 
-    def tunnel_refusal(self, host: str) -> str:
-        """Why a tunnel to `host` is refused before it is dialled ("" when it is not)."""
-        term = self.terminator
-        ruled = self.gate is not None and self.gate.ruled(host)
+    def tunnel_refusal(self, host: str, scope=None) -> str:
+        """Why a tunnel to `host` is refused before it is dialled ("" when it is not).
+        `scope`: `scope_of(run)` (None: the proxy's own)."""
+        if scope is None:
+            scope = self
+        term, gate = scope.terminator, scope.gate
+        ruled = gate is not None and gate.ruled(host)
         if term is None:
             return "HTTP rules apply to this host, but TLS termination is off" if ruled else ""
         if term.excluded(host) and (ruled or term.refuse_opaque):
@@ -284,12 +297,13 @@ class Proxy:
                      address: str, rule: str, start: float) -> None:
         """An allowed connection: terminate its TLS, read its plain HTTP, or relay it opaquely,
         as the policy says and its first bytes tell."""
-        refusal = self.tunnel_refusal(host)
+        scope = self.scope_of(run)
+        refusal = self.tunnel_refusal(host, scope)
         if refusal:
             upstream.close()
             self.record(run, proto=proto, host=host, port=port, decision="block", reason=refusal)
             return
-        term, gate = self.terminator, self.gate
+        term, gate = scope.terminator, scope.gate
         terminate = term is not None and term.covers(host, gate is not None and gate.must_inspect(host))
         inspect = gate is not None and gate.inspecting
         if terminate or inspect:
@@ -336,8 +350,10 @@ class Proxy:
         request the proxy sees, so credentials and HTTP rules hold there too."""
         from .streams import SockStream
 
+        rules = self.scope_of(run).rules
+
         async def reopen():
-            sock, addr, why = await self.dialer.dial(host, port)
+            sock, addr, why = await self.dialer.dial(host, port, rules)
             return SockStream(sock), addr, why
 
         origin = Origin(run, "http", host, port, reopen, tls=False, upstream=SockStream(upstream), address=address,

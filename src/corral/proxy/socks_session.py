@@ -13,8 +13,13 @@ HANDSHAKE_TIMEOUT = 30.0
 
 async def socks_session(proxy, client, first: bytes) -> None:
     loop = asyncio.get_running_loop()
-    server = socks.Socks5Server(require_auth=proxy.require_credentials)
-    run = proxy.default_run
+    require, run = proxy.require_credentials, proxy.default_run
+    if proxy.sessions is not None:
+        # Late-bound sessions: credentials offered pick the session; none, the open one (if any).
+        run = proxy.sessions.run_for(None, None) or None
+        offered = first[2:2 + first[1]] if len(first) > 1 else b""
+        require = run is None or socks.METHOD_USERPASS in offered
+    server = socks.Socks5Server(require_auth=require)
     events = server.feed(first)
     while True:
         for event in events:
@@ -28,7 +33,9 @@ async def socks_session(proxy, client, first: bytes) -> None:
                 events = server.auth_result(found is not False)
                 await loop.sock_sendall(client, server.data_to_send())
                 if found is False:
-                    proxy.record(run, proto="socks5", decision="block", reason="wrong proxy credentials")
+                    # A late-bound proxy's refusal belongs to no session (not the open one).
+                    proxy.record(None if proxy.sessions is not None else run, proto="socks5", decision="block",
+                                 reason="wrong proxy credentials")
                     return
                 run = found or run
                 break
@@ -54,7 +61,7 @@ async def _connect(proxy, loop, client, server, run, request) -> None:
     host, port = request.host, request.port
     start = time.monotonic()
     try:
-        upstream, address, rule = await proxy.dialer.dial(host, port)
+        upstream, address, rule = await proxy.dialer.dial(host, port, proxy.scope_of(run).rules)
     except Blocked as b:
         server.reply(socks.NOT_ALLOWED)
         await loop.sock_sendall(client, server.data_to_send())

@@ -47,9 +47,6 @@ def listener(spec: str) -> socket.socket:
 
 
 def serve(spec: str, net, audit_path: str | None, boundary=None) -> int:
-    import asyncio
-    import signal
-
     from ..sandbox.netlink import interface_addresses
     from ..policy.network import compile_rules
     from ..sandbox.namespaces import _ips
@@ -71,6 +68,43 @@ def serve(spec: str, net, audit_path: str | None, boundary=None) -> int:
                 sys.stderr.write(f"corral proxy: credential placeholder: {name}={value}\n")
         for line in boundary.warnings:
             sys.stderr.write(line + "\n")
+    return _run(proxy, sock, spec)
+
+
+def serve_sessions(spec: str, directory: str, audit_path: str | None, ctx, environ: dict, parent_proxy=None) -> int:
+    """`corral proxy --sessions DIR`: every client is held to the session its proxy credentials
+    name (`sessions.SessionStore`); nothing is allowed outside a session."""
+    from ..sandbox.namespaces import _ips
+    from ..sandbox.netlink import interface_addresses
+    from .audit import AuditLog, default_path
+    from .rules import Rules
+    from .server import Proxy
+    from .sessions import SessionStore
+
+    held: list[str] = []  # the first look's lines, said after the listening line
+    store = SessionStore(directory, ctx, environ, write=held.append)
+    sock = listener(spec)
+    store.refresh()
+    path = audit_path if audit_path is not None else default_path(environ)
+    proxy = Proxy(Rules(), AuditLog(path or None), host_addresses=list(_ips(interface_addresses())),
+                  parent_proxy=parent_proxy)
+    proxy.require_credentials = True
+    proxy.sessions = store
+    names = store.names()
+    sys.stderr.write(f"corral proxy: listening on {spec} (HTTP, CONNECT, SOCKS5); sessions from {store.directory}: "
+                     f"{len(names)}{' (' + ', '.join(names) + ')' if names else ''}\n")
+    for line in held:
+        sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    from .sessions import _stderr_line
+
+    store.write = _stderr_line
+    return _run(proxy, sock, spec)
+
+
+def _run(proxy, sock, spec: str) -> int:
+    import asyncio
+    import signal
 
     async def main():
         loop = asyncio.get_running_loop()

@@ -16,7 +16,8 @@ TLS_HANDSHAKE = 0x16  # the record type a ClientHello arrives in
 
 
 class Terminator:
-    """Which hosts are terminated, and the TLS contexts for both sides. One per proxy.
+    """Which hosts are terminated, and the TLS contexts for both sides. One per proxy (and
+    one per late-bound session that terminates, `sessions.py`).
 
     `terminate`/`exclude`: host patterns (`"*"` is every host); `ca`: a
     `tlsca.CertificateAuthority`; `extra_ca`: PEM files trusted for upstreams too."""
@@ -89,6 +90,14 @@ class Terminator:
             self._upstream = upstream_context(self.extra_ca + _launcher_extra_cas())
         return self._upstream
 
+    def adopt(self, other: Terminator) -> None:
+        """Use `other`'s leaf minter and upstream context: terminators with the same CA and
+        extra CAs (the sessions of one proxy) share the leaves minted and the trust store read."""
+        if other.ca is not self.ca or other.extra_ca != self.extra_ca:
+            raise ValueError("only a terminator with the same CA and extra CAs can be adopted")
+        self._minter = other.minter
+        self._upstream = other.upstream_context
+
     def warm(self) -> None:
         """Pay for imports, the first mint and the upstream context before the first client."""
         import h11  # noqa: F401 - the first request must not pay for it
@@ -143,7 +152,8 @@ async def serve(proxy, run, proto: str, client, upstream, first: bytes, host: st
     from .http_session import HttpSession, Origin
     from .streams import TlsStream
 
-    term = proxy.terminator
+    scope = proxy.scope_of(run)
+    term = scope.terminator
     if term.active >= term.max_tunnels:
         proxy.record(run, proto=proto, host=host, port=port, decision="block", status=503,
                      reason=f"the limit of {term.max_tunnels} TLS-terminated connections at once is reached "
@@ -177,7 +187,7 @@ async def serve(proxy, run, proto: str, client, upstream, first: bytes, host: st
 
             if failure is not None:  # answered 502 (with the reason) once the request is read
                 raise DialFailed(failure)
-            sock, addr, why = await proxy.dialer.dial(host, port)
+            sock, addr, why = await proxy.dialer.dial(host, port, scope.rules)
             try:
                 stream = await open_upstream_tls(term, sock, host, port, term.handshake_timeout)
             except (ssl.SSLError, asyncio.TimeoutError) as exc:

@@ -64,10 +64,16 @@ def needed(policy) -> bool:
                 or getattr(policy, "git", None) is not None)
 
 
-def resolve(policy, environ: dict, ctx) -> Boundary:
-    """Read the credentials' sources and set up TLS; raise PolicyError/SetupError naming the problem."""
+def resolve(policy, environ: dict, ctx, placeholder=None, cas: dict | None = None) -> Boundary:
+    """Read the credentials' sources and set up TLS; raise PolicyError/SetupError naming the problem.
+
+    `placeholder`: name -> placeholder (default `new_placeholder`, random per run; a late-bound
+    session's are derived, `credentials.session_placeholder`). `cas`: a cache of certificate
+    authorities shared by several calls (the sessions of one proxy), so a CA's files are read once."""
     from ..proxy.credentials import MIN_REDACT_LENGTH, Credential, Injector, new_placeholder
 
+    if placeholder is None:
+        placeholder = new_placeholder
     b = Boundary()
     net = policy.network
     for spec in policy.credentials:
@@ -93,12 +99,12 @@ def resolve(policy, environ: dict, ctx) -> Boundary:
                                   in_body=spec.in_body, allow_plaintext=spec.allow_plaintext, family=spec.name)
             except ValueError as exc:
                 raise PolicyError(spec.origin or "<policy>", f"credentials.{spec.name}", None, str(exc)) from None
-            placeholder = new_placeholder(name)
-            b.bindings[placeholder] = cred
+            stand_in = placeholder(name)
+            b.bindings[stand_in] = cred
             if len(value) < MIN_REDACT_LENGTH:
                 b.warnings.append(f"corral: warning: credential {name} is shorter than {MIN_REDACT_LENGTH} "
                                   "characters: it is injected, but responses echoing it are not redacted")
-            placeholders[value] = placeholder
+            placeholders[value] = stand_in
         masked = shown(placeholders)
         if spec.env:
             b.env[spec.env] = masked if spec.from_env else placeholders[values[0]]
@@ -132,7 +138,7 @@ def resolve(policy, environ: dict, ctx) -> Boundary:
 
         b.gate = Gate(None, None, False, net.strip_response_headers)
     if net.tls.enabled or (net.tls.auto and b.gate is not None and b.gate.inspecting):
-        _setup_tls(policy, ctx, b, environ)
+        _setup_tls(policy, ctx, b, environ, cas)
     if policy.endpoints:
         _setup_endpoints(policy, b)
     return b
@@ -231,19 +237,26 @@ def _extract(spec, text: str, b: Boundary):
     return values, shown
 
 
-def _setup_tls(policy, ctx, b: Boundary, environ: dict) -> None:
+def _setup_tls(policy, ctx, b: Boundary, environ: dict, cas: dict | None = None) -> None:
     from ..proxy.terminate import Terminator
     from ..proxy import tlsca
 
     tls = policy.network.tls
     where = policy.sources[0] if policy.sources else "<policy>"
-    if tls.ca == "files":
+    key = _ca_key(tls, ctx, environ) if cas is not None else None
+    ca = cas.get(key) if key is not None else None
+    if ca is not None:
+        if tls.ca == "files":
+            b.hide.append(tls.ca_key)
+    elif tls.ca == "files":
         ca = tlsca.CertificateAuthority.from_files(tls.ca_cert, tls.ca_key)
         b.hide.append(tls.ca_key)  # with the key a sandbox could sign what sandboxes trust
     elif tls.ca == "ephemeral":
         ca = tlsca.CertificateAuthority.ephemeral()
     else:
         ca = tlsca.CertificateAuthority.load_or_create(os.path.dirname(ca_dir(ctx, environ)))
+    if key is not None:
+        cas[key] = ca
     for path in tls.extra_ca:
         if not os.path.isfile(path):
             raise PolicyError(where, "network.tls.extra_ca (srt: network.tlsTerminate.extraCaCertPaths)", path,
@@ -261,6 +274,27 @@ def _setup_tls(policy, ctx, b: Boundary, environ: dict) -> None:
         b.files.append((path, bundle, "CA bundle: the system's CAs and corral's (TLS termination)"))
     for name in tlsca.TRUST_ENV_VARS:
         b.env[name] = system[0]
+
+
+def _ca_key(tls, ctx, environ: dict):
+    """What identifies a CA for the `cas` cache (its files as they are now), or None (ephemeral)."""
+    if tls.ca == "ephemeral":
+        return None
+    if tls.ca == "files":
+        paths = (tls.ca_cert, tls.ca_key)
+    else:
+        from ..proxy.tlsca import CA_CERT_FILE, CA_KEY_FILE
+
+        folder = ca_dir(ctx, environ)
+        paths = (os.path.join(folder, CA_CERT_FILE), os.path.join(folder, CA_KEY_FILE))
+    stamp = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None  # read (or made) by the CA's own code, which says what is wrong
+        stamp.append((os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns))
+    return (tls.ca, *stamp)
 
 
 def _launcher_certificates(environ: dict) -> list[str]:
