@@ -38,6 +38,9 @@ commands:
             podman/docker command line for the policy, for your own image or CI
   mcp       an MCP server (stdio) whose tools run in the sandbox; `mcp wrap -- CMD`: a
             third-party MCP server inside the sandbox (`corral mcp --help`)
+  k8s       `k8s render`: the policy as Kubernetes manifests (agent pod or agent-sandbox
+            template, a separate egress proxy, NetworkPolicies); `k8s session`: a late-bound
+            session for a warm agent (`corral k8s --help`)
   doctor    can this machine sandbox? each check corral relies on, with the fix (--json)
   --version print corral's version
 
@@ -88,7 +91,7 @@ exit status: the command's own (128+N if it died of signal N); 127 command not f
 """
 
 SUBCOMMANDS = ("run", "policy", "doctor", "audit", "proxy", "scan", "changes", "apply", "discard", "sessions",
-               "container", "mcp", "help")
+               "container", "mcp", "k8s", "help")
 from .runopts import (  # noqa: E402,F401 - the run options are shared with doctor, mcp, container args
     FLAG_OPTS, REPEATABLE, VALUE_OPTS, Options, _network_extras, _shell, _stderr_line, build_policy, launch_context,
     missing_writable, parse_run_args)
@@ -426,7 +429,7 @@ def cmd_version() -> int:
 
 # The commands whose usage a usage error points to (`corral COMMAND --help`).
 HELP_TOPICS = ("run", "policy", "doctor", "audit", "proxy", "scan", "changes", "apply", "discard", "sessions",
-               "container", "mcp")
+               "container", "mcp", "k8s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -486,6 +489,10 @@ def _dispatch(args: list[str], debug: bool) -> int:
             return cmd_proxy(args[1:])
         if head == "container":
             return cmd_container(args[1:])
+        if head == "k8s":
+            from .k8s_cli import main as k8s_main
+
+            return k8s_main(args[1:])
         if head == "mcp":
             from .mcp_cli import main as mcp_main
 

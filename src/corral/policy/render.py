@@ -56,7 +56,38 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
     lines.append("# quarantined when created elsewhere): " + " ".join(sorted(protected.RC_FILES | protected.CONFIG_FILES | protected.CONFIG_DIRS)))
     lines.append("#   .git/hooks .git/config .claude/{commands,agents,settings.json,settings.local.json}, gitfiles,")
     lines.append("#   and the policy files in use" + (": " + ", ".join(policy.sources) if policy.sources else ""))
+    lines += _network(net)
     lines += [
+        "",
+        "[process]",
+        f"allow_nested_userns = {str(proc.allow_nested_userns).lower()}",
+    ]
+    if proc.run_as:
+        lines.append('run_as = "root"' if proc.run_as == (0, 0) else f'run_as = "{proc.run_as[0]}:{proc.run_as[1]}"')
+    if proc.bwrap_path:
+        lines.append(f"bwrap = {_str(proc.bwrap_path)}")
+    lines.append(f"unset_env = {_list([_str(n) for n in proc.unset_env])}")
+    lines.append(f"pass_env = {_list([_str(n) for n in proc.pass_env])}")
+    lines.append(f"secret_env = {_list([_str(n) for n in proc.secret_env])}")
+    lines += _secret_env_comment()
+    if proc.set_env:
+        lines += ["", "[process.env]"]
+        lines += [f"{name} = {_str(value)}" for name, value in proc.set_env]
+    if policy.limits != Limits():
+        lines += ["", "[limits]", *_limits(policy.limits)]
+    if policy.git is not None:
+        lines += ["", "[git]", *_git(policy.git)]
+    if policy.backend.image:
+        lines += ["", "[container]", f"image = {_str(policy.backend.image)}"]
+    for cred in policy.credentials:
+        lines += ["", "[[credentials]]", *_credential(cred)]
+    for endpoint in policy.endpoints:
+        lines += ["", "[[endpoints]]", *_endpoint(endpoint)]
+    return "\n".join(lines) + "\n"
+
+
+def _network(net) -> list[str]:
+    lines = [
         "",
         "[network]",
         f"allowed_domains = {_list([_str(d) for d in net.allowed_domains])}",
@@ -96,32 +127,17 @@ def to_toml(policy: Policy, ctx: LaunchContext) -> str:
         lines.append(f"no_proxy = {_list([_str(n) for n in pp.no_proxy])}")
     if net.tls != TlsPolicy():
         lines += ["", "[network.tls]", *_tls(net.tls)]
-    lines += [
-        "",
-        "[process]",
-        f"allow_nested_userns = {str(proc.allow_nested_userns).lower()}",
-    ]
-    if proc.run_as:
-        lines.append('run_as = "root"' if proc.run_as == (0, 0) else f'run_as = "{proc.run_as[0]}:{proc.run_as[1]}"')
-    if proc.bwrap_path:
-        lines.append(f"bwrap = {_str(proc.bwrap_path)}")
-    lines.append(f"unset_env = {_list([_str(n) for n in proc.unset_env])}")
-    lines.append(f"pass_env = {_list([_str(n) for n in proc.pass_env])}")
-    lines.append(f"secret_env = {_list([_str(n) for n in proc.secret_env])}")
-    lines += _secret_env_comment()
-    if proc.set_env:
-        lines += ["", "[process.env]"]
-        lines += [f"{name} = {_str(value)}" for name, value in proc.set_env]
-    if policy.limits != Limits():
-        lines += ["", "[limits]", *_limits(policy.limits)]
+    return lines
+
+
+def proxy_toml(policy: Policy, header: str) -> str:
+    """Only what an egress proxy reads (`corral proxy --sessions`): the network rules, TLS,
+    [git] and the credentials; the sandbox's filesystem and process settings are left out."""
+    lines = [f"# {header}", "version = 1", *_network(policy.network)]
     if policy.git is not None:
         lines += ["", "[git]", *_git(policy.git)]
-    if policy.backend.image:
-        lines += ["", "[container]", f"image = {_str(policy.backend.image)}"]
     for cred in policy.credentials:
         lines += ["", "[[credentials]]", *_credential(cred)]
-    for endpoint in policy.endpoints:
-        lines += ["", "[[endpoints]]", *_endpoint(endpoint)]
     return "\n".join(lines) + "\n"
 
 
