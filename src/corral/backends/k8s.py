@@ -608,7 +608,13 @@ def report(policy, ctx, opts: Options, tls: bool = False) -> R.Report:
 
 def to_yaml(documents) -> str:
     """One YAML document per manifest; multi-line strings as literal blocks."""
-    import yaml
+    try:
+        import yaml
+    except ImportError:
+        from ..errors import SetupError
+
+        raise SetupError("corral k8s needs PyYAML to write manifests", "pip install 'corral[k8s]' "
+                         "(scripts/install.sh installs it)") from None
 
     class Dumper(yaml.SafeDumper):
         pass
