@@ -210,18 +210,26 @@ def render_main(args: list[str]) -> int:
         for line in rep.lines():
             sys.stderr.write(line + "\n")
     if rep.gaps():
+        line = rep.gaps_line().replace("`corral run --dry-run`", "`corral k8s render --report`").replace(
+            "strict = true refuses such runs", "strict = true refuses to render them")
+        sys.stderr.write(line + "\n")
         if policy.backend.strict:
-            sys.stderr.write(rep.gaps_line().replace("`corral run --dry-run`", "`corral k8s render --report`") + "\n")
             sys.stderr.write("corral: strict = true: refusing to render manifests that do not enforce the whole "
                              "policy (fix the gaps above, or set strict = false)\n")
             return 125
-        sys.stderr.write(rep.gaps_line().replace("`corral run --dry-run`", "`corral k8s render --report`") + "\n")
     sys.stdout.write(k8s.to_yaml(out.documents))
     for secret in out.secrets:
         sys.stderr.write(f"corral k8s: create Secret {secret.name} ({secret.why}) before applying, in bash:\n"
                          f"  {secret.command}\n")
     for note in out.notes:
         sys.stderr.write(f"corral k8s: {note}\n")
+    if "--proxy-image" not in opts:
+        sys.stderr.write(f"corral k8s: the proxy runs image {options.proxy_image}, a name to replace: build it with "
+                         "scripts/build-k8s-image.sh, push it, and pass --proxy-image\n")
+    kinds = ", ".join(d["kind"] for d in out.documents)
+    sys.stderr.write(f"corral k8s: {len(out.documents)} documents ({kinds}); "
+                     + ("create the Secrets above, then " if out.secrets else "")
+                     + "apply them with kubectl apply -f FILE\n")
     return 0
 
 
