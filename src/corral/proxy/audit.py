@@ -23,7 +23,8 @@ thousands a second), so what is written is bounded three ways (`Limiter`, pure, 
   descriptor, and rotation happens under an `flock` on `audit.jsonl.lock` after checking that
   no other process rotated first; a process whose file was rotated away reopens the new one.
   (Each process checks the size before its own write, so racing writers may take a file
-  past the cap by one line each.)
+  past the cap by one line each.) The path `-` (`corral proxy --audit -`) is standard output,
+  never rotated.
 """
 
 from __future__ import annotations
