@@ -350,10 +350,10 @@ class Proxy:
         request the proxy sees, so credentials and HTTP rules hold there too."""
         from .streams import SockStream
 
-        rules = self.scope_of(run).rules
+        scope = self.scope_of(run)
 
         async def reopen():
-            sock, addr, why = await self.dialer.dial(host, port, rules)
+            sock, addr, why = await self.dialer.dial(host, port, scope.rules)  # the rules in force now
             return SockStream(sock), addr, why
 
         origin = Origin(run, "http", host, port, reopen, tls=False, upstream=SockStream(upstream), address=address,
