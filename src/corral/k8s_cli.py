@@ -279,6 +279,8 @@ def session_main(args: list[str]) -> int:
     sys.stderr.write(f"corral k8s: session {session}: apply with `kubectl apply --server-side --field-manager "
                      f"corral-session-{session} -f -`; the agent's variables are in {env_path} (mode 0600); "
                      "end the session by deleting its two keys from the ConfigMap\n")
+    sys.stderr.write("corral k8s: the proxy answers 407 for this session until the kubelet has updated its "
+                     "sessions volume (up to about a minute after the apply): wait for it, or retry on 407\n")
     if policy.credentials:
         sys.stderr.write("corral k8s: the session's credentials come from the proxy's Secret: keys "
                          + ", ".join(c.name for c in policy.credentials) + "\n")
