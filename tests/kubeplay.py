@@ -33,6 +33,10 @@ What the harness changes from the rendered documents, and why (docs/kubernetes.m
 7. Rootless only: the containers' `resources` are dropped. Rootless podman on this machine
    (hybrid cgroups, nothing delegated) fails the pod with "cannot set memory limit: container
    could not join or create cgroup"; root podman keeps them.
+8. The agent pod (when it has initContainers, i.e. the `trust` bundle builder) gets the annotation
+   `io.podman.annotations.init.container.type: always`: with the default ("once") podman 4.3.1
+   removes the init container while it is still running and the whole `kube play` fails
+   ("failed to remove once init container ... container state improper").
 ConfigMaps go to `kube play` in the same YAML, unchanged (podman 4.3 mounts configMap volumes).
 Nothing else is changed: commands, env, securityContext, volumes and images are as rendered.
 """
@@ -128,6 +132,9 @@ def adapt(docs, *, net_dir: str, secret_dirs: dict[str, str], hosts_file: str | 
         for spec in (pspec, agent["spec"]):
             for c in spec["containers"] + spec.get("initContainers", []):
                 c.pop("resources", None)
+    # 8. init containers kept after they ran
+    if agent["spec"].get("initContainers"):
+        agent["metadata"].setdefault("annotations", {})["io.podman.annotations.init.container.type"] = "always"
     # 3. Secret volumes -> hostPath directories
     for spec in (pspec, agent["spec"]):
         for vol in spec.get("volumes", []):
