@@ -404,6 +404,9 @@ class Cluster:
             for pod in (self.proxy, self.agent):
                 self.podman("pod", "rm", "-f", "-t", "0", pod, timeout=60)
             self.played = False
+        # podman 4.3.1 makes a volume per ConfigMap and `kube down` leaves it
+        for cm in by_kind(self.rendered, "ConfigMap"):
+            self.podman("volume", "rm", "-f", cm["metadata"]["name"])
         for claim in self.claims:
             self.podman("volume", "rm", "-f", claim)
         self.claims = []
