@@ -439,3 +439,18 @@ def test_cli_session(launcher, ws):
     for text in (out.stdout, out.stderr):
         assert password not in text and SECRET not in text
     assert "[[credentials]]" in doc["data"]["s1.toml"]
+
+
+def test_kubernetes_is_not_a_run_backend(me, tmp_path):
+    out = helpers.run(me, ["run", "--backend", "k8s", "--", "true"], cwd=tmp_path)
+    assert out.returncode == 2 and "corral k8s render" in out.stderr and "Traceback" not in out.stderr
+    # A policy meant for the cluster says so; `corral run` refuses it, `corral k8s render` takes it.
+    path = tmp_path / "cluster.toml"
+    path.write_text('backend = "k8s"\n[network]\nallowed_domains = ["a.com"]\n')
+    out = helpers.run(me, ["run", "-s", str(path), "--", "true"], cwd=tmp_path)
+    assert out.returncode == 125 and f"{path}: backend = 'k8s'" in out.stderr and "corral k8s render" in out.stderr
+    out = helpers.run(me, ["k8s", "render", "-s", str(path), "--image", "x"], cwd=tmp_path)
+    assert out.returncode == 0 and "kind: Pod" in out.stdout
+    path.write_text('backend = "kubernetes"\n')
+    out = helpers.run(me, ["k8s", "render", "-s", str(path), "--image", "x"], cwd=tmp_path)
+    assert out.returncode != 0 and 'backend = "k8s"' in out.stderr

@@ -38,11 +38,22 @@ class Backend:
         return self.module().report(self.name, plan, facts, limits)
 
 
+def unknown(name) -> str:
+    """Why `name` is not a backend, with the fix."""
+    if name == "k8s":
+        return ("Kubernetes is not a wall corral starts on this machine: render the policy as manifests with "
+                "`corral k8s render --settings FILE --image IMAGE` (docs/kubernetes.md)")
+    if isinstance(name, str) and name.lower() in ("k8s", "kubernetes", "kube", "agent-sandbox"):
+        return ('unknown backend; a policy meant for Kubernetes says backend = "k8s" and is rendered with '
+                "`corral k8s render` (docs/kubernetes.md)")
+    return f"unknown backend; expected one of {', '.join(NAMES)} or auto"
+
+
 def get(name: str, source: str = "<cli>", key: str = "--backend") -> Backend:
     if name not in KINDS:
         from ..errors import PolicyError
 
-        raise PolicyError(source, key, name, f"unknown backend; expected one of {', '.join(NAMES)} or auto")
+        raise PolicyError(source, key, name, unknown(name))
     return Backend(name, KINDS[name])
 
 

@@ -134,10 +134,11 @@ def from_mapping(data: dict, source: str, ctx: LaunchContext) -> Policy:
         if kind == "version" and value != 1:
             raise PolicyError(source, key, value, "only version = 1 is supported")
         if kind == "backend":
-            from ..backends import KINDS, NAMES
+            from ..backends import KINDS, unknown
 
-            if value not in KINDS and value != "auto":
-                raise PolicyError(source, key, value, f"unknown backend; expected one of {', '.join(NAMES)} or auto")
+            # "k8s": the policy is meant for `corral k8s render`; `corral run` refuses it (backends.get).
+            if value not in KINDS and value not in ("auto", "k8s"):
+                raise PolicyError(source, key, value, unknown(value))
         if kind == "strict" and not isinstance(value, bool):
             raise PolicyError(source, key, value, "expected true or false")
     policy = default_policy(ctx)
