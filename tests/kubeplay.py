@@ -27,9 +27,8 @@ What the harness changes from the rendered documents, and why (docs/kubernetes.m
    read-only) naming the upstreams 127.0.0.1, and one relay container `up-PORT` per upstream that
    listens on 127.0.0.1:PORT in the proxy pod and forwards to a hostPath Unix socket where the test
    process relays to its server on the host's 127.0.0.1. (`hostAliases` is ignored by podman 4.3.)
-6. The proxy container's `ports` are dropped: podman 4.3.1 refuses any containerPort under
-   `--network none` ("PortMappings can only be used with Bridge or slirp4netns networking"),
-   though a Kubernetes containerPort publishes nothing. (The readinessProbe that names the port stays.)
+6. (No change: the renderer declares no containerPort, which podman 4.3.1 would refuse under
+   `--network none`: "PortMappings can only be used with Bridge or slirp4netns networking".)
 7. Rootless only: the containers' `resources` are dropped. Rootless podman on this machine
    (hybrid cgroups, nothing delegated) fails the pod with "cannot set memory limit: container
    could not join or create cgroup"; root podman keeps them.
@@ -124,9 +123,8 @@ def adapt(docs, *, net_dir: str, secret_dirs: dict[str, str], hosts_file: str | 
     pspec = proxy["spec"]
     proxy_c = next(c for c in pspec["containers"] if c["name"] == "proxy")
     image, security = proxy_c["image"], proxy_c["securityContext"]
-    # 6. no port mappings without a network
-    for c in pspec["containers"]:
-        c.pop("ports", None)
+    # 6. the rendered proxy declares no port (podman refuses port mappings without a network)
+    assert not any("ports" in c for c in pspec["containers"]), "the renderer declares a containerPort again"
     # 7. rootless: no cgroup limits
     if drop_resources:
         for spec in (pspec, agent["spec"]):

@@ -379,9 +379,10 @@ def proxy_deployment(policy, opts: Options, tls: bool, sessions_cm: str) -> dict
         "name": "proxy", "image": opts.proxy_image,
         "command": ["corral", "proxy", "--listen", f"tcp:0.0.0.0:{PROXY_PORT}", "--sessions", SESSIONS_DIR,
                     "--audit", "-"],
-        "ports": [{"name": "proxy", "containerPort": PROXY_PORT, "protocol": "TCP"}],
+        # No `ports`: a containerPort is informational in Kubernetes (Service, probe and NetworkPolicy
+        # use the number), and `podman kube play --network none` refuses any.
         "env": _env(env),
-        "readinessProbe": {"tcpSocket": {"port": "proxy"}, "periodSeconds": 5},
+        "readinessProbe": {"tcpSocket": {"port": PROXY_PORT}, "periodSeconds": 5},
         "securityContext": _container_security(PROXY_UID, seccomp),
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "volumeMounts": mounts,
@@ -489,7 +490,7 @@ def render(policy, ctx, opts: Options, inputs: Inputs = Inputs()) -> Rendered:
     docs.append({"apiVersion": "v1", "kind": "Service", "metadata": _meta(f"{opts.name}-proxy", opts,
                                                                             _labels(opts, "proxy")),
                  "spec": {"type": "ClusterIP", "selector": _selector(opts, "proxy"),
-                          "ports": [{"name": "proxy", "port": PROXY_PORT, "targetPort": "proxy", "protocol": "TCP"}]}})
+                          "ports": [{"name": "proxy", "port": PROXY_PORT, "targetPort": PROXY_PORT, "protocol": "TCP"}]}})
     docs.append(proxy_deployment(policy, opts, tls, sessions_cm))
     labels = _labels(opts, "agent")
     spec = agent_pod_spec(policy, ctx, opts, tls, session, profile, deadline=pod_format)
