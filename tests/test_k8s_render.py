@@ -73,7 +73,7 @@ def policy_of(text: str, kind: str):
 def rendered(case: str) -> k8s.Rendered:
     text, kind, opts = CASES[case]
     policy = policy_of(text, kind)
-    return k8s.render(policy, CTX, opts, INPUTS if k8s.terminates_tls(policy) else k8s.Inputs())
+    return k8s.render(policy, CTX, opts, INPUTS if k8s.needs_ca(policy, opts) else k8s.Inputs())
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -162,6 +162,22 @@ def test_warm_pool_template_holds_no_session():
     assert template["networkPolicyManagement"] == "Managed"
     assert template["networkPolicy"]["egress"] == docs[("NetworkPolicy", "corral-agent")]["spec"]["egress"]
     assert "activeDeadlineSeconds" not in agent_spec("agent-sandbox-warm")
+
+
+def test_warm_pool_is_ready_for_sessions_that_terminate_tls():
+    # The base policy terminates nothing, but a session bound later may: the CA and the trust are there from the start.
+    policy = policy_of(SRT, "json")
+    opts = k8s.Options(image="x", format="agent-sandbox")
+    assert not k8s.terminates_tls(policy) and k8s.needs_ca(policy, opts)
+    with pytest.raises(k8s.RenderError, match="CA"):
+        k8s.render(policy, CTX, opts)
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in k8s.render(policy, CTX, opts, INPUTS).documents}
+    assert docs[("ConfigMap", "corral-ca")]["data"]["ca.crt"] == FAKE_CA
+    spec = docs[("SandboxTemplate", "corral")]["spec"]["podTemplate"]["spec"]
+    assert spec["initContainers"][0]["name"] == "trust"
+    proxy = docs[("Deployment", "corral-proxy")]["spec"]["template"]["spec"]
+    assert any(v.get("secret", {}).get("secretName") == "corral-ca-key" for v in proxy["volumes"])
+    assert not k8s.needs_ca(policy, k8s.Options(image="x"))
 
 
 def test_limits_become_resources_and_deadline():

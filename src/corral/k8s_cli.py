@@ -201,7 +201,7 @@ def render_main(args: list[str]) -> int:
             warm_pool=_int(opts, "--warm-pool", None), workspace_claim=opts.get("--workspace-claim"),
             uid=_int(opts, "--uid", 1000, 1), seccomp=opts.get("--seccomp", "runtime-default"),
             egress_cidrs=tuple(_cidr(c) for c in opts["--egress-cidr"]), command=command)
-        inputs = _ca_inputs(policy, name, namespace) if k8s.terminates_tls(policy) else k8s.Inputs()
+        inputs = _ca_inputs(policy, name, namespace) if k8s.needs_ca(policy, options) else k8s.Inputs()
         out = k8s.render(policy, ctx, options, inputs)
     except k8s.RenderError as exc:
         raise CommandLineError(str(exc)) from None

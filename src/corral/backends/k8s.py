@@ -117,6 +117,12 @@ def terminates_tls(policy) -> bool:
     return tls.enabled or (tls.auto and inspects)
 
 
+def needs_ca(policy, opts: Options) -> bool:
+    """Does the deployment carry corral's CA (proxy: the key; agent: the trust)? Always for warm
+    pools: a session bound later may terminate TLS, and the pods cannot be changed then."""
+    return terminates_tls(policy) or opts.format == "agent-sandbox"
+
+
 def workspace_writable(policy, ctx) -> bool:
     """Writable in the pod when the policy makes the working directory writable (bind mode)."""
     fs = policy.filesystem
@@ -445,7 +451,7 @@ def render(policy, ctx, opts: Options, inputs: Inputs = Inputs()) -> Rendered:
         raise RenderError("--warm-pool needs --format agent-sandbox (a SandboxWarmPool pre-starts sandboxes)")
     if opts.uid == 0:
         raise RenderError("--uid 0: the restricted profile runs pods as a non-root user; pick another uid")
-    tls = terminates_tls(policy)
+    tls = needs_ca(policy, opts)
     if tls and not inputs.ca_cert_pem:
         raise RenderError("the policy terminates TLS, but no CA certificate was given to render")
     docs: list[dict] = []
