@@ -242,6 +242,16 @@ def test_network_policies():
         "kubernetes.io/metadata.name": "agent-sandbox-system"}
 
 
+def test_private_cidrs_are_never_reached_and_egress_cidrs_are():
+    opts = k8s.Options(image="x", private_cidrs=("203.0.113.0/24", "2001:db8::/32"), egress_cidrs=("10.9.0.0/16",))
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in k8s.render(policy_of(SRT, "json"), CTX, opts).documents}
+    egress = docs[("NetworkPolicy", "corral-proxy")]["spec"]["egress"]
+    v4, v6 = egress[1]["to"][0]["ipBlock"], egress[1]["to"][1]["ipBlock"]
+    assert "203.0.113.0/24" in v4["except"] and "2001:db8::/32" not in v4["except"]
+    assert "2001:db8::/32" in v6["except"] and "203.0.113.0/24" not in v6["except"]
+    assert egress[2] == {"to": [{"ipBlock": {"cidr": "10.20.0.5/32"}}, {"ipBlock": {"cidr": "10.9.0.0/16"}}]}
+
+
 def test_runtime_class_rendered_only_for_gvisor():
     assert docs_of("pod-credentials-gvisor")[("RuntimeClass", "gvisor")]["handler"] == "runsc"
     kata = k8s.render(policy_of(SRT, "json"), CTX, k8s.Options(image="x", runtime_class="kata-qemu"))
@@ -405,6 +415,7 @@ def test_cli_strict_refuses_gaps(me, tmp_path):
     (["render", "--image", "x", "--warm-pool", "2"], "--warm-pool needs --format agent-sandbox"),
     (["render", "--image", "x", "--name", "Bad_Name"], "--name 'Bad_Name': expected a DNS label"),
     (["render", "--image", "x", "--egress-cidr", "10.0.0.0/33"], "--egress-cidr '10.0.0.0/33'"),
+    (["render", "--image", "x", "--private-cidr", "pods"], "--private-cidr 'pods'"),
     (["render", "--image", "x", "--proxy-address", "proxy"], "expected HOST:PORT"),
     (["render", "--image", "x", "--uid", "zero"], "--uid 'zero': expected a whole number"),
     (["render", "--image", "x", "stray"], "put the agent's command after --"),

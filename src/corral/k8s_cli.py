@@ -12,7 +12,8 @@ usage: corral k8s render [--settings FILE] [--image IMAGE] [--runtime-class gvis
                          [--namespace NS] [--format pod|agent-sandbox] [--name NAME]
                          [--proxy-image IMAGE] [--proxy-replicas N] [--proxy-address HOST:PORT]
                          [--warm-pool N] [--workspace-claim PVC] [--uid UID]
-                         [--seccomp runtime-default|corral] [--egress-cidr CIDR]... [--report]
+                         [--seccomp runtime-default|corral] [--egress-cidr CIDR]...
+                         [--private-cidr CIDR]... [--report]
                          [-- COMMAND [ARGS...]]
        corral k8s session SESSION --proxy-address HOST:PORT --env-file PATH [--settings FILE]
                          [--name NAME] [--namespace NS]
@@ -26,11 +27,33 @@ usage: corral k8s render [--settings FILE] [--image IMAGE] [--runtime-class gvis
   ConfigMap on stdout (apply with `kubectl apply --server-side --field-manager corral-session-
   SESSION -f -`), and the agent's variables (the session's proxy password, the placeholders)
   written to --env-file (mode 0600) for the harness to pass to the agent's commands.
+
+render options:
+  -s, --settings FILE      the policy (srt JSON or native TOML; default: yours or corral's);
+                           relative paths and "." mean the directory you render from
+  --image IMAGE            the agent's image (or [container] image in the policy)
+  --format pod|agent-sandbox   a Pod bound to one session (default), or a SandboxTemplate
+                           whose pods hold no session (bind them with `corral k8s session`)
+  --warm-pool N            agent-sandbox: a SandboxWarmPool of N pre-started sandboxes
+  --runtime-class NAME     gvisor (the RuntimeClass is rendered, handler runsc) or an existing one
+  --namespace NS, --name NAME   where, and the prefix of every object (default corral)
+  --proxy-image IMAGE      an image with corral on PATH (scripts/build-k8s-image.sh)
+  --proxy-replicas N       the proxy Deployment's replicas (default 1)
+  --proxy-address IP:PORT  where the agent reaches the proxy (default: the proxy Service, by
+                           its cluster IP from Kubernetes' service variables; no DNS needed)
+  --workspace-claim PVC    the workspace volume (default an emptyDir)
+  --uid UID                the agent's uid (default 1000; never 0)
+  --seccomp runtime-default|corral   the runtime's default profile, or corral's deny list as
+                           a Localhost profile (ConfigMap NAME-seccomp; install it on the nodes)
+  --egress-cidr CIDR       a private range the proxy may reach (repeatable)
+  --private-cidr CIDR      a range of your cluster's that is not a usual private one (pods,
+                           services, nodes): the proxy never reaches it (repeatable)
+  --report                 print the enforcement report on stderr
 """
 
 VALUES = {"--settings", "-s", "--policy", "--image", "--runtime-class", "--namespace", "-n", "--format", "--name",
           "--proxy-image", "--proxy-replicas", "--proxy-address", "--warm-pool", "--workspace-claim", "--uid",
-          "--seccomp", "--egress-cidr", "--env-file"}
+          "--seccomp", "--egress-cidr", "--private-cidr", "--env-file"}
 FLAGS = {"--report"}
 
 
@@ -51,7 +74,7 @@ def _parse(args: list[str]) -> tuple[dict, list[str], tuple[str, ...]]:
     """(options, positional words, the command after --)."""
     from .errors import CommandLineError
 
-    opts: dict = {"--egress-cidr": []}
+    opts: dict = {"--egress-cidr": [], "--private-cidr": []}
     words: list[str] = []
     i = 0
     while i < len(args):
@@ -70,7 +93,7 @@ def _parse(args: list[str]) -> tuple[dict, list[str], tuple[str, ...]]:
                     raise CommandLineError(f"option {name} needs a value")
                 i += 1
                 inline = args[i]
-            if name == "--egress-cidr":
+            if name in ("--egress-cidr", "--private-cidr"):
                 opts[name].append(inline)
             else:
                 opts[name] = inline
@@ -108,7 +131,7 @@ def _dns_label(value: str, flag: str) -> str:
     return value
 
 
-def _cidr(value: str) -> str:
+def _cidr(value: str, flag: str = "--egress-cidr") -> str:
     import ipaddress
 
     from .errors import CommandLineError
@@ -116,7 +139,7 @@ def _cidr(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=False))
     except ValueError:
-        raise CommandLineError(f"--egress-cidr {value!r}: expected an address range such as 10.20.0.0/16") from None
+        raise CommandLineError(f"{flag} {value!r}: expected an address range such as 10.20.0.0/16") from None
 
 
 def _address(value: str | None, flag: str = "--proxy-address") -> str | None:
@@ -200,7 +223,8 @@ def render_main(args: list[str]) -> int:
             proxy_replicas=_int(opts, "--proxy-replicas", 1, 1), proxy_address=_address(opts.get("--proxy-address")),
             warm_pool=_int(opts, "--warm-pool", None), workspace_claim=opts.get("--workspace-claim"),
             uid=_int(opts, "--uid", 1000, 1), seccomp=opts.get("--seccomp", "runtime-default"),
-            egress_cidrs=tuple(_cidr(c) for c in opts["--egress-cidr"]), command=command)
+            egress_cidrs=tuple(_cidr(c) for c in opts["--egress-cidr"]),
+            private_cidrs=tuple(_cidr(c, "--private-cidr") for c in opts["--private-cidr"]), command=command)
         inputs = _ca_inputs(policy, name, namespace) if k8s.needs_ca(policy, options) else k8s.Inputs()
         out = k8s.render(policy, ctx, options, inputs)
     except k8s.RenderError as exc:

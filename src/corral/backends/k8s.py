@@ -70,6 +70,7 @@ class Options:
     uid: int = 1000
     seccomp: str = "runtime-default"  # SECCOMP_CHOICES
     egress_cidrs: tuple[str, ...] = ()  # private ranges the proxy may reach besides the policy's addresses
+    private_cidrs: tuple[str, ...] = ()  # the cluster's ranges outside the usual private ones (never reached)
     command: tuple[str, ...] = ()
 
 
@@ -415,8 +416,8 @@ def network_policies(policy, opts: Options) -> list[dict]:
     egress = [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-              {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_V4)}},
-                      {"ipBlock": {"cidr": "::/0", "except": list(PRIVATE_V6)}}]}]
+              {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": _except(PRIVATE_V4, opts.private_cidrs, 4)}},
+                      {"ipBlock": {"cidr": "::/0", "except": _except(PRIVATE_V6, opts.private_cidrs, 6)}}]}]
     opened = sorted(set(private_allowances(policy.network.allowed_domains)) | set(opts.egress_cidrs))
     if opened:
         egress.append({"to": [{"ipBlock": {"cidr": c}} for c in opened]})
@@ -427,6 +428,14 @@ def network_policies(policy, opts: Options) -> list[dict]:
                                    "ports": [{"protocol": "TCP", "port": PROXY_PORT}]}],
                       "egress": egress}}
     return [agent, proxy]
+
+
+def _except(base, extra, version: int) -> list[str]:
+    out = list(base)
+    for cidr in extra:
+        if ipaddress.ip_network(cidr, strict=False).version == version and cidr not in out:
+            out.append(cidr)
+    return out
 
 
 def seccomp_profile(policy) -> tuple[str, str]:
