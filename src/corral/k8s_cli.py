@@ -120,14 +120,15 @@ def _int(opts: dict, name: str, default, low: int = 0):
     return n
 
 
-def _dns_label(value: str, flag: str) -> str:
+def _dns_label(value: str, flag: str, most: int = 42) -> str:
+    """A DNS label; object names get at most 42 characters (they prefix '-proxy-sessions')."""
     import re
 
     from .errors import CommandLineError
 
-    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?", value):
-        raise CommandLineError(f"{flag} {value!r}: expected a DNS label of at most 42 characters (lowercase letters, "
-                               "digits and '-', starting and ending with a letter or digit)")
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,%d}[a-z0-9])?" % (most - 2), value):
+        raise CommandLineError(f"{flag} {value!r}: expected a DNS label of at most {most} characters (lowercase "
+                               "letters, digits and '-', starting and ending with a letter or digit)")
     return value
 
 
@@ -212,10 +213,11 @@ def render_main(args: list[str]) -> int:
     name = _dns_label(opts.get("--name", "corral"), "--name")
     namespace = opts.get("--namespace") or opts.get("-n")
     if namespace is not None:
-        _dns_label(namespace, "--namespace")
+        _dns_label(namespace, "--namespace", 63)
     runtime_class = opts.get("--runtime-class")
     if runtime_class is not None:
-        _dns_label(runtime_class, "--runtime-class")
+        for part in runtime_class.split("."):  # a DNS subdomain
+            _dns_label(part, "--runtime-class", 63)
     try:
         options = k8s.Options(
             image=image, name=name, namespace=namespace, format=opts.get("--format", "pod"),
