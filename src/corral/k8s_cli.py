@@ -286,6 +286,8 @@ def session_main(args: list[str]) -> int:
                                "password, which corral never prints")
     name = _dns_label(opts.get("--name", "corral"), "--name")
     namespace = opts.get("--namespace") or opts.get("-n")
+    if namespace is not None:
+        _dns_label(namespace, "--namespace", 63)
     policy, ctx = _load(opts)
     tls = k8s.terminates_tls(policy)
     password = random.token_urlsafe(24)
