@@ -36,7 +36,19 @@ What the harness changes from the rendered documents, and why (docs/kubernetes.m
    `io.podman.annotations.init.container.type: always`: with the default ("once") podman 4.3.1
    removes the init container while it is still running and the whole `kube play` fails
    ("failed to remove once init container ... container state improper").
-ConfigMaps go to `kube play` in the same YAML, unchanged (podman 4.3 mounts configMap volumes).
+9. `--format agent-sandbox` (tests/test_k8s_warm_podman.py): podman knows no CRDs, so the harness
+   does what agent-sandbox's controller does for a SandboxWarmPool of N replicas: N Pods
+   `NAME-warm-0..N-1` from the SandboxTemplate's podTemplate (metadata labels and spec as
+   rendered); the SandboxTemplate and SandboxWarmPool documents are not played. Each warm pod gets
+   its own `net-out` relay (change 2).
+10. Live ConfigMaps (the warm-pool test's sessions ConfigMap): `kube play` copies a ConfigMap's
+   data into a podman volume once, at play time, so later changes never reach the pod. A
+   ConfigMap the test changes while the pods run is mounted instead from a hostPath directory the
+   harness lays out the way the kubelet lays out a ConfigMap volume (each key a symlink to
+   `..data/KEY`, `..data` a symlink to a timestamped directory, files 0644) and updates the way
+   the kubelet does (a new timestamped directory, then `..data` swapped by an atomic rename, then
+   the key symlinks added or removed): `Cluster.update_configmap`.
+Other ConfigMaps go to `kube play` in the same YAML, unchanged (podman 4.3 mounts configMap volumes).
 Nothing else is changed: commands, env, securityContext, volumes and images are as rendered.
 """
 
@@ -108,14 +120,39 @@ def _relay(name: str, image: str, listen: str, connect: str, mounts: list[dict],
             "securityContext": copy.deepcopy(security), "volumeMounts": mounts}
 
 
+SANDBOX_KINDS = ("SandboxTemplate", "SandboxWarmPool")
+
+
+def warm_pods(docs) -> list[dict]:
+    """Change 9 (pure): the SandboxTemplate + SandboxWarmPool become the Pods agent-sandbox's
+    controller would create for the pool (one per replica, `NAME-warm-I`, the podTemplate as
+    rendered). Documents of other kinds are returned unchanged."""
+    docs = copy.deepcopy(list(docs))
+    templates, pools = by_kind(docs, "SandboxTemplate"), by_kind(docs, "SandboxWarmPool")
+    assert len(templates) == 1 and len(pools) == 1, [d.get("kind") for d in docs]
+    template, pool = templates[0], pools[0]
+    assert pool["spec"]["sandboxTemplateRef"]["name"] == template["metadata"]["name"], pool
+    pod_template = template["spec"]["podTemplate"]
+    pods = []
+    for i in range(pool["spec"]["replicas"]):
+        meta = {"name": f"{pool['metadata']['name']}-warm-{i}",
+                "labels": dict(pod_template.get("metadata", {}).get("labels", {}))}
+        if "namespace" in template["metadata"]:
+            meta["namespace"] = template["metadata"]["namespace"]
+        pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": copy.deepcopy(pod_template["spec"])})
+    return [d for d in docs if d.get("kind") not in SANDBOX_KINDS] + pods
+
+
 def adapt(docs, *, net_dir: str, secret_dirs: dict[str, str], hosts_file: str | None = None,
-          upstream_dir: str | None = None, upstream_ports=(), drop_resources: bool = False) -> list[dict]:
-    """The documents `kube play` gets (pure): the changes of the module docstring, nothing else."""
+          upstream_dir: str | None = None, upstream_ports=(), drop_resources: bool = False,
+          configmap_dirs: dict[str, str] | None = None) -> list[dict]:
+    """The documents `kube play` gets (pure): the changes of the module docstring, nothing else.
+    Several agent Pods (warm_pods) each get the same changes."""
     docs = copy.deepcopy(list(docs))
     deployments = by_kind(docs, "Deployment")
-    pods = by_kind(docs, "Pod")
-    assert len(deployments) == 1 and len(pods) == 1, [d.get("kind") for d in docs]
-    deploy, agent = deployments[0], pods[0]
+    agents = by_kind(docs, "Pod")
+    assert len(deployments) == 1 and agents, [d.get("kind") for d in docs]
+    deploy = deployments[0]
     template = deploy["spec"]["template"]
     proxy = {"apiVersion": "v1", "kind": "Pod",
              "metadata": {"name": deploy["metadata"]["name"], "labels": dict(template["metadata"].get("labels", {}))},
@@ -125,31 +162,37 @@ def adapt(docs, *, net_dir: str, secret_dirs: dict[str, str], hosts_file: str | 
     image, security = proxy_c["image"], proxy_c["securityContext"]
     # 6. the rendered proxy declares no port (podman refuses port mappings without a network)
     assert not any("ports" in c for c in pspec["containers"]), "the renderer declares a containerPort again"
+    specs = (pspec, *(a["spec"] for a in agents))
     # 7. rootless: no cgroup limits
     if drop_resources:
-        for spec in (pspec, agent["spec"]):
+        for spec in specs:
             for c in spec["containers"] + spec.get("initContainers", []):
                 c.pop("resources", None)
     # 8. init containers kept after they ran
-    if agent["spec"].get("initContainers"):
-        agent["metadata"].setdefault("annotations", {})["io.podman.annotations.init.container.type"] = "always"
-    # 3. Secret volumes -> hostPath directories
-    for spec in (pspec, agent["spec"]):
+    for agent in agents:
+        if agent["spec"].get("initContainers"):
+            agent["metadata"].setdefault("annotations", {})["io.podman.annotations.init.container.type"] = "always"
+    # 3. Secret volumes -> hostPath directories; 10. live ConfigMaps -> hostPath directories
+    for spec in specs:
         for vol in spec.get("volumes", []):
             if "secret" in vol:
                 name = vol.pop("secret")["secretName"]
                 if name not in secret_dirs:
                     raise AssertionError(f"the manifests mount Secret {name!r}: give its files to the harness")
                 vol["hostPath"] = {"path": secret_dirs[name], "type": "Directory"}
-    # 2. the cluster network: net-in (proxy pod) and net-out (agent pod) over a hostPath socket
+            elif "configMap" in vol and vol["configMap"]["name"] in (configmap_dirs or {}):
+                vol["hostPath"] = {"path": configmap_dirs[vol.pop("configMap")["name"]], "type": "Directory"}
+    # 2. the cluster network: net-in (proxy pod) and net-out (each agent pod) over a hostPath socket
     pspec["volumes"].append({"name": "corral-net", "hostPath": {"path": net_dir, "type": "Directory"}})
     net_mount = [{"name": "corral-net", "mountPath": NET_MOUNT}]
     pspec["containers"].append(_relay("net-in", image, f"unix:{NET_MOUNT}/{SOCKET}",
                                       f"tcp:127.0.0.1:{PROXY_PORT}", net_mount, security))
-    aspec = agent["spec"]
-    aspec.setdefault("volumes", []).append({"name": "corral-net", "hostPath": {"path": net_dir, "type": "Directory"}})
-    aspec["containers"].append(_relay("net-out", image, f"tcp:127.0.0.1:{PROXY_PORT}",
-                                      f"unix:{NET_MOUNT}/{SOCKET}", net_mount, security))
+    for agent in agents:
+        aspec = agent["spec"]
+        aspec.setdefault("volumes", []).append({"name": "corral-net",
+                                                "hostPath": {"path": net_dir, "type": "Directory"}})
+        aspec["containers"].append(_relay("net-out", image, f"tcp:127.0.0.1:{PROXY_PORT}",
+                                          f"unix:{NET_MOUNT}/{SOCKET}", net_mount, security))
     # 5. the tests' upstreams, reached from the proxy pod's loopback
     if hosts_file:
         pspec["volumes"].append({"name": "corral-hosts", "hostPath": {"path": hosts_file, "type": "File"}})
@@ -162,7 +205,7 @@ def adapt(docs, *, net_dir: str, secret_dirs: dict[str, str], hosts_file: str | 
                                               f"unix:{UPSTREAM_MOUNT}/{port}.sock",
                                               [{"name": "corral-upstream", "mountPath": UPSTREAM_MOUNT}], security))
     out = [d for d in docs if d.get("kind") not in ("Deployment", "Pod")]
-    return [*out, proxy, agent]
+    return [*out, proxy, *agents]
 
 
 def to_yaml(docs) -> str:
@@ -241,22 +284,31 @@ class Cluster:
 
     `secrets`: {Secret name: {key: bytes}} (files made here, never printed); `workspace`: the
     directory the agent's claim is bound to; `upstreams`: {name: (port in the proxy pod, port of
-    the test's server on the host's 127.0.0.1)}. Use as a context manager: tears down always."""
+    the test's server on the host's 127.0.0.1)}; `live_configmaps`: names of ConfigMaps the test
+    changes while the pods run (change 10, `update_configmap`). Rendered `--format agent-sandbox`
+    documents become warm pods (change 9): `agents` lists the agent pods, `agent` is the first.
+    Use as a context manager: tears down always."""
 
     def __init__(self, launcher: helpers.Launcher, env: dict[str, str], docs, base: Path, *,
                  secrets: dict[str, dict[str, bytes]] | None = None, workspace: Path | None = None,
-                 upstreams: dict[str, tuple[int, int]] | None = None, timeout: float = 60.0):
+                 upstreams: dict[str, tuple[int, int]] | None = None, timeout: float = 60.0,
+                 live_configmaps=()):
         self.launcher, self.env, self.base, self.timeout = launcher, env, Path(base), timeout
         self.rendered = list(docs)
+        if by_kind(self.rendered, "SandboxTemplate"):
+            self.rendered = warm_pods(self.rendered)
         self.secrets = secrets or {}
         self.workspace = workspace
         self.upstreams = upstreams or {}
         self.relays: list[HostRelay] = []
         self.claims: list[str] = []
         self.played = False
-        self.agent = by_kind(self.rendered, "Pod")[0]["metadata"]["name"]
+        self.agents = [p["metadata"]["name"] for p in by_kind(self.rendered, "Pod")]
+        self.agent = self.agents[0]
         self.proxy = by_kind(self.rendered, "Deployment")[0]["metadata"]["name"]
         self.rootless = launcher.uid != 0
+        self.live = {name: None for name in live_configmaps}  # name -> its directory, once prepared
+        self._versions = 0
 
     # -- podman as the launcher --------------------------------------------------------------
     def podman(self, *args, timeout: float = 60, input=None) -> subprocess.CompletedProcess:
@@ -310,13 +362,23 @@ class Cluster:
         self.chown(net, PROXY_UID, PROXY_UID)
         for d in secret_dirs.values():
             self.chown(Path(d), PROXY_UID, PROXY_UID)
+        for name in self.live:
+            cm = next((c for c in by_kind(self.rendered, "ConfigMap") if c["metadata"]["name"] == name), None)
+            assert cm is not None, f"no ConfigMap {name!r} in the rendered documents"
+            self.live[name] = b / "configmaps" / name
+            self.live[name].mkdir(parents=True, mode=0o755)
+            (b / "configmaps").chmod(0o755)
+            if self.rootless and os.geteuid() == 0:
+                os.lchown(b / "configmaps", self.launcher.uid, self.launcher.gid)
+            self.update_configmap(name, cm.get("data") or {})
         for _name, (port, host_port) in self.upstreams.items():
             self.relays.append(HostRelay(up / f"{port}.sock", host_port))
         docs = adapt(self.rendered, net_dir=str(net), secret_dirs=secret_dirs, hosts_file=str(hosts) if hosts else None,
-                     upstream_dir=str(up) if up else None, upstream_ports=[p for p, _ in self.upstreams.values()], drop_resources=self.rootless)
+                     upstream_dir=str(up) if up else None, upstream_ports=[p for p, _ in self.upstreams.values()], drop_resources=self.rootless,
+                     configmap_dirs={n: str(d) for n, d in self.live.items()})
         for vol in by_kind(docs, "Pod")[-1]["spec"].get("volumes", []):
             claim = vol.get("persistentVolumeClaim", {}).get("claimName")
-            if claim:
+            if claim and claim not in self.claims:
                 assert self.workspace is not None, f"the agent mounts claim {claim!r}: give the harness a workspace"
                 sec = by_kind(docs, "Pod")[-1]["spec"].get("securityContext", {})
                 self.chown(self.workspace, sec.get("runAsUser", 1000), sec.get("runAsGroup", 1000))
@@ -332,6 +394,36 @@ class Cluster:
             os.lchown(self.yaml, self.launcher.uid, self.launcher.gid)
         self.documents = docs
         return self.yaml
+
+    def update_configmap(self, name: str, data: dict[str, str]) -> None:
+        """Change 10: ConfigMap `name`'s volume now holds `data`, updated the way the kubelet's
+        atomic writer updates a ConfigMap volume: the new content in a fresh `..TIMESTAMP`
+        directory, `..data` swapped to it with one rename, then the key symlinks (`KEY ->
+        ..data/KEY`) added and the removed ones unlinked, then the old directory removed."""
+        d = self.live[name]
+        self._versions += 1
+        version = d / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{os.getpid()}{self._versions:04d}"
+        version.mkdir(mode=0o755)
+        for key, value in data.items():
+            assert "/" not in key and not key.startswith("."), key
+            f = version / key
+            f.write_text(value)
+            f.chmod(0o644)
+        old = os.readlink(d / "..data") if (d / "..data").is_symlink() else None
+        tmp = d / "..data_tmp"
+        os.symlink(version.name, tmp)
+        os.rename(tmp, d / "..data")
+        for key in data:
+            if not (d / key).is_symlink():
+                os.symlink(f"..data/{key}", d / key)
+        for entry in os.listdir(d):
+            if not entry.startswith(".") and entry not in data:
+                os.unlink(d / entry)
+        if old:
+            shutil.rmtree(d / old)
+        if self.rootless and os.geteuid() == 0:  # the launcher's, as the rest of the base directory
+            for p in [d, *d.rglob("*")]:
+                os.lchown(p, self.launcher.uid, self.launcher.gid)
 
     def __enter__(self) -> "Cluster":
         try:
@@ -362,7 +454,7 @@ class Cluster:
 
     def all_logs(self) -> str:
         out = []
-        for pod in (self.proxy, self.agent):
+        for pod in (self.proxy, *self.agents):
             ps = self.podman("ps", "-a", "--filter", f"pod={pod}", "--format", "{{.Names}} {{.Status}}", timeout=30)
             for line in ps.stdout.splitlines():
                 name = line.split()[0]
@@ -372,26 +464,34 @@ class Cluster:
         return "\n".join(out) or "(no containers)"
 
     def exec(self, script: str, *, container: str = "agent", timeout: float = 60, user: str | None = None,
-             input=None) -> subprocess.CompletedProcess:
-        """bash -c script in a container of the agent pod (as its rendered user unless `user`)."""
+             input=None, pod: str | None = None, env_file: str | None = None) -> subprocess.CompletedProcess:
+        """bash -c script in a container of an agent pod (the first unless `pod`; as its rendered
+        user unless `user`); `env_file`: variables added the way a harness passes them to the
+        commands it runs (`podman exec --env-file`: values never on a command line)."""
         extra = ["--user", user] if user else []
-        return self.podman("exec", "-i", *extra, self.container(self.agent, container), "bash", "-c", script,
+        if env_file:
+            extra += ["--env-file", env_file]
+        return self.podman("exec", "-i", *extra, self.container(pod or self.agent, container), "bash", "-c", script,
                            timeout=timeout, input=input)
 
     def wait_ready(self) -> float:
-        """Until the agent's first request reaches the proxy through the relays: seconds since start."""
+        """Until each agent pod's first request reaches the proxy through the relays: seconds
+        since start."""
         probe = ("curl -s -o /dev/null -w '%{http_code}' --max-time 2 --noproxy '*' "
                  f"http://127.0.0.1:{PROXY_PORT}/ || true")
         end = time.monotonic() + self.timeout
         last = None
-        while time.monotonic() < end:
-            last = self.exec(probe, timeout=30)
-            if last.returncode == 0 and last.stdout.strip() not in ("", "000"):
-                self.ready = time.monotonic() - self.started
-                return self.ready
-            time.sleep(0.1)
-        raise AssertionError(f"the agent did not reach the proxy within {self.timeout:.0f} s "
-                             f"(last probe: {last and (last.stdout + last.stderr).strip()!r})\n{self.all_logs()}")
+        for pod in self.agents:
+            while True:
+                last = self.exec(probe, timeout=30, pod=pod)
+                if last.returncode == 0 and last.stdout.strip() not in ("", "000"):
+                    break
+                if time.monotonic() > end:
+                    raise AssertionError(f"agent pod {pod} did not reach the proxy within {self.timeout:.0f} s "
+                                         f"(last probe: {(last.stdout + last.stderr).strip()!r})\n{self.all_logs()}")
+                time.sleep(0.1)
+        self.ready = time.monotonic() - self.started
+        return self.ready
 
     def down(self) -> None:
         errors = []
@@ -399,7 +499,7 @@ class Cluster:
             p = self.podman("kube", "down", str(self.yaml), timeout=120)
             if p.returncode != 0:
                 errors.append(p.stderr.strip())
-            for pod in (self.proxy, self.agent):
+            for pod in (self.proxy, *self.agents):
                 self.podman("pod", "rm", "-f", "-t", "0", pod, timeout=60)
             self.played = False
         # podman 4.3.1 makes a volume per ConfigMap and `kube down` leaves it
