@@ -32,10 +32,15 @@ What the harness changes from the rendered documents, and why (docs/kubernetes.m
 7. Rootless only: the containers' `resources` are dropped. Rootless podman on this machine
    (hybrid cgroups, nothing delegated) fails the pod with "cannot set memory limit: container
    could not join or create cgroup"; root podman keeps them.
-8. The agent pod (when it has initContainers, i.e. the `trust` bundle builder) gets the annotation
-   `io.podman.annotations.init.container.type: always`: with the default ("once") podman 4.3.1
-   removes the init container while it is still running and the whole `kube play` fails
-   ("failed to remove once init container ... container state improper").
+8. The agent pod (when it has initContainers, i.e. the `trust` bundle builder) gets
+   `restartPolicy: OnFailure` (rendered: none, i.e. Kubernetes' Always). Kubernetes runs an init
+   container to completion once; podman 4.3.1 applies the pod's restart policy to init containers
+   too, so under Always it restarts the exited `trust` container in a loop (hundreds of times
+   while the pod runs), and each run truncates and rewrites the trust bundle the agent reads
+   (curl: "(77) error setting certificate file", now and then), `kube play` waits ~20 s for the
+   init container to stay exited, and with podman's default init type ("once") removing it fails
+   ("container state improper"). Under OnFailure the agent container is not restarted when it
+   exits 0, which no test relies on.
 9. `--format agent-sandbox` (tests/test_k8s_warm_podman.py): podman knows no CRDs, so the harness
    does what agent-sandbox's controller does for a SandboxWarmPool of N replicas: N Pods
    `NAME-warm-0..N-1` from the SandboxTemplate's podTemplate (metadata labels and spec as
@@ -168,10 +173,10 @@ def adapt(docs, *, net_dir: str, secret_dirs: dict[str, str], hosts_file: str | 
         for spec in specs:
             for c in spec["containers"] + spec.get("initContainers", []):
                 c.pop("resources", None)
-    # 8. init containers kept after they ran
+    # 8. init containers run once (podman applies the pod's restart policy to them)
     for agent in agents:
         if agent["spec"].get("initContainers"):
-            agent["metadata"].setdefault("annotations", {})["io.podman.annotations.init.container.type"] = "always"
+            agent["spec"]["restartPolicy"] = "OnFailure"
     # 3. Secret volumes -> hostPath directories; 10. live ConfigMaps -> hostPath directories
     for spec in specs:
         for vol in spec.get("volumes", []):
