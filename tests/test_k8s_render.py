@@ -481,3 +481,15 @@ def test_kubernetes_is_not_a_run_backend(me, tmp_path):
     path.write_text('backend = "kubernetes"\n')
     out = helpers.run(me, ["k8s", "render", "-s", str(path), "--image", "x"], cwd=tmp_path)
     assert out.returncode != 0 and 'backend = "k8s"' in out.stderr
+
+
+def test_extra_cas_are_named_by_content():
+    # A session bound later names the same file only when it trusts the same certificate.
+    a, b = FAKE_CA, FAKE_CA.replace("fake", "other")
+    assert k8s.extra_ca_name(a) == k8s.extra_ca_name(a) != k8s.extra_ca_name(b)
+    inputs = k8s.Inputs(ca_cert_pem=FAKE_CA, extra_ca=(("/x/a.pem", a), ("/x/b.pem", b)))
+    out = k8s.render(policy_of(NATIVE, "toml"), CTX, k8s.Options(image="x"), inputs)
+    data = next(d for d in out.documents if d["metadata"]["name"] == "corral-ca")["data"]
+    assert set(data) == {"ca.crt", k8s.extra_ca_name(a), k8s.extra_ca_name(b)}
+    session = next(d for d in out.documents if d["metadata"]["name"] == "corral-proxy-sessions")["data"]
+    assert f"/etc/corral/ca/{k8s.extra_ca_name(b)}" in session["corral.toml"]

@@ -187,14 +187,20 @@ def _ca_inputs(policy, name: str, namespace: str | None):
         raise SetupError(f"cannot read the CA certificate {cert_path}: {exc}", "check the policy's tls.ca_cert") from None
     if "-----BEGIN CERTIFICATE-----" not in pem:
         raise SetupError(f"{cert_path} is not a PEM certificate", "give a PEM file as tls.ca_cert")
+    return Inputs(ca_cert_pem=pem, ca_cert_path=cert_path, ca_key_path=key_path, extra_ca=_read_extra_ca(policy))
+
+
+def _read_extra_ca(policy) -> tuple[tuple[str, str], ...]:
+    from .errors import SetupError
+
     extra = []
-    for path in tls.extra_ca:
+    for path in policy.network.tls.extra_ca:
         try:
             with open(path, encoding="ascii") as fh:
                 extra.append((path, fh.read()))
         except (OSError, UnicodeDecodeError) as exc:
             raise SetupError(f"cannot read extra CA {path}: {exc}", "fix network.tls.extra_ca") from None
-    return Inputs(ca_cert_pem=pem, ca_cert_path=cert_path, ca_key_path=key_path, extra_ca=tuple(extra))
+    return tuple(extra)
 
 
 def render_main(args: list[str]) -> int:
@@ -292,8 +298,8 @@ def session_main(args: list[str]) -> int:
     tls = k8s.terminates_tls(policy)
     password = random.token_urlsafe(24)
     token_line = "sha256:" + hashlib.sha256(password.encode()).hexdigest()
-    data = {f"{session}.toml": k8s.proxy_policy_toml(policy, ctx, tls, tuple(
-        f"extra-{i}.crt" for i in range(len(policy.network.tls.extra_ca)))), f"{session}.token": token_line + "\n"}
+    extra = tuple(k8s.extra_ca_name(pem) for _, pem in _read_extra_ca(policy)) if tls else ()
+    data = {f"{session}.toml": k8s.proxy_policy_toml(policy, ctx, tls, extra), f"{session}.token": token_line + "\n"}
     meta = {"name": f"{name}-proxy-sessions"}
     if namespace:
         meta["namespace"] = namespace
@@ -309,6 +315,10 @@ def session_main(args: list[str]) -> int:
                      "end the session by deleting its two keys from the ConfigMap\n")
     sys.stderr.write("corral k8s: the proxy answers 407 for this session until the kubelet has updated its "
                      "sessions volume (up to about a minute after the apply): wait for it, or retry on 407\n")
+    if extra:
+        sys.stderr.write(f"corral k8s: the session trusts extra CAs upstream ({', '.join(extra)}): ConfigMap "
+                         f"{name}-ca must hold them (render the base policy with the same extra_ca), or the proxy "
+                         "refuses the session naming the missing file\n")
     if policy.credentials:
         sys.stderr.write("corral k8s: the session's credentials come from the proxy's Secret: keys "
                          + ", ".join(c.name for c in policy.credentials) + "\n")

@@ -182,6 +182,12 @@ def _placeholder(token_line: str, session: str, name: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def extra_ca_name(pem: str) -> str:
+    """The key of an extra CA in ConfigMap NAME-ca: named by its content, so that a session
+    bound later names the same file only when it trusts the same certificate."""
+    return f"extra-{hashlib.sha256(pem.encode()).hexdigest()[:12]}.crt"
+
+
 def proxy_policy(policy, ca: bool, extra_names: tuple[str, ...] = ()):
     """The policy as the proxy pod loads it: network rules, HTTP rules, [git], credentials read
     from the Secret's files, TLS with the mounted CA; nothing about the agent's filesystem."""
@@ -474,7 +480,7 @@ def render(policy, ctx, opts: Options, inputs: Inputs = Inputs()) -> Rendered:
         notes.append(f"RuntimeClass {opts.runtime_class!r} is referenced, not rendered: it must exist on the cluster")
     pod_format = opts.format == "pod"
     session = opts.name if pod_format else None
-    extra_names = tuple(f"extra-{i}.crt" for i in range(len(inputs.extra_ca)))
+    extra_names = tuple(extra_ca_name(pem) for _, pem in inputs.extra_ca)
     sessions_cm = f"{opts.name}-proxy-sessions"
     data = {}
     if pod_format:
