@@ -323,6 +323,33 @@ def test_sessions_added_changed_broken_and_removed_while_running(launcher, setup
     assert "session b loaded" in err and "session a reloaded" in err and "session a removed" in err, err
 
 
+def test_rotated_credential_file_is_picked_up_without_touching_the_session(launcher, setup):
+    """A Kubernetes Secret rotated in place (the kubelet writes a new file and swaps a link):
+    the session's next connections carry the new value; nothing in the sessions directory changed."""
+    s = setup
+    s.add("a", s.policy_a())
+    s.start()
+    url_a, ph_a = s.a.url("/echo", host="localhost"), s.placeholder("a")
+    assert s.curl(url_a, "a", bearer=ph_a)[0] == 200, s.stderr()
+    assert _auth(s.a) == [f"Bearer {s.real_a}"]
+    rotated = f"ct-rotated-a-{secrets.token_hex(16)}"
+    fresh = s.ws.write(s.secret_file.parent / "a-token.new", rotated + "\n", mode=0o600)
+    os.replace(fresh, s.secret_file)  # a new inode, as a Secret volume's swap gives
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        assert s.curl(url_a, "a", bearer=ph_a)[0] == 200, s.stderr()
+        if _auth(s.a)[-1] == f"Bearer {rotated}":
+            break
+        time.sleep(0.3)
+    assert _auth(s.a)[-1] == f"Bearer {rotated}", s.stderr()
+    # the old value is no longer sent, and the placeholder did not change
+    assert s.curl(url_a, "a", bearer=ph_a)[0] == 200 and _auth(s.a)[-1] == f"Bearer {rotated}"
+    s.stop()
+    err = s.stderr()
+    assert "session a reloaded (its credential or CA files changed)" in err, err
+    assert rotated not in err and s.real_a not in err and rotated not in s.out_path.read_text()
+
+
 def test_kubernetes_volume_layout_and_atomic_swap(launcher, setup):
     """A ConfigMap volume: keys are symlinks into `..data`, a link to a timestamped directory
     that the kubelet swaps atomically on update."""

@@ -20,6 +20,8 @@ Rules of this module:
   to load is refused with one stderr line (file, key, value, fix) and the others keep working;
   a session whose files are removed refuses new connections at once, while established ones
   finish under the scope they started with.
+* A session is loaded again when the files its credentials and CAs come from change (a
+  Kubernetes Secret rotated in place), noticed on the same schedule as the directory.
 * The directory is looked at when clients arrive, at most once every `CHECK_EVERY` seconds,
   and at once (at most every `UNKNOWN_EVERY` seconds) when a client names an unknown session.
   Loading runs on the proxy's event loop: a `from_command` credential blocks it while it runs.
@@ -120,10 +122,36 @@ def group_entries(entries) -> tuple[dict[str, tuple[str, str]], list[tuple[str, 
 class Session:
     """One loaded session: its token line's digest (None: open) and its run (with its scope)."""
 
-    __slots__ = ("name", "digest", "run", "summary", "stamp")
+    __slots__ = ("name", "digest", "run", "summary", "stamp", "sources", "source_stamp")
 
-    def __init__(self, name: str, digest: bytes | None, run, summary: str, stamp):
+    def __init__(self, name: str, digest: bytes | None, run, summary: str, stamp, sources=(), source_stamp=()):
         self.name, self.digest, self.run, self.summary, self.stamp = name, digest, run, summary, stamp
+        # The files its credentials and CAs are read from (a Kubernetes Secret's, rotated in place),
+        # as they were just before they were read: when one changes, the session is loaded again.
+        self.sources, self.source_stamp = tuple(sources), tuple(source_stamp)
+
+
+def file_stamps(paths) -> tuple:
+    """What identifies each file's content now (symlinks followed; None when it is missing)."""
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def source_files(policy) -> list[str]:
+    """The files a session's policy reads its secrets and CAs from."""
+    paths = [c.from_file for c in policy.credentials if c.from_file]
+    tls = policy.network.tls
+    if tls.ca == "files":
+        paths += [tls.ca_cert, tls.ca_key]
+    paths += list(tls.extra_ca)
+    return [p for p in paths if p]
 
 
 class SessionStore:
@@ -201,7 +229,9 @@ class SessionStore:
         """Look at the directory; load what changed, drop what went, say so (one line each)."""
         self._checked = self.clock() if now is None else now
         listing = self._scan()
-        if listing == self._listing:
+        rotated = {name for name, (_, session) in self._state.items()
+                   if session is not None and session.sources and file_stamps(session.sources) != session.source_stamp}
+        if listing == self._listing and not rotated:
             return
         self._listing = listing
         groups, problems = group_entries(k for k in listing if k != "..data")
@@ -211,10 +241,12 @@ class SessionStore:
         for name, (policy_file, token_file) in groups.items():
             stamp = (policy_file, listing[policy_file], token_file, listing[token_file])
             old = self._state.get(name)
-            if old is not None and old[0] == stamp:
+            if old is not None and old[0] == stamp and name not in rotated:
                 state[name] = old
                 continue
-            session = self._load(name, policy_file, token_file, stamp, reloaded=old is not None and old[1] is not None)
+            session = self._load(name, policy_file, token_file, stamp, reloaded=old is not None and old[1] is not None,
+                                 why=" (its credential or CA files changed)" if name in rotated and old[0] == stamp
+                                 else "")
             state[name] = (stamp, session)
         for name, (_, session) in self._state.items():
             if session is not None and (name not in state or state[name][1] is None):
@@ -237,7 +269,8 @@ class SessionStore:
     def _problem(self, line: str) -> None:
         self.write(line)
 
-    def _load(self, name: str, policy_file: str, token_file: str, stamp, reloaded: bool) -> Session | None:
+    def _load(self, name: str, policy_file: str, token_file: str, stamp, reloaded: bool,
+              why: str = "") -> Session | None:
         from ..errors import CorralError
 
         try:
@@ -251,7 +284,7 @@ class SessionStore:
             self.write(f"corral proxy: session {name} refused: internal error while loading it: "
                        f"{type(exc).__name__}: {shown(str(exc), 200)}")
             return None
-        self.write(f"corral proxy: session {name} {'reloaded' if reloaded else 'loaded'}: {session.summary}")
+        self.write(f"corral proxy: session {name} {'reloaded' + why if reloaded else 'loaded'}: {session.summary}")
         for note in notes:
             self.write(f"corral proxy: session {name}: {note}")
         return session
@@ -282,6 +315,8 @@ class SessionStore:
         policy_path = os.path.join(self.directory, policy_file)
         policy = load.load(policy_path, self.ctx, self.environ)
         rules = compile_rules(policy.network, policy_path)
+        sources = source_files(policy)
+        source_stamp = file_stamps(sources)  # before they are read: a change meanwhile reloads once more
         gate = terminator = None
         notes: list[str] = []
         credentials = []
@@ -314,7 +349,7 @@ class SessionStore:
             parts.append("TLS termination")
         if line == OPEN:
             parts.append("open (connections without proxy credentials)")
-        return Session(name, digest_of(line), run, ", ".join(parts), stamp), notes
+        return Session(name, digest_of(line), run, ", ".join(parts), stamp, sources, source_stamp), notes
 
     def names(self) -> list[str]:
         return sorted(self.sessions)
