@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from ._values import field, frozen
-from .sandbox.diagnose import _read, userns_problem
+from .sandbox.diagnose import _read, in_child, userns_problem
 
 SCHEMA = 1  # `corral doctor --json`: bumped only when a field changes meaning or goes away
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -182,32 +182,6 @@ def _bwrap_version(path: str) -> str:
     return out or "version unknown"
 
 
-def _in_child(probe) -> str:
-    """Run `probe()` in a forked child; "" when it succeeded, else its one-line reason."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - probe child
-        try:
-            os.close(r)
-            try:
-                probe()
-                os._exit(0)
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent as a line
-                os.write(w, str(exc).encode(errors="replace")[:300] or b"failed")
-                os._exit(1)
-        finally:
-            os._exit(2)
-    os.close(w)
-    why = b""
-    while chunk := os.read(r, 512):
-        why += chunk
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-        return ""
-    return why.decode(errors="replace") or f"the probe failed (status {status})"
-
-
 def _overlay_probe(base: str) -> None:
     """An overlay mounted in a user namespace of our own, as `--workspace overlay` does; on a
     tmpfs over `base`, in the probe's own mount namespace (the host directory stays empty)."""
@@ -234,7 +208,7 @@ def _overlay_check() -> tuple[str, bool, str]:
 
     base = tempfile.mkdtemp(prefix="corral-doctor-")
     try:
-        why = _in_child(lambda: _overlay_probe(base))
+        why = in_child(lambda: _overlay_probe(base))
     finally:
         os.rmdir(base)
     if not why:
@@ -272,7 +246,7 @@ def _idmap_check() -> tuple[str, bool, str]:
             raise OSError(err, f"mount_setattr(MOUNT_ATTR_IDMAP): {os.strerror(err)}")
 
     try:
-        why = _in_child(probe)
+        why = in_child(probe)
     finally:
         os.close(fd)
         mp.reap()

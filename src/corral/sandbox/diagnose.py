@@ -141,28 +141,46 @@ def landlock_abi() -> int:
     return abi if abi > 0 else 0
 
 
-def _unshare_user_errno() -> int:
-    """0 when a forked child can unshare a new user namespace, else the errno it got."""
+def in_child(probe) -> str:
+    """Run `probe()` in a forked child (a probe may change its process for good: unshare,
+    mounts); "" when it succeeded, else its one-line reason (the exception's text)."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:
+    if pid == 0:  # pragma: no cover - probe child
         try:
-            import ctypes
-
             os.close(r)
-            libc = ctypes.CDLL(None, use_errno=True)
-            ok = libc.unshare(0x10000000) == 0
-            os.write(w, str(0 if ok else ctypes.get_errno() or 1).encode())
+            try:
+                probe()
+                os._exit(0)
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent as a line
+                os.write(w, str(exc).encode(errors="replace")[:300] or b"failed")
+                os._exit(1)
         finally:
-            os._exit(0)
+            os._exit(2)
     os.close(w)
-    out = b""
-    while chunk := os.read(r, 16):
-        out += chunk
+    why = b""
+    while chunk := os.read(r, 512):
+        why += chunk
     os.close(r)
-    os.waitpid(pid, 0)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return ""
+    return why.decode(errors="replace") or f"the probe failed (status {status})"
+
+
+def _unshare_user_errno() -> int:
+    """0 when a forked child can unshare a new user namespace, else the errno it got."""
+
+    def probe():
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(0x10000000) != 0:
+            raise RuntimeError(str(ctypes.get_errno() or 1))  # the reason in_child reports: the errno
+
+    why = in_child(probe)
     try:
-        return int(out)
+        return int(why) if why else 0
     except ValueError:
         return 1
 
