@@ -242,9 +242,7 @@ def render_main(args: list[str]) -> int:
         for line in rep.lines():
             sys.stderr.write(line + "\n")
     if rep.gaps():
-        line = rep.gaps_line().replace("`corral run --dry-run`", "`corral k8s render --report`").replace(
-            "strict = true refuses such runs", "strict = true refuses to render them")
-        sys.stderr.write(line + "\n")
+        sys.stderr.write(rep.gaps_line("`corral k8s render --report`", "refuses to render them") + "\n")
         if policy.backend.strict:
             sys.stderr.write("corral: strict = true: refusing to render manifests that do not enforce the whole "
                              "policy (fix the gaps above, or set strict = false)\n")
@@ -276,10 +274,10 @@ def session_main(args: list[str]) -> int:
     if len(words) != 1 or command:
         raise CommandLineError("expected one session name: corral k8s session SESSION --proxy-address HOST:PORT "
                                "--env-file PATH")
-    import re
+    from .proxy.sessions import NAME
 
     session = words[0]
-    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", session):
+    if not NAME.fullmatch(session):
         raise CommandLineError(f"session {session!r}: expected a DNS label (lowercase letters, digits and '-')")
     address = _address(opts.get("--proxy-address"))
     if address is None:
@@ -328,12 +326,9 @@ def session_main(args: list[str]) -> int:
 def session_environment(policy, session: str, password: str, token_line: str, address: str) -> list[tuple[str, str]]:
     from urllib.parse import quote
 
+    from .backends.k8s import proxy_variables
     from .proxy.credentials import session_placeholder
 
-    auth = f"{quote(session, safe='')}:{quote(password, safe='')}@"
-    http, socks = f"http://{auth}{address}", f"socks5h://{auth}{address}"
-    env = [(n, http) for n in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "GRPC_PROXY", "grpc_proxy",
-                               "CORRAL_PROXY")]
-    env += [(n, socks) for n in ("ALL_PROXY", "all_proxy")]
+    env = proxy_variables(address, f"{quote(session, safe='')}:{quote(password, safe='')}@")
     env += [(c.env, session_placeholder(token_line, session, c.name)) for c in policy.credentials if c.env]
     return env

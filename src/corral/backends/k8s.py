@@ -49,6 +49,8 @@ RUNTIME_HANDLERS = {"gvisor": "runsc"}
 PRIVATE_V4 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10",
               "127.0.0.0/8", "0.0.0.0/8")
 PRIVATE_V6 = ("fc00::/7", "fe80::/10", "::1/128", "::ffff:0:0/96")
+HTTP_PROXY_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "GRPC_PROXY", "grpc_proxy")
+SOCKS_PROXY_NAMES = ("ALL_PROXY", "all_proxy")
 TRUST_SYSTEM_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
                         "/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem")
 
@@ -292,18 +294,19 @@ def _env(pairs) -> list[dict]:
     return [{"name": k, "value": v} for k, v in pairs]
 
 
+def proxy_variables(address: str, auth: str = "") -> list[tuple[str, str]]:
+    """The variables clients find the proxy by (CORRAL_PROXY last); `auth`: "user:password@"."""
+    http, socks = f"http://{auth}{address}", f"socks5h://{auth}{address}"
+    return [(n, http) for n in HTTP_PROXY_NAMES] + [(n, socks) for n in SOCKS_PROXY_NAMES] + [("CORRAL_PROXY", http)]
+
+
 def agent_environment(policy, opts: Options, tls: bool, session: str | None) -> list[tuple[str, str]]:
     """The agent's variables: where the proxy is, corral's CA, and, for a pod bound to one
     session, the credentials' placeholders (never a value)."""
     svc = service_env_prefix(f"{opts.name}-proxy")
-    address = opts.proxy_address or f"$({svc}_SERVICE_HOST):$({svc}_SERVICE_PORT)"
-    http = f"http://{address}"
-    env = [(n, http) for n in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "GRPC_PROXY",
-                               "grpc_proxy")]
-    env += [(n, f"socks5h://{address}") for n in ("ALL_PROXY", "all_proxy")]
+    *env, corral = proxy_variables(opts.proxy_address or f"$({svc}_SERVICE_HOST):$({svc}_SERVICE_PORT)")
     env += [("NO_PROXY", "localhost,127.0.0.1,::1"), ("no_proxy", "localhost,127.0.0.1,::1"),
-            ("NODE_USE_ENV_PROXY", "1"), ("CORRAL_PROXY", http),
-            ("HOME", AGENT_HOME), ("TMPDIR", "/tmp")]
+            ("NODE_USE_ENV_PROXY", "1"), corral, ("HOME", AGENT_HOME), ("TMPDIR", "/tmp")]
     if tls:
         env += [(n, TRUST_BUNDLE) for n in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
                                             "GIT_SSL_CAINFO", "PIP_CERT")]

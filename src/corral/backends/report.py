@@ -39,11 +39,10 @@ class Report:
             out.append(f"#   {i.field:<{width}}  {i.state:<13} {i.requested}{' — ' + i.how if i.how else ''}")
         return out
 
-    def gaps_line(self) -> str:
+    def gaps_line(self, shown_by: str = "`corral run --dry-run`", refused: str = "refuses such runs") -> str:
         gaps = self.gaps()
         said = "; ".join(f"{i.field}: {i.state}{' (' + i.how + ')' if i.how else ''}" for i in gaps)
-        return (f"corral: on the {self.backend} backend, {said} (`corral run --dry-run` shows the whole report; "
-                "strict = true refuses such runs)")
+        return f"corral: on the {self.backend} backend, {said} ({shown_by} shows the whole report; strict = true {refused})"
 
     def as_dict(self) -> dict:
         return {"backend": self.backend,
