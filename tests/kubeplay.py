@@ -62,9 +62,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -229,59 +227,26 @@ def to_yaml(docs) -> str:
 
 
 class HostRelay:
-    """On the host: a Unix socket (reached from the proxy pod) relayed to 127.0.0.1:port."""
+    """On the host: a Unix socket (reached from the proxy pod) relayed to 127.0.0.1:port, by the
+    same relay script the stand-in containers run, in a process of its own."""
 
     def __init__(self, path: Path, port: int):
-        self.path, self.port = str(path), port
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.bind(self.path)
+        import sys
+
+        self.path = str(path)
+        self.proc = subprocess.Popen([sys.executable, "-c", RELAY.strip() + "\n", f"unix:{self.path}",
+                                      f"tcp:127.0.0.1:{port}"], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not helpers.wait_for(lambda: os.path.exists(self.path) or self.proc.poll() is not None, timeout=10):
+            self.close()
+            raise AssertionError(f"the host relay for 127.0.0.1:{port} did not start")
+        assert self.proc.poll() is None, f"the host relay for 127.0.0.1:{port} exited ({self.proc.returncode})"
         os.chmod(self.path, 0o666)  # the relay container's uid (a subuid when rootless) connects
-        self.sock.listen(64)
-        self.closed = False
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        while not self.closed:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        try:
-            b.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def _serve(self, c):
-        try:
-            u = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-            u.settimeout(None)
-        except OSError:
-            c.close()
-            return
-        t = threading.Thread(target=self._pipe, args=(u, c), daemon=True)
-        t.start()
-        self._pipe(c, u)
-        t.join(30)
-        c.close()
-        u.close()
 
     def close(self):
-        self.closed = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
 
 
 class Cluster:
